@@ -1,0 +1,16 @@
+//! Plain types and rules, no I/O: sessions, users, kinds, tokens, passwords,
+//! input limits, the authority policy and the one error enum.
+
+mod error;
+mod kind;
+pub mod limits;
+pub mod password;
+pub mod policy;
+mod session;
+pub mod throttle;
+mod token;
+
+pub use error::{AuthFailure, Error, NotFound, Result};
+pub use kind::{EndReason, Kind, Role};
+pub use session::{ClientInfo, Millis, NewSession, NewUser, Session, User, UserRecord};
+pub use token::{Token, TokenDigest};

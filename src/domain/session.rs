@@ -1,0 +1,97 @@
+use std::fmt;
+
+use super::{Kind, Role, TokenDigest};
+
+/// Milliseconds since the Unix epoch; every time the store keeps is one of these.
+pub type Millis = i64;
+
+/// Where a session was opened from, when known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A live (or just ended) session as the store returns it. Never holds the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: i32,
+    pub kind: Kind,
+    pub user_id: i64,
+    pub username: String,
+    pub org: String,
+    /// The owner's role, read with the session so policy needs no second lookup.
+    pub role: Role,
+    pub created_at: Millis,
+    pub last_seen_at: Millis,
+    /// When the session ends unless used again (refreshed on use).
+    pub idle_deadline: Millis,
+    /// When the session ends at the latest.
+    pub expires_at: Millis,
+    pub client: ClientInfo,
+}
+
+impl Session {
+    pub fn is_live_at(&self, now: Millis) -> bool {
+        now < self.expires_at && now < self.idle_deadline
+    }
+}
+
+/// What `Store::create_session` needs.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub digest: TokenDigest,
+    pub kind: Kind,
+    pub user_id: i64,
+    pub now: Millis,
+    pub idle_deadline: Millis,
+    pub expires_at: Millis,
+    pub client: ClientInfo,
+}
+
+/// A user as listed; no secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub org: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: Millis,
+}
+
+/// A user with its password hash, for verification only.
+#[derive(Clone)]
+pub struct UserRecord {
+    pub user: User,
+    pub password_hash: String,
+}
+
+impl fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("user", &self.user)
+            .field("password_hash", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What `Store::create_user` needs.
+#[derive(Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub org: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub now: Millis,
+}
+
+impl fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewUser")
+            .field("username", &self.username)
+            .field("org", &self.org)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}

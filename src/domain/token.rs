@@ -1,0 +1,98 @@
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::{AuthFailure, Error};
+
+/// Length of a token's text: 32 random bytes in base64url without padding.
+pub const TOKEN_LEN: usize = 43;
+
+/// A session's secret. Only ever shown once, at login; Debug never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// A fresh 256-bit token from the operating system's CSPRNG.
+    pub fn generate() -> Result<Self, Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes)
+            .map_err(|e| Error::Internal(format!("no randomness available: {e}")))?;
+        Ok(Token(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Checks the shape of a presented token; anything else is UNAUTHENTICATED.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let well_formed = text.len() == TOKEN_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && URL_SAFE_NO_PAD.decode(text).is_ok_and(|b| b.len() == 32);
+        if well_formed {
+            Ok(Token(text.to_owned()))
+        } else {
+            Err(Error::Unauthenticated(AuthFailure::TokenInvalid))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The SHA-256 digest the store keeps instead of the token.
+    pub fn digest(&self) -> TokenDigest {
+        TokenDigest(Sha256::digest(self.0.as_bytes()).into())
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// SHA-256 of a token: the only form in which a store holds it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest(pub [u8; 32]);
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenDigest(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_parse_and_differ() {
+        let a = Token::generate().unwrap();
+        let b = Token::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), TOKEN_LEN);
+        assert_eq!(Token::parse(a.as_str()).unwrap().digest(), a.digest());
+        assert!(!format!("{a:?}").contains(a.as_str()));
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected() {
+        for bad in [
+            "",
+            "short",
+            &"a".repeat(44),
+            &"+".repeat(43),
+            &"é".repeat(22),
+        ] {
+            assert_eq!(
+                Token::parse(bad),
+                Err(Error::Unauthenticated(AuthFailure::TokenInvalid))
+            );
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The tonic service: reads metadata, turns proto fields into domain inputs,
+//! calls `Sessions`, and maps errors through `status::to_status` only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::{limits, Error};
+use crate::pb::{self, session_service_server::SessionService};
+use crate::sessions::{ListFilter, Secret, Sessions};
+
+pub mod codec;
+pub mod convert;
+pub mod status;
+
+use convert::{bearer_token, client_from_pb, kind_filter_from_pb, kind_from_pb, session_to_pb};
+use status::to_status;
+
+/// `session.v1.SessionService` over the application service.
+#[derive(Debug, Clone)]
+pub struct SessionGrpc {
+    sessions: Arc<Sessions>,
+}
+
+impl SessionGrpc {
+    pub fn new(sessions: Arc<Sessions>) -> Self {
+        SessionGrpc { sessions }
+    }
+}
+
+/// The caller's address for throttling: the TCP peer when there is one (never
+/// spoofable by the request); in-process calls (the REST shim) pass their own.
+fn throttle_address<T>(req: &Request<T>, claimed: Option<&str>) -> Option<String> {
+    req.remote_addr()
+        .map(|a: SocketAddr| a.ip().to_string())
+        .or_else(|| claimed.map(str::to_owned))
+}
+
+fn token_of<T>(req: &Request<T>) -> Result<Option<String>, Status> {
+    bearer_token(req.metadata()).map_err(to_status)
+}
+
+#[tonic::async_trait]
+impl SessionService for SessionGrpc {
+    async fn login(
+        &self,
+        req: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let kind = kind_from_pb("kind", req.get_ref().kind).map_err(to_status)?;
+        let mut client = client_from_pb(req.get_ref().client.as_ref()).map_err(to_status)?;
+        let address = throttle_address(&req, client.address.as_deref());
+        if client.address.is_none() {
+            client.address = req.remote_addr().map(|a| a.to_string());
+        }
+        let msg = req.into_inner();
+        let (token, session) = self
+            .sessions
+            .login(
+                &msg.username,
+                &msg.password,
+                kind,
+                client,
+                address.as_deref(),
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::LoginResponse {
+            token: token.into_string(),
+            session: Some(session_to_pb(&session)),
+        }))
+    }
+
+    async fn validate_session(
+        &self,
+        req: Request<pb::ValidateSessionRequest>,
+    ) -> Result<Response<pb::ValidateSessionResponse>, Status> {
+        let session = self
+            .sessions
+            .validate(&req.get_ref().token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ValidateSessionResponse {
+            session: Some(session_to_pb(&session)),
+        }))
+    }
+
+    async fn logoff(
+        &self,
+        req: Request<pb::LogoffRequest>,
+    ) -> Result<Response<pb::LogoffResponse>, Status> {
+        let token = token_of(&req)?;
+        let ended = self
+            .sessions
+            .logoff(token.as_deref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::LogoffResponse {
+            session_id: ended.id,
+        }))
+    }
+
+    async fn logoff_other(
+        &self,
+        req: Request<pb::LogoffOtherRequest>,
+    ) -> Result<Response<pb::LogoffOtherResponse>, Status> {
+        let token = token_of(&req)?;
+        let ended = self
+            .sessions
+            .logoff_other(token.as_deref(), req.get_ref().session_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::LogoffOtherResponse {
+            session_id: ended.id,
+        }))
+    }
+
+    async fn logout_user(
+        &self,
+        req: Request<pb::LogoutUserRequest>,
+    ) -> Result<Response<pb::LogoutUserResponse>, Status> {
+        let msg = req.get_ref();
+        let creds = msg
+            .credentials
+            .as_ref()
+            .ok_or_else(|| to_status(Error::invalid("credentials", "must be present")))?;
+        let secret = match &creds.secret {
+            Some(pb::credentials::Secret::Password(p)) => Secret::Password(p.clone()),
+            Some(pb::credentials::Secret::Token(t)) => Secret::Token(t.clone()),
+            None => {
+                return Err(to_status(Error::invalid(
+                    "credentials",
+                    "one of password or token must be present",
+                )))
+            }
+        };
+        limits::optional_text(
+            "credentials.client",
+            &creds.client,
+            limits::MAX_CLIENT_ADDRESS,
+        )
+        .map_err(to_status)?;
+        let address = throttle_address(&req, None);
+        let ended = self
+            .sessions
+            .logout_user(&creds.user, &secret, &msg.user, address.as_deref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::LogoutUserResponse { ended }))
+    }
+
+    async fn logout_all(
+        &self,
+        req: Request<pb::LogoutAllRequest>,
+    ) -> Result<Response<pb::LogoutAllResponse>, Status> {
+        let address = throttle_address(&req, None);
+        let msg = req.get_ref();
+        let ended = self
+            .sessions
+            .logout_all(&msg.username, &msg.password, address.as_deref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::LogoutAllResponse { ended }))
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let token = token_of(&req)?;
+        let msg = req.get_ref();
+        let filter = list_filter(msg).map_err(to_status)?;
+        let (sessions, next) = self
+            .sessions
+            .list(token.as_deref(), filter)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.iter().map(session_to_pb).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+}
+
+fn list_filter(msg: &pb::ListSessionsRequest) -> Result<ListFilter, Error> {
+    let page_size = usize::try_from(msg.page_size)
+        .map_err(|_| Error::invalid("page_size", "must not be negative"))?;
+    let after_id = if msg.page_token.is_empty() {
+        0
+    } else {
+        msg.page_token
+            .parse::<i32>()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| Error::invalid("page_token", "not a token this service issued"))?
+    };
+    Ok(ListFilter {
+        username: (!msg.user.is_empty()).then(|| msg.user.clone()),
+        kind: kind_filter_from_pb("kind", msg.kind)?,
+        page_size,
+        after_id,
+    })
+}

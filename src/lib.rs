@@ -1,0 +1,21 @@
+//! sessiond: a session-management service. gRPC first (`session.v1`), an
+//! embedded SQLite store by default.
+//!
+//! Data flows one way: gRPC -> `grpc` -> `sessions` -> `store`.
+
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod server;
+pub mod sessions;
+pub mod store;
+
+/// Generated protobuf types and the tonic service and client for `session.v1`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("session.v1");
+
+    /// The encoded descriptor set served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/session_descriptor.bin"));
+}

@@ -1,0 +1,221 @@
+//! Listeners, graceful shutdown and background tasks (expiry sweeper, store
+//! health watch).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use crate::config::Config;
+use crate::grpc::SessionGrpc;
+use crate::pb::session_service_server::SessionServiceServer;
+use crate::sessions::Sessions;
+use crate::store;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] crate::domain::Error),
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// How often the health watch pings the store.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A started server: its bound addresses and a handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub rest_addr: Option<SocketAddr>,
+    pub sessions: Arc<Sessions>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight calls and waits for the end.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after `shutdown` or a fatal error).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Config(format!("server task failed: {e}"))),
+        }
+    }
+
+    /// A sender that stops the server when `true` is sent (for signal handlers).
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { what, addr, source })
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // Either a `true` was sent or every sender is gone: both mean stop.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Opens the store, binds the listeners (logging each bound address on its
+/// own line) and serves until shut down.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let store = store::open(&config.store).await?;
+    let sessions = Arc::new(Sessions::new(store, config.policy.clone())?);
+    if config.demo {
+        let created = sessions.ensure_demo_users().await?;
+        tracing::info!(created, "demo users present");
+    }
+
+    let grpc_listener = bind("gRPC", config.grpc_addr).await?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            what: "gRPC",
+            addr: config.grpc_addr,
+            source,
+        })?;
+    tracing::info!("grpc listening on {grpc_addr}");
+    // The REST shim arrives with its own issue; until then the listener is off.
+    let rest_addr = None;
+    if config.rest_addr.is_some() {
+        tracing::warn!("REST shim is not part of this build; --rest-addr ignored");
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let grpc = SessionGrpc::new(sessions.clone());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<SessionServiceServer<SessionGrpc>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    // Background: expiry sweeper and store health watch, both stop with the server.
+    let sweeper = {
+        let sessions = sessions.clone();
+        let mut rx = shutdown_rx.clone();
+        let (every, retention) = (config.sweep_interval, config.retention);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = rx.wait_for(|s| *s) => break,
+                }
+                match sessions.sweep(retention).await {
+                    Ok(r) if r.expired > 0 || r.purged > 0 => {
+                        tracing::info!(expired = r.expired, purged = r.purged, "sweep");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+            }
+        })
+    };
+    let health_watch = {
+        let sessions = sessions.clone();
+        let health = health.clone();
+        let mut rx = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut serving = true;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+                    _ = rx.wait_for(|s| *s) => break,
+                }
+                let ok = sessions.store().ping().await.is_ok();
+                if ok != serving {
+                    serving = ok;
+                    if ok {
+                        tracing::info!("store reachable again: SERVING");
+                        health
+                            .set_serving::<SessionServiceServer<SessionGrpc>>()
+                            .await;
+                    } else {
+                        tracing::warn!("store unreachable: NOT_SERVING");
+                        health
+                            .set_not_serving::<SessionServiceServer<SessionGrpc>>()
+                            .await;
+                    }
+                }
+            }
+        })
+    };
+
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc_server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(SessionServiceServer::new(grpc))
+        .serve_with_incoming_shutdown(incoming, stopped(shutdown_rx.clone()));
+
+    let task = tokio::spawn(async move {
+        let result = grpc_server.await;
+        let _ = sweeper.await;
+        let _ = health_watch.await;
+        tracing::info!("stopped");
+        result.map_err(ServeError::from)
+    });
+
+    Ok(Running {
+        grpc_addr,
+        rest_addr,
+        sessions,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+/// Serves until `signal` completes, then drains and stops.
+pub async fn serve_until(
+    config: Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let running = start(config).await?;
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        signal.await;
+        tracing::info!("shutdown requested: draining in-flight calls");
+        let _ = stop.send(true);
+    });
+    running.wait().await
+}

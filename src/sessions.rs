@@ -1,0 +1,525 @@
+//! The application service: login, validate, the four endings and listing,
+//! written against the `Store` trait. No tonic, no axum: the gRPC layer calls
+//! these with already-parsed inputs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+
+use crate::domain::password::{HashCost, Hasher};
+use crate::domain::throttle::{Limit, Throttle};
+use crate::domain::{
+    limits, policy, AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession, NewUser,
+    NotFound, Result, Role, Session, Token, User, UserRecord,
+};
+use crate::store::{EndTarget, ListQuery, Scope, Store, SweepReport};
+
+/// Idle timeout and absolute lifetime of one kind of session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes {
+            idle: Duration::from_secs(30 * 60),
+            absolute: Duration::from_secs(12 * 60 * 60),
+        }
+    }
+}
+
+/// The rules the service applies; built from `Config`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub lifetimes: HashMap<Kind, Lifetimes>,
+    /// A validation writes `last_seen_at` only when the stored value is at
+    /// least this old: one write per session per interval, not per call.
+    pub touch_interval: Duration,
+    pub hash_cost: HashCost,
+    /// Concurrent Argon2 computations; more wait their turn.
+    pub hash_concurrency: usize,
+    pub throttle_user: Limit,
+    pub throttle_address: Limit,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            lifetimes: Kind::ALL
+                .into_iter()
+                .map(|k| (k, Lifetimes::default()))
+                .collect(),
+            touch_interval: Duration::from_secs(60),
+            hash_cost: HashCost::default(),
+            hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            throttle_user: Limit {
+                max_failures: 10,
+                window: Duration::from_secs(300),
+            },
+            throttle_address: Limit {
+                max_failures: 100,
+                window: Duration::from_secs(300),
+            },
+        }
+    }
+}
+
+impl Policy {
+    fn lifetimes(&self, kind: Kind) -> Lifetimes {
+        self.lifetimes.get(&kind).copied().unwrap_or_default()
+    }
+}
+
+/// What proves a caller's identity on credential-bearing calls.
+#[derive(Clone)]
+pub enum Secret {
+    Password(String),
+    Token(String),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Password(_) => f.write_str("Password(<redacted>)"),
+            Secret::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// Filters and paging of `list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub username: Option<String>,
+    pub kind: Option<Kind>,
+    pub page_size: usize,
+    pub after_id: i32,
+}
+
+/// The session service core.
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    policy: Policy,
+    hasher: Arc<Hasher>,
+    hashing: Arc<Semaphore>,
+    throttle: Throttle,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Sessions {
+    pub fn new(store: Arc<dyn Store>, policy: Policy) -> Result<Self> {
+        let hasher = Arc::new(Hasher::new(policy.hash_cost)?);
+        Ok(Sessions {
+            store,
+            hashing: Arc::new(Semaphore::new(policy.hash_concurrency.max(1))),
+            throttle: Throttle::new(policy.throttle_user, policy.throttle_address),
+            policy,
+            hasher,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Runs Argon2 on the blocking pool, at most `hash_concurrency` at once, so
+    /// a login storm cannot starve validations of runtime threads.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Hasher) -> T + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("hashing pool closed".into()))?;
+        let hasher = self.hasher.clone();
+        tokio::task::spawn_blocking(move || f(&hasher))
+            .await
+            .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))
+    }
+
+    pub async fn hash_password(&self, password: &str) -> Result<String> {
+        limits::password("password", password)?;
+        let password = password.to_owned();
+        self.hashing(move |h| h.hash(&password)).await?
+    }
+
+    /// Username + password, throttled per user and per address. Unknown user,
+    /// wrong password and disabled user give the same error after the same work.
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<&str>,
+    ) -> Result<UserRecord> {
+        self.throttle.check(username, address)?;
+        let record = self.store.find_user(username).await?;
+        let stored = record.as_ref().map(|r| r.password_hash.clone());
+        let password = password.to_owned();
+        let matches = self
+            .hashing(move |h| h.verify(stored.as_deref(), &password))
+            .await?;
+        match record {
+            Some(r) if matches && !r.user.disabled => {
+                self.throttle.record_success(username);
+                Ok(r)
+            }
+            _ => {
+                self.throttle.record_failure(username, address);
+                Err(Error::Unauthenticated(AuthFailure::BadCredentials))
+            }
+        }
+    }
+
+    /// The live session behind a presented token text.
+    async fn session_of(&self, token: Option<&str>) -> Result<Session> {
+        let token = match token {
+            None | Some("") => return Err(Error::Unauthenticated(AuthFailure::TokenMissing)),
+            Some(t) => Token::parse(t)?,
+        };
+        self.store
+            .find_live_session(&token.digest(), now_millis())
+            .await?
+            .ok_or(Error::Unauthenticated(AuthFailure::TokenInvalid))
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        kind: Kind,
+        client: ClientInfo,
+        address: Option<&str>,
+    ) -> Result<(Token, Session)> {
+        let username = limits::username("username", username)?;
+        limits::password("password", password)?;
+        let record = self.authenticate(&username, password, address).await?;
+        policy::may_open(record.user.role, kind)?;
+        let token = Token::generate()?;
+        let now = now_millis();
+        let life = self.policy.lifetimes(kind);
+        let expires_at = now.saturating_add(millis(life.absolute));
+        let session = self
+            .store
+            .create_session(NewSession {
+                digest: token.digest(),
+                kind,
+                user_id: record.user.id,
+                now,
+                idle_deadline: now.saturating_add(millis(life.idle)).min(expires_at),
+                expires_at,
+                client,
+            })
+            .await?;
+        tracing::info!(session = session.id, user = %session.username, kind = %kind, "login");
+        Ok((token, session))
+    }
+
+    /// The hot path: digest, one indexed lookup, and a write only when the
+    /// idle timer is due for a refresh.
+    pub async fn validate(&self, token: &str) -> Result<Session> {
+        let mut session = self.session_of(Some(token)).await?;
+        let now = now_millis();
+        if now.saturating_sub(session.last_seen_at) >= millis(self.policy.touch_interval) {
+            let life = self.policy.lifetimes(session.kind);
+            let deadline = now
+                .saturating_add(millis(life.idle))
+                .min(session.expires_at);
+            self.store.touch_session(session.id, now, deadline).await?;
+            session.last_seen_at = now;
+            session.idle_deadline = deadline;
+        }
+        Ok(session)
+    }
+
+    /// Ends the caller's own session. A second call with the same token finds
+    /// nothing live and is UNAUTHENTICATED.
+    pub async fn logoff(&self, token: Option<&str>) -> Result<Session> {
+        let session = self.session_of(token).await?;
+        let ended = self
+            .store
+            .end_session(
+                EndTarget {
+                    id: session.id,
+                    org: None,
+                    kind: None,
+                },
+                EndReason::Logoff,
+                now_millis(),
+            )
+            .await?
+            // Lost a race with another ending: the token is no longer live.
+            .ok_or(Error::Unauthenticated(AuthFailure::TokenInvalid))?;
+        tracing::info!(session = ended.id, user = %ended.username, "logoff");
+        Ok(ended)
+    }
+
+    /// An admin holding an ADMIN session ends an ADMIN session of its own org.
+    pub async fn logoff_other(&self, token: Option<&str>, session_id: i32) -> Result<Session> {
+        if session_id <= 0 {
+            return Err(Error::invalid("session_id", "must be a positive int32"));
+        }
+        let caller = self.session_of(token).await?;
+        policy::may_logoff_other(&caller)?;
+        let ended = self
+            .store
+            .end_session(
+                EndTarget {
+                    id: session_id,
+                    org: Some(caller.org.clone()),
+                    kind: Some(Kind::Admin),
+                },
+                EndReason::LogoffOther,
+                now_millis(),
+            )
+            .await?
+            .ok_or(Error::NotFound(NotFound::Session))?;
+        tracing::info!(session = ended.id, by = caller.id, "logoff other");
+        Ok(ended)
+    }
+
+    /// Credentials of a mail-administration call: password (throttled) or any
+    /// live session token of the same user.
+    async fn authenticate_credentials(
+        &self,
+        user: &str,
+        secret: &Secret,
+        address: Option<&str>,
+    ) -> Result<User> {
+        let user = limits::username("credentials.user", user)?;
+        match secret {
+            Secret::Password(p) => {
+                limits::password("credentials.password", p)?;
+                Ok(self.authenticate(&user, p, address).await?.user)
+            }
+            Secret::Token(t) => {
+                self.throttle.check(&user, address)?;
+                let found = match self.session_of(Some(t)).await {
+                    Ok(s) if s.username == user => self.store.find_user(&user).await?,
+                    Ok(_) | Err(Error::Unauthenticated(_)) => None,
+                    Err(e) => return Err(e),
+                };
+                match found {
+                    Some(r) if !r.user.disabled => Ok(r.user),
+                    _ => {
+                        self.throttle.record_failure(&user, address);
+                        Err(Error::Unauthenticated(AuthFailure::BadCredentials))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends every IMAP and POP session of one mailbox; returns how many.
+    pub async fn logout_user(
+        &self,
+        credentials_user: &str,
+        secret: &Secret,
+        mailbox: &str,
+        address: Option<&str>,
+    ) -> Result<u32> {
+        let mailbox = limits::mailbox("user", mailbox)?;
+        let caller = self
+            .authenticate_credentials(credentials_user, secret, address)
+            .await?;
+        let target = if caller.username == mailbox {
+            caller.clone()
+        } else {
+            self.store
+                .find_user(&mailbox)
+                .await?
+                .ok_or(Error::NotFound(NotFound::Mailbox))?
+                .user
+        };
+        policy::may_logout_mailbox(&caller, &target)?;
+        let ended = self
+            .store
+            .end_sessions(
+                Scope::User(target.id),
+                &Kind::MAIL,
+                EndReason::LogoutUser,
+                now_millis(),
+            )
+            .await?;
+        tracing::info!(mailbox = %target.username, by = %caller.username, ended, "logout user");
+        Ok(ended)
+    }
+
+    /// Ends every API session of the caller's org; returns how many.
+    pub async fn logout_all(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<&str>,
+    ) -> Result<u32> {
+        let username = limits::username("username", username)?;
+        limits::password("password", password)?;
+        let caller = self.authenticate(&username, password, address).await?.user;
+        let ended = self
+            .store
+            .end_sessions(
+                Scope::Org(caller.org.clone()),
+                &[Kind::Api],
+                EndReason::LogoutAll,
+                now_millis(),
+            )
+            .await?;
+        tracing::info!(org = %caller.org, by = %caller.username, ended, "logout all");
+        Ok(ended)
+    }
+
+    /// One page of the caller's org's live sessions, and the cursor for the
+    /// next page when there may be more.
+    pub async fn list(
+        &self,
+        token: Option<&str>,
+        filter: ListFilter,
+    ) -> Result<(Vec<Session>, Option<i32>)> {
+        let caller = self.session_of(token).await?;
+        policy::may_list(&caller)?;
+        let username = filter
+            .username
+            .as_deref()
+            .map(|u| limits::username("user", u))
+            .transpose()?;
+        let limit = match filter.page_size {
+            0 => limits::DEFAULT_PAGE_SIZE,
+            n => n.min(limits::MAX_PAGE_SIZE),
+        };
+        let sessions = self
+            .store
+            .list_sessions(
+                ListQuery {
+                    org: caller.org,
+                    username,
+                    kind: filter.kind,
+                    after_id: filter.after_id,
+                    limit,
+                },
+                now_millis(),
+            )
+            .await?;
+        let next = (sessions.len() == limit)
+            .then(|| sessions.last().map(|s| s.id))
+            .flatten();
+        Ok((sessions, next))
+    }
+
+    /// Ends expired sessions and purges ended ones older than `retention`.
+    pub async fn sweep(&self, retention: Duration) -> Result<SweepReport> {
+        let now = now_millis();
+        self.store
+            .sweep(now, now.saturating_sub(millis(retention)))
+            .await
+    }
+
+    /// Adds a user (CLI, demo data).
+    pub async fn add_user(
+        &self,
+        username: &str,
+        org: &str,
+        role: Role,
+        password: &str,
+    ) -> Result<User> {
+        let username = limits::username("username", username)?;
+        let org = limits::org(org)?;
+        let password_hash = self.hash_password(password).await?;
+        self.store
+            .create_user(NewUser {
+                username,
+                org,
+                role,
+                password_hash,
+                now: now_millis(),
+            })
+            .await
+    }
+
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<()> {
+        let username = limits::username("username", username)?;
+        let hash = self.hash_password(password).await?;
+        if self.store.set_password(&username, hash).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound(NotFound::User))
+        }
+    }
+
+    pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<()> {
+        let username = limits::username("username", username)?;
+        if self
+            .store
+            .set_disabled(&username, disabled, now_millis())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound(NotFound::User))
+        }
+    }
+}
+
+/// The demo users of SPEC §4, taken from the seeds' own examples.
+pub const DEMO_USERS: &[(&str, &str, &str, Role)] = &[
+    (
+        "domain_admin@example.com",
+        "pencil75",
+        "example.com",
+        Role::Admin,
+    ),
+    (
+        "joe_user@example.com",
+        "joe-pass-1",
+        "example.com",
+        Role::User,
+    ),
+    (
+        "useremail@company.com",
+        "mypassword",
+        "company.com",
+        Role::User,
+    ),
+    (
+        "admin@company.com",
+        "admin-pass-1",
+        "company.com",
+        Role::Admin,
+    ),
+];
+
+impl Sessions {
+    /// Creates the demo users that do not exist yet (existing ones are left as they are).
+    pub async fn ensure_demo_users(&self) -> Result<usize> {
+        let mut created = 0;
+        for (username, password, org, role) in DEMO_USERS {
+            match self.add_user(username, org, *role, password).await {
+                Ok(_) => created += 1,
+                Err(Error::AlreadyExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(created)
+    }
+}

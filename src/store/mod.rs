@@ -1,0 +1,146 @@
+//! `trait Store` and its implementations. The application service is written
+//! against the trait only; each backend lives in its own file.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    EndReason, Kind, Millis, NewSession, NewUser, Result, Session, TokenDigest, User, UserRecord,
+};
+
+pub mod sqlite;
+
+/// Which single session to end. `org` and `kind`, when set, must match too, so
+/// a session outside the caller's reach is treated exactly like a missing one.
+#[derive(Debug, Clone)]
+pub struct EndTarget {
+    pub id: i32,
+    pub org: Option<String>,
+    pub kind: Option<Kind>,
+}
+
+/// Which sessions a bulk ending covers (always narrowed by kinds).
+#[derive(Debug, Clone)]
+pub enum Scope {
+    User(i64),
+    Org(String),
+}
+
+/// One page of live sessions of an org, in increasing id order.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub org: String,
+    pub username: Option<String>,
+    pub kind: Option<Kind>,
+    /// Only ids greater than this (the paging cursor).
+    pub after_id: i32,
+    pub limit: usize,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Sessions that passed their deadline and were ended as EXPIRED.
+    pub expired: u32,
+    /// Ended sessions and revocation events older than retention, removed.
+    pub purged: u32,
+}
+
+/// Persistence for users and sessions. "Live" always means: not ended, and
+/// `now` before both `expires_at` and `idle_deadline`. Every ending records
+/// one revocation event per session, in the same transaction, and is durable
+/// when the call returns.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap reachability check (health).
+    async fn ping(&self) -> Result<()>;
+
+    /// Fails with `AlreadyExists` when the username is taken.
+    async fn create_user(&self, user: NewUser) -> Result<User>;
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>>;
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// False when there is no such user.
+    async fn set_password(&self, username: &str, password_hash: String) -> Result<bool>;
+    /// Disabling also ends every live session of the user (as LOGOFF_OTHER) in
+    /// the same transaction. False when there is no such user.
+    async fn set_disabled(&self, username: &str, disabled: bool, now: Millis) -> Result<bool>;
+
+    /// Fails with `Unauthenticated(BadCredentials)` if the user was disabled or
+    /// removed meanwhile; ids are positive, increasing and never reused.
+    async fn create_session(&self, new: NewSession) -> Result<Session>;
+    async fn find_live_session(&self, digest: &TokenDigest, now: Millis)
+        -> Result<Option<Session>>;
+    /// Records use of a live session (the caller coalesces these writes).
+    async fn touch_session(&self, id: i32, now: Millis, idle_deadline: Millis) -> Result<()>;
+    /// Ends one live session; `None` when no live session matches the target.
+    async fn end_session(
+        &self,
+        target: EndTarget,
+        reason: EndReason,
+        now: Millis,
+    ) -> Result<Option<Session>>;
+    /// Ends every live session in `scope` whose kind is in `kinds`, atomically:
+    /// a session created before the call began cannot survive it.
+    async fn end_sessions(
+        &self,
+        scope: Scope,
+        kinds: &[Kind],
+        reason: EndReason,
+        now: Millis,
+    ) -> Result<u32>;
+    async fn list_sessions(&self, query: ListQuery, now: Millis) -> Result<Vec<Session>>;
+    /// Ends sessions past their deadline (EXPIRED) and removes ended sessions
+    /// and events older than `purge_before`.
+    async fn sweep(&self, now: Millis, purge_before: Millis) -> Result<SweepReport>;
+}
+
+/// Where the data lives, parsed from `--store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    SqliteFile(std::path::PathBuf),
+    SqliteMemory,
+    Redis(String),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        if s == "sqlite::memory:" {
+            Ok(StoreUrl::SqliteMemory)
+        } else if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://sessiond.db".into());
+            }
+            Ok(StoreUrl::SqliteFile(path.into()))
+        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Ok(StoreUrl::Redis(s.to_owned()))
+        } else {
+            Err(format!(
+                "unknown store {s:?}: expected sqlite://PATH, sqlite::memory: or redis://HOST:PORT/"
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::SqliteFile(p) => write!(f, "sqlite://{}", p.display()),
+            StoreUrl::SqliteMemory => f.write_str("sqlite::memory:"),
+            // Never print credentials that may be in a redis URL.
+            StoreUrl::Redis(_) => f.write_str("redis://<redacted>"),
+        }
+    }
+}
+
+/// Opens the store a URL names.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
+    match url {
+        StoreUrl::SqliteFile(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreUrl::SqliteMemory => Ok(Arc::new(sqlite::SqliteStore::open_memory().await?)),
+        StoreUrl::Redis(_) => Err(crate::domain::Error::Unavailable(
+            "the Redis store is not part of this build yet; use sqlite://PATH".into(),
+        )),
+    }
+}

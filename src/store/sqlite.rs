@@ -1,0 +1,654 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! One writer connection (SQLite allows one writer at a time anyway) and a few
+//! read-only connections, so validations never queue behind a write. Every
+//! call runs on tokio's blocking pool. `synchronous=FULL` makes a committed
+//! ending survive a crash or power loss before it is acknowledged.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction};
+
+use super::{EndTarget, ListQuery, Scope, Store, SweepReport};
+use crate::domain::{
+    AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession, NewUser, Result, Session,
+    TokenDigest, User, UserRecord,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    username      TEXT NOT NULL UNIQUE,
+    org           TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+    password_hash TEXT NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+);
+-- AUTOINCREMENT: ids are never reused, even after ended rows are purged.
+CREATE TABLE sessions (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    token_digest   BLOB NOT NULL UNIQUE,
+    kind           TEXT NOT NULL CHECK (kind IN ('ADMIN', 'API', 'IMAP', 'POP')),
+    user_id        INTEGER NOT NULL REFERENCES users(id),
+    username       TEXT NOT NULL,
+    org            TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    last_seen_at   INTEGER NOT NULL,
+    idle_deadline  INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    client_address TEXT,
+    user_agent     TEXT,
+    ended_at       INTEGER,
+    end_reason     TEXT
+);
+-- Bulk endings and listings touch only live rows of one user or org.
+CREATE INDEX sessions_live_user ON sessions(user_id, kind) WHERE ended_at IS NULL;
+CREATE INDEX sessions_live_org ON sessions(org, kind, id) WHERE ended_at IS NULL;
+CREATE INDEX sessions_live_expiry ON sessions(expires_at) WHERE ended_at IS NULL;
+CREATE INDEX sessions_live_idle ON sessions(idle_deadline) WHERE ended_at IS NULL;
+CREATE INDEX sessions_ended ON sessions(ended_at) WHERE ended_at IS NOT NULL;
+-- One event per ended session; sequence increases store-wide.
+CREATE TABLE revocations (
+    sequence   INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL,
+    username   TEXT NOT NULL,
+    org        TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    at         INTEGER NOT NULL
+);
+CREATE INDEX revocations_at ON revocations(at);
+"#];
+
+const SESSION_COLUMNS: &str = "s.id, s.kind, s.user_id, s.username, s.org, u.role, s.created_at, \
+     s.last_seen_at, s.idle_deadline, s.expires_at, s.client_address, s.user_agent";
+
+/// Live at `?now` (named parameter `:now`).
+const LIVE: &str = "s.ended_at IS NULL AND s.expires_at > :now AND s.idle_deadline > :now";
+
+const READERS: usize = 4;
+/// Sessions ended per sweep transaction, so a sweep never holds the writer long.
+const SWEEP_BATCH: i64 = 5_000;
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    /// Empty for an in-memory database, which only the writer can see.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("readers", &self.inner.readers.len())
+            .finish()
+    }
+}
+
+fn map_err(e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied,
+        ) => Error::Unavailable(e.to_string()),
+        _ => Error::Internal(format!("sqlite: {e}")),
+    }
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding a connection cannot leave it half-written: SQLite
+    // rolls back the open transaction when the Transaction guard drops.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn configure(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if writer {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    } else {
+        conn.pragma_update(None, "query_only", "ON")?;
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+        .map_err(map_err)?
+        .try_into()
+        .unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(Error::Internal(format!(
+            "store schema version {version} is newer than this sessiond ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction().map_err(map_err)?;
+        tx.execute_batch(sql).map_err(map_err)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(map_err)?;
+        tx.commit().map_err(map_err)?;
+    }
+    Ok(())
+}
+
+fn row_to_session(r: &Row<'_>) -> rusqlite::Result<Session> {
+    let kind: String = r.get(1)?;
+    let role: String = r.get(5)?;
+    let bad = |col: usize, what: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            col,
+            rusqlite::types::Type::Text,
+            Box::<dyn std::error::Error + Send + Sync>::from(what),
+        )
+    };
+    Ok(Session {
+        id: r.get(0)?,
+        kind: kind.parse().map_err(|e| bad(1, e))?,
+        user_id: r.get(2)?,
+        username: r.get(3)?,
+        org: r.get(4)?,
+        role: role.parse().map_err(|e| bad(5, e))?,
+        created_at: r.get(6)?,
+        last_seen_at: r.get(7)?,
+        idle_deadline: r.get(8)?,
+        expires_at: r.get(9)?,
+        client: ClientInfo {
+            address: r.get(10)?,
+            user_agent: r.get(11)?,
+        },
+    })
+}
+
+fn row_to_user(r: &Row<'_>) -> rusqlite::Result<User> {
+    let role: String = r.get(3)?;
+    Ok(User {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        org: r.get(2)?,
+        role: role.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                Box::<dyn std::error::Error + Send + Sync>::from(e),
+            )
+        })?,
+        disabled: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+/// `kind IN ('IMAP','POP')` from our own constants (never from input).
+fn kinds_clause(kinds: &[Kind]) -> String {
+    let list: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+    format!("s.kind IN ({})", list.join(","))
+}
+
+/// Records one revocation event per matching session, then ends them; both in
+/// the caller's transaction. `filter` is a WHERE clause over `sessions s`.
+fn end_matching(
+    tx: &Transaction<'_>,
+    filter: &str,
+    params: &[(&str, &dyn rusqlite::ToSql)],
+    reason: EndReason,
+    now: Millis,
+) -> rusqlite::Result<u32> {
+    let mut all: Vec<(&str, &dyn rusqlite::ToSql)> = params.to_vec();
+    let reason = reason.as_str();
+    all.push((":reason", &reason));
+    all.push((":ended", &now));
+    tx.execute(
+        &format!(
+            "INSERT INTO revocations (session_id, username, org, kind, reason, at) \
+             SELECT s.id, s.username, s.org, s.kind, :reason, :ended FROM sessions s WHERE {filter}"
+        ),
+        all.as_slice(),
+    )?;
+    let ended = tx.execute(
+        &format!("UPDATE sessions AS s SET ended_at = :ended, end_reason = :reason WHERE {filter}"),
+        all.as_slice(),
+    )?;
+    Ok(u32::try_from(ended).unwrap_or(u32::MAX))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database file.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut writer = Connection::open(&path).map_err(map_err)?;
+            let mode: String = writer
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                .map_err(map_err)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(Error::Internal(format!(
+                    "could not enable WAL on {} (got {mode})",
+                    path.display()
+                )));
+            }
+            configure(&writer, true).map_err(map_err)?;
+            migrate(&mut writer)?;
+            let readers = (0..READERS)
+                .map(|_| {
+                    let c = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    configure(&c, false)?;
+                    Ok(Mutex::new(c))
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)?;
+            Ok(Self::from_parts(writer, readers))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("store open task failed: {e}")))?
+    }
+
+    /// A private in-memory database (tests, throwaway runs).
+    pub async fn open_memory() -> Result<Self> {
+        let mut writer = Connection::open_in_memory().map_err(map_err)?;
+        configure(&writer, true).map_err(map_err)?;
+        migrate(&mut writer)?;
+        Ok(Self::from_parts(writer, Vec::new()))
+    }
+
+    fn from_parts(writer: Connection, readers: Vec<Mutex<Connection>>) -> Self {
+        SqliteStore {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            if inner.readers.is_empty() {
+                return f(&lock(&inner.writer)).map_err(map_err);
+            }
+            let n = inner.readers.len();
+            let start = inner.next_reader.fetch_add(1, Ordering::Relaxed);
+            // Take the first free reader; wait on one only if all are busy.
+            for i in 0..n {
+                if let Ok(conn) = inner.readers[(start + i) % n].try_lock() {
+                    return f(&conn).map_err(map_err);
+                }
+            }
+            f(&lock(&inner.readers[start % n])).map_err(map_err)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&inner.writer);
+            // IMMEDIATE: take the write lock up front, so a concurrent CLI
+            // writer makes us wait (busy_timeout) rather than fail mid-way.
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(map_err)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+    }
+}
+
+fn find_user_tx(conn: &Connection, username: &str) -> rusqlite::Result<Option<UserRecord>> {
+    conn.prepare_cached(
+        "SELECT id, username, org, role, disabled, created_at, password_hash \
+         FROM users WHERE username = ?1",
+    )?
+    .query_row([username], |r| {
+        Ok(UserRecord {
+            user: row_to_user(r)?,
+            password_hash: r.get(6)?,
+        })
+    })
+    .optional()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User> {
+        self.write(move |tx| {
+            let inserted = tx.execute(
+                "INSERT INTO users (username, org, role, password_hash, disabled, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                params![
+                    user.username,
+                    user.org,
+                    user.role.as_str(),
+                    user.password_hash,
+                    user.now
+                ],
+            );
+            match inserted {
+                Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                    return Err(Error::AlreadyExists)
+                }
+                other => other.map_err(map_err)?,
+            };
+            Ok(User {
+                id: tx.last_insert_rowid(),
+                username: user.username,
+                org: user.org,
+                role: user.role,
+                disabled: false,
+                created_at: user.now,
+            })
+        })
+        .await
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>> {
+        let username = username.to_owned();
+        self.read(move |c| find_user_tx(c, &username)).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, username, org, role, disabled, created_at FROM users ORDER BY org, username",
+            )?;
+            let rows = stmt.query_map([], row_to_user)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn set_password(&self, username: &str, password_hash: String) -> Result<bool> {
+        let username = username.to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE users SET password_hash = ?1 WHERE username = ?2",
+                    params![password_hash, username],
+                )
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn set_disabled(&self, username: &str, disabled: bool, now: Millis) -> Result<bool> {
+        let username = username.to_owned();
+        self.write(move |tx| {
+            let Some(rec) = find_user_tx(tx, &username).map_err(map_err)? else {
+                return Ok(false);
+            };
+            tx.execute(
+                "UPDATE users SET disabled = ?1 WHERE id = ?2",
+                params![disabled, rec.user.id],
+            )
+            .map_err(map_err)?;
+            if disabled {
+                end_matching(
+                    tx,
+                    &format!("s.user_id = :user AND {LIVE}"),
+                    &[(":user", &rec.user.id), (":now", &now)],
+                    EndReason::LogoffOther,
+                    now,
+                )
+                .map_err(map_err)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn create_session(&self, new: NewSession) -> Result<Session> {
+        self.write(move |tx| {
+            let user = tx
+                .prepare_cached(
+                    "SELECT id, username, org, role, disabled, created_at FROM users WHERE id = ?1",
+                )
+                .and_then(|mut s| s.query_row([new.user_id], row_to_user).optional())
+                .map_err(map_err)?;
+            let user = match user {
+                Some(u) if !u.disabled => u,
+                _ => return Err(Error::Unauthenticated(AuthFailure::BadCredentials)),
+            };
+            tx.prepare_cached(
+                "INSERT INTO sessions (token_digest, kind, user_id, username, org, created_at, \
+                 last_seen_at, idle_deadline, expires_at, client_address, user_agent) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    &new.digest.0[..],
+                    new.kind.as_str(),
+                    user.id,
+                    user.username,
+                    user.org,
+                    new.now,
+                    new.idle_deadline,
+                    new.expires_at,
+                    new.client.address,
+                    new.client.user_agent,
+                ])
+            })
+            .map_err(map_err)?;
+            // The transaction rolls back on this error, so an id past int32 is never kept.
+            let id = i32::try_from(tx.last_insert_rowid())
+                .map_err(|_| Error::Internal("session id space (int32) exhausted".into()))?;
+            Ok(Session {
+                id,
+                kind: new.kind,
+                user_id: user.id,
+                username: user.username,
+                org: user.org,
+                role: user.role,
+                created_at: new.now,
+                last_seen_at: new.now,
+                idle_deadline: new.idle_deadline,
+                expires_at: new.expires_at,
+                client: new.client,
+            })
+        })
+        .await
+    }
+
+    async fn find_live_session(
+        &self,
+        digest: &TokenDigest,
+        now: Millis,
+    ) -> Result<Option<Session>> {
+        let digest = *digest;
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.token_digest = :digest AND {LIVE} AND u.disabled = 0"
+            ))?
+            .query_row(
+                rusqlite::named_params! {":digest": &digest.0[..], ":now": now},
+                row_to_session,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id: i32, now: Millis, idle_deadline: Millis) -> Result<()> {
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "UPDATE sessions SET last_seen_at = ?1, idle_deadline = ?2 \
+                 WHERE id = ?3 AND ended_at IS NULL AND idle_deadline < ?2",
+            )
+            .and_then(|mut s| s.execute(params![now, idle_deadline, id]))
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn end_session(
+        &self,
+        target: EndTarget,
+        reason: EndReason,
+        now: Millis,
+    ) -> Result<Option<Session>> {
+        self.write(move |tx| {
+            let mut filter = format!("s.id = :id AND {LIVE}");
+            if target.org.is_some() {
+                filter.push_str(" AND s.org = :org");
+            }
+            if let Some(kind) = target.kind {
+                filter.push_str(&format!(" AND {}", kinds_clause(&[kind])));
+            }
+            let mut params: Vec<(&str, &dyn rusqlite::ToSql)> =
+                vec![(":id", &target.id), (":now", &now)];
+            if let Some(org) = &target.org {
+                params.push((":org", org));
+            }
+            let found = tx
+                .prepare(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE {filter}"
+                ))
+                .and_then(|mut s| s.query_row(params.as_slice(), row_to_session).optional())
+                .map_err(map_err)?;
+            if found.is_some() {
+                end_matching(tx, &filter, &params, reason, now).map_err(map_err)?;
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn end_sessions(
+        &self,
+        scope: Scope,
+        kinds: &[Kind],
+        reason: EndReason,
+        now: Millis,
+    ) -> Result<u32> {
+        let kinds = kinds_clause(kinds);
+        self.write(move |tx| {
+            let n = match &scope {
+                Scope::User(user_id) => end_matching(
+                    tx,
+                    &format!("s.user_id = :scope AND {kinds} AND {LIVE}"),
+                    &[(":scope", user_id), (":now", &now)],
+                    reason,
+                    now,
+                ),
+                Scope::Org(org) => end_matching(
+                    tx,
+                    &format!("s.org = :scope AND {kinds} AND {LIVE}"),
+                    &[(":scope", org), (":now", &now)],
+                    reason,
+                    now,
+                ),
+            }
+            .map_err(map_err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn list_sessions(&self, query: ListQuery, now: Millis) -> Result<Vec<Session>> {
+        self.read(move |c| {
+            let mut filter = format!("s.org = :org AND s.id > :after AND {LIVE}");
+            if query.username.is_some() {
+                filter.push_str(" AND s.username = :user");
+            }
+            if let Some(kind) = query.kind {
+                filter.push_str(&format!(" AND {}", kinds_clause(&[kind])));
+            }
+            let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+            let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = vec![
+                (":org", &query.org),
+                (":after", &query.after_id),
+                (":now", &now),
+                (":limit", &limit),
+            ];
+            if let Some(user) = &query.username {
+                params.push((":user", user));
+            }
+            let mut stmt = c.prepare(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE {filter} ORDER BY s.id LIMIT :limit"
+            ))?;
+            let rows = stmt.query_map(params.as_slice(), row_to_session)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn sweep(&self, now: Millis, purge_before: Millis) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        loop {
+            let expired = self
+                .write(move |tx| {
+                    end_matching(
+                        tx,
+                        "s.id IN (SELECT id FROM sessions WHERE ended_at IS NULL AND expires_at <= :now \
+                         UNION SELECT id FROM sessions WHERE ended_at IS NULL AND idle_deadline <= :now \
+                         LIMIT :batch)",
+                        &[(":now", &now), (":batch", &SWEEP_BATCH)],
+                        EndReason::Expired,
+                        now,
+                    )
+                    .map_err(map_err)
+                })
+                .await?;
+            report.expired += expired;
+            if i64::from(expired) < SWEEP_BATCH {
+                break;
+            }
+        }
+        report.purged = self
+            .write(move |tx| {
+                let sessions = tx
+                    .execute(
+                        "DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?1",
+                        [purge_before],
+                    )
+                    .map_err(map_err)?;
+                let events = tx
+                    .execute("DELETE FROM revocations WHERE at < ?1", [purge_before])
+                    .map_err(map_err)?;
+                Ok(u32::try_from(sessions + events).unwrap_or(u32::MAX))
+            })
+            .await?;
+        Ok(report)
+    }
+}
