@@ -1,0 +1,291 @@
+//! Shared test support: a real server on an ephemeral port (in-process or the
+//! real binary), real tonic clients, and helpers to read error details.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sessiond::config::Config;
+use sessiond::domain::password::HashCost;
+use sessiond::pb::session_service_client::SessionServiceClient;
+use sessiond::pb::{self, Kind};
+use sessiond::server::{self, Running};
+use sessiond::store::StoreUrl;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+pub type Client = SessionServiceClient<Channel>;
+
+/// Argon2 cheap enough for tests; production cost is measured in benchmarks.
+pub const CHEAP_HASH: HashCost = HashCost {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
+
+/// Flags giving the binary the same cheap hashing.
+pub const CHEAP_HASH_FLAGS: [&str; 4] = [
+    "--argon2-memory-kib",
+    "64",
+    "--argon2-iterations",
+    "1",
+];
+
+/// A config for an in-process test server: port 0, in-memory store, demo users.
+pub fn test_config() -> Config {
+    let mut c = Config {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        rest_addr: None,
+        store: StoreUrl::SqliteMemory,
+        demo: true,
+        ..Config::default()
+    };
+    c.policy.hash_cost = CHEAP_HASH;
+    c
+}
+
+pub struct TestServer {
+    pub running: Running,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config();
+        adjust(&mut config);
+        let running = server::start(config).await.expect("server starts");
+        TestServer { running }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.running.grpc_addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url()).await
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SessionServiceClient::connect(url.to_owned()).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The demo users (username, password, org).
+pub const DOMAIN_ADMIN: (&str, &str) = ("domain_admin@example.com", "pencil75");
+pub const JOE: (&str, &str) = ("joe_user@example.com", "joe-pass-1");
+pub const USEREMAIL: (&str, &str) = ("useremail@company.com", "mypassword");
+pub const COMPANY_ADMIN: (&str, &str) = ("admin@company.com", "admin-pass-1");
+
+pub async fn try_login(
+    client: &mut Client,
+    who: (&str, &str),
+    kind: Kind,
+) -> Result<pb::LoginResponse, Status> {
+    client
+        .login(pb::LoginRequest {
+            username: who.0.into(),
+            password: who.1.into(),
+            kind: kind as i32,
+            client: None,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Logs in and returns (token, session).
+pub async fn login(client: &mut Client, who: (&str, &str), kind: Kind) -> (String, pb::Session) {
+    let r = try_login(client, who, kind)
+        .await
+        .unwrap_or_else(|s| panic!("login {} {kind:?}: {s:?}", who.0));
+    (r.token, r.session.expect("session in login answer"))
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    req
+}
+
+pub async fn validate(client: &mut Client, token: &str) -> Result<pb::Session, Status> {
+    client
+        .validate_session(pb::ValidateSessionRequest {
+            token: token.into(),
+        })
+        .await
+        .map(|r| r.into_inner().session.expect("session"))
+}
+
+pub async fn is_valid(client: &mut Client, token: &str) -> bool {
+    match validate(client, token).await {
+        Ok(_) => true,
+        Err(s) if s.code() == Code::Unauthenticated => false,
+        Err(s) => panic!("unexpected validation failure: {s:?}"),
+    }
+}
+
+/// The ErrorInfo reason of a status (panics when there is none: every error
+/// this service returns must carry one).
+pub fn reason(status: &Status) -> String {
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "sessiond");
+    info.reason
+}
+
+/// Asserts code and ErrorInfo reason.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, why: &str) -> Status {
+    let status = match result {
+        Ok(v) => panic!("expected {code:?}/{why}, got success {v:?}"),
+        Err(s) => s,
+    };
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(reason(&status), why, "{status:?}");
+    status
+}
+
+/// The real `sessiond` binary, started with the given args; the bound gRPC
+/// address is read from its log. Killed on drop.
+pub struct ServerProcess {
+    pub child: Child,
+    pub grpc_addr: SocketAddr,
+    pub rest_addr: Option<SocketAddr>,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_env(args, &[])
+    }
+
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiond"));
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn sessiond");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = addr_after(&line, "grpc listening on ") {
+                    let _ = tx.send(("grpc", a));
+                }
+                if let Some(a) = addr_after(&line, "rest listening on ") {
+                    let _ = tx.send(("rest", a));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut grpc_addr = None;
+        let mut rest_addr = None;
+        let want_rest = !args
+            .windows(2)
+            .any(|w| w[0] == "--rest-addr" && w[1] == "off")
+            && args.first() == Some(&"serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while grpc_addr.is_none() || (want_rest && rest_addr.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(("grpc", a)) => grpc_addr = Some(a),
+                Ok((_, a)) => rest_addr = Some(a),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "sessiond did not report its addresses; log:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
+                }
+            }
+            if !want_rest && grpc_addr.is_some() {
+                break;
+            }
+        }
+        ServerProcess {
+            child,
+            grpc_addr: grpc_addr.expect("grpc address"),
+            rest_addr,
+            log,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("sessiond did not stop on SIGTERM; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// `serve` args for the binary on a SQLite file, ports 0, cheap hashing.
+pub fn serve_args(db: &Path) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--demo".into(),
+        "--store".into(),
+        format!("sqlite://{}", db.display()),
+        "--grpc-addr".into(),
+        "127.0.0.1:0".into(),
+        "--rest-addr".into(),
+        "off".into(),
+    ];
+    args.extend(CHEAP_HASH_FLAGS.iter().map(|s| s.to_string()));
+    args
+}
