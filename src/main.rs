@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use sessiond::config::ServeArgs;
+use sessiond::domain::password::HashCost;
 use sessiond::domain::Role;
 use sessiond::sessions::{Policy, Sessions};
 use sessiond::store::StoreUrl;
@@ -35,6 +36,12 @@ enum Command {
             global = true
         )]
         store: String,
+        /// Argon2id memory cost for new password hashes, KiB.
+        #[arg(long, env = "SESSIOND_ARGON2_MEMORY_KIB", global = true)]
+        argon2_memory_kib: Option<u32>,
+        /// Argon2id passes for new password hashes.
+        #[arg(long, env = "SESSIOND_ARGON2_ITERATIONS", global = true)]
+        argon2_iterations: Option<u32>,
         #[command(subcommand)]
         action: UserAction,
     },
@@ -99,12 +106,16 @@ async fn shutdown_signal() {
     }
 }
 
-async fn user_command(store: &str, action: UserAction) -> anyhow::Result<()> {
+async fn user_command(store: &str, cost: HashCost, action: UserAction) -> anyhow::Result<()> {
     let url: StoreUrl = store.parse().map_err(anyhow::Error::msg)?;
     let store = sessiond::store::open(&url)
         .await
         .with_context(|| format!("opening {url}"))?;
-    let sessions = Arc::new(Sessions::new(store, Policy::default())?);
+    let policy = Policy {
+        hash_cost: cost,
+        ..Policy::default()
+    };
+    let sessions = Arc::new(Sessions::new(store, policy)?);
     match action {
         UserAction::Add {
             username,
@@ -163,7 +174,17 @@ async fn main() -> anyhow::Result<()> {
             let config = args.into_config()?;
             sessiond::server::serve_until(config, shutdown_signal()).await?;
         }
-        Command::User { store, action } => user_command(&store, action).await?,
+        Command::User {
+            store,
+            argon2_memory_kib,
+            argon2_iterations,
+            action,
+        } => {
+            let mut cost = HashCost::default();
+            cost.memory_kib = argon2_memory_kib.unwrap_or(cost.memory_kib);
+            cost.iterations = argon2_iterations.unwrap_or(cost.iterations);
+            user_command(&store, cost, action).await?
+        }
     }
     Ok(())
 }

@@ -38,7 +38,11 @@ async fn raw_call(addr: std::net::SocketAddr, method: &str, message: &[u8]) -> C
         .headers
         .get("grpc-status")
         .cloned()
-        .or_else(|| collected.trailers().and_then(|t| t.get("grpc-status").cloned()))
+        .or_else(|| {
+            collected
+                .trailers()
+                .and_then(|t| t.get("grpc-status").cloned())
+        })
         .expect("grpc-status");
     Code::from_bytes(status.as_bytes())
 }
@@ -79,7 +83,10 @@ async fn non_utf8_and_truncated_messages_are_invalid_argument() {
         Code::InvalidArgument
     );
     let creds = field(1, &field(1, &not_utf8));
-    assert_eq!(raw_call(addr, "LogoutUser", &creds).await, Code::InvalidArgument);
+    assert_eq!(
+        raw_call(addr, "LogoutUser", &creds).await,
+        Code::InvalidArgument
+    );
     // Still serving.
     let mut c = server.client().await;
     login_ok(&mut c).await;
@@ -131,7 +138,11 @@ async fn one_mebibyte_fields_are_refused_without_harm() {
         })
         .await;
     assert_status(r, Code::InvalidArgument, "INVALID_ARGUMENT");
-    assert_status(validate(&mut c, &huge).await, Code::Unauthenticated, "TOKEN_INVALID");
+    assert_status(
+        validate(&mut c, &huge).await,
+        Code::Unauthenticated,
+        "TOKEN_INVALID",
+    );
     login_ok(&mut c).await;
 }
 
@@ -151,7 +162,13 @@ async fn a_flood_of_garbage_leaves_the_server_serving() {
                 seed as u8
             })
             .collect();
-        let method = ["Login", "ValidateSession", "LogoutUser", "LogoutAll", "ListSessions"][i % 5];
+        let method = [
+            "Login",
+            "ValidateSession",
+            "LogoutUser",
+            "LogoutAll",
+            "ListSessions",
+        ][i % 5];
         let code = raw_call(addr, method, &bytes).await;
         assert!(
             matches!(

@@ -66,7 +66,11 @@ async fn logoff_without_or_with_a_bad_token_is_unauthenticated() {
     basic
         .metadata_mut()
         .insert("authorization", "Basic am9lOnB3".parse().unwrap());
-    assert_status(c.logoff(basic).await, Code::Unauthenticated, "TOKEN_INVALID");
+    assert_status(
+        c.logoff(basic).await,
+        Code::Unauthenticated,
+        "TOKEN_INVALID",
+    );
 }
 
 // ------------------------------------------------------------ LogoffOther
@@ -111,8 +115,13 @@ async fn non_admin_logoff_other_is_permission_denied() {
     let (_, target) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     let (joe, _) = login(&mut c, JOE, Kind::Api).await;
     assert_status(
-        c.logoff_other(authed(pb::LogoffOtherRequest { session_id: target.id }, &joe))
-            .await,
+        c.logoff_other(authed(
+            pb::LogoffOtherRequest {
+                session_id: target.id,
+            },
+            &joe,
+        ))
+        .await,
         Code::PermissionDenied,
         "PERMISSION_DENIED",
     );
@@ -125,8 +134,13 @@ async fn admin_without_an_admin_session_is_permission_denied() {
     let (_, target) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     let (api, _) = login(&mut c, DOMAIN_ADMIN, Kind::Api).await;
     assert_status(
-        c.logoff_other(authed(pb::LogoffOtherRequest { session_id: target.id }, &api))
-            .await,
+        c.logoff_other(authed(
+            pb::LogoffOtherRequest {
+                session_id: target.id,
+            },
+            &api,
+        ))
+        .await,
         Code::PermissionDenied,
         "PERMISSION_DENIED",
     );
@@ -139,8 +153,13 @@ async fn admin_of_another_org_gets_not_found() {
     let (victim, target) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     let (other, _) = login(&mut c, COMPANY_ADMIN, Kind::Admin).await;
     assert_status(
-        c.logoff_other(authed(pb::LogoffOtherRequest { session_id: target.id }, &other))
-            .await,
+        c.logoff_other(authed(
+            pb::LogoffOtherRequest {
+                session_id: target.id,
+            },
+            &other,
+        ))
+        .await,
         Code::NotFound,
         "SESSION_NOT_FOUND",
     );
@@ -200,11 +219,7 @@ async fn logout_user_ends_imap_and_pop_of_that_mailbox_only() {
     let (other_org, _) = login(&mut c, USEREMAIL, Kind::Imap).await;
 
     let r = c
-        .logout_user(logout_user(
-            DOMAIN_ADMIN.0,
-            password(DOMAIN_ADMIN.1),
-            JOE.0,
-        ))
+        .logout_user(logout_user(DOMAIN_ADMIN.0, password(DOMAIN_ADMIN.1), JOE.0))
         .await
         .unwrap();
     assert_eq!(r.into_inner().ended, 3);
@@ -216,11 +231,7 @@ async fn logout_user_ends_imap_and_pop_of_that_mailbox_only() {
     }
     // Nothing left to end: success with 0.
     let r = c
-        .logout_user(logout_user(
-            DOMAIN_ADMIN.0,
-            password(DOMAIN_ADMIN.1),
-            JOE.0,
-        ))
+        .logout_user(logout_user(DOMAIN_ADMIN.0, password(DOMAIN_ADMIN.1), JOE.0))
         .await
         .unwrap();
     assert_eq!(r.into_inner().ended, 0);
@@ -245,7 +256,10 @@ async fn a_mailbox_may_log_itself_out_with_password_or_token() {
         .unwrap();
     assert_eq!(r.into_inner().ended, 1);
     assert!(!is_valid(&mut c, &pop).await);
-    assert!(is_valid(&mut c, &api).await, "the API token used is not a mail session");
+    assert!(
+        is_valid(&mut c, &api).await,
+        "the API token used is not a mail session"
+    );
 }
 
 #[tokio::test]
@@ -262,12 +276,20 @@ async fn logout_user_credentials_must_be_valid() {
         logout_user(DOMAIN_ADMIN.0, Secret::Token("garbage".into()), JOE.0),
     ];
     for req in cases {
-        assert_status(c.logout_user(req).await, Code::Unauthenticated, "BAD_CREDENTIALS");
+        assert_status(
+            c.logout_user(req).await,
+            Code::Unauthenticated,
+            "BAD_CREDENTIALS",
+        );
     }
     assert!(is_valid(&mut c, &joe_imap).await);
     // An admin's token works as its credentials.
     let r = c
-        .logout_user(logout_user(DOMAIN_ADMIN.0, Secret::Token(admin_token), JOE.0))
+        .logout_user(logout_user(
+            DOMAIN_ADMIN.0,
+            Secret::Token(admin_token),
+            JOE.0,
+        ))
         .await
         .unwrap();
     assert_eq!(r.into_inner().ended, 1);
@@ -280,8 +302,12 @@ async fn logout_user_authority_is_the_mailbox_or_an_admin_of_its_org() {
     let (joe_imap, _) = login(&mut c, JOE, Kind::Imap).await;
     // Another org's admin, and a plain user of the same org: not allowed.
     assert_status(
-        c.logout_user(logout_user(COMPANY_ADMIN.0, password(COMPANY_ADMIN.1), JOE.0))
-            .await,
+        c.logout_user(logout_user(
+            COMPANY_ADMIN.0,
+            password(COMPANY_ADMIN.1),
+            JOE.0,
+        ))
+        .await,
         Code::PermissionDenied,
         "PERMISSION_DENIED",
     );
@@ -342,7 +368,11 @@ async fn logout_user_bad_fields_are_invalid_argument() {
         logout_user(DOMAIN_ADMIN.0, password(""), JOE.0),
     ];
     for req in cases {
-        assert_status(c.logout_user(req).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+        assert_status(
+            c.logout_user(req).await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
     }
 }
 

@@ -22,7 +22,9 @@ async fn admin_lists_its_orgs_live_sessions_only() {
     let (admin, admin_s) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     let (_, joe_imap) = login(&mut c, JOE, Kind::Imap).await;
     let (ended, _) = login(&mut c, JOE, Kind::Api).await;
-    c.logoff(authed(pb::LogoffRequest {}, &ended)).await.unwrap();
+    c.logoff(authed(pb::LogoffRequest {}, &ended))
+        .await
+        .unwrap();
     login(&mut c, USEREMAIL, Kind::Api).await;
 
     let r = c
@@ -36,7 +38,10 @@ async fn admin_lists_its_orgs_live_sessions_only() {
     assert!(r.next_page_token.is_empty());
 
     let r = c
-        .list_sessions(authed(list("JOE_USER@example.com", Kind::Unspecified, 0, ""), &admin))
+        .list_sessions(authed(
+            list("JOE_USER@example.com", Kind::Unspecified, 0, ""),
+            &admin,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -48,7 +53,10 @@ async fn admin_lists_its_orgs_live_sessions_only() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.sessions.iter().map(|s| s.id).collect::<Vec<_>>(), vec![admin_s.id]);
+    assert_eq!(
+        r.sessions.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![admin_s.id]
+    );
 }
 
 #[tokio::test]
@@ -90,12 +98,14 @@ async fn non_admins_and_anonymous_callers_cannot_list() {
     let mut c = server.client().await;
     let (joe, _) = login(&mut c, JOE, Kind::Api).await;
     assert_status(
-        c.list_sessions(authed(list("", Kind::Unspecified, 0, ""), &joe)).await,
+        c.list_sessions(authed(list("", Kind::Unspecified, 0, ""), &joe))
+            .await,
         Code::PermissionDenied,
         "PERMISSION_DENIED",
     );
     assert_status(
-        c.list_sessions(Request::new(list("", Kind::Unspecified, 0, ""))).await,
+        c.list_sessions(Request::new(list("", Kind::Unspecified, 0, "")))
+            .await,
         Code::Unauthenticated,
         "TOKEN_MISSING",
     );

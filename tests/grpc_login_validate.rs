@@ -22,7 +22,11 @@ async fn login_returns_a_token_that_validates() {
         assert_eq!(session.user, "joe_user@example.com");
         assert_eq!(session.org, "example.com");
         let (created, expires) = (session.created_at.unwrap(), session.expires_at.unwrap());
-        assert_eq!(expires.seconds - created.seconds, 12 * 3600, "default lifetime");
+        assert_eq!(
+            expires.seconds - created.seconds,
+            12 * 3600,
+            "default lifetime"
+        );
         let seen = validate(&mut c, &token).await.unwrap();
         assert_eq!(seen.id, session.id);
     }
@@ -91,7 +95,12 @@ async fn disabled_users_cannot_log_in_and_their_sessions_end() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
     let (token, _) = login(&mut c, JOE, Kind::Imap).await;
-    server.running.sessions.set_disabled(JOE.0, true).await.unwrap();
+    server
+        .running
+        .sessions
+        .set_disabled(JOE.0, true)
+        .await
+        .unwrap();
     assert!(!is_valid(&mut c, &token).await);
     let disabled = assert_status(
         try_login(&mut c, JOE, Kind::Api).await,
@@ -102,7 +111,12 @@ async fn disabled_users_cannot_log_in_and_their_sessions_end() {
         .await
         .unwrap_err();
     assert_eq!(disabled.message(), unknown.message());
-    server.running.sessions.set_disabled(JOE.0, false).await.unwrap();
+    server
+        .running
+        .sessions
+        .set_disabled(JOE.0, false)
+        .await
+        .unwrap();
     login(&mut c, JOE, Kind::Api).await;
 }
 
@@ -118,7 +132,10 @@ async fn bad_login_fields_are_invalid_argument() {
         (req(JOE.0, JOE.1, Kind::Unspecified as i32), "kind"),
         (req(JOE.0, JOE.1, 42), "kind"),
         (req(JOE.0, JOE.1, -1), "kind"),
-        (req("jo\u{7}e@example.com", "x", Kind::Api as i32), "username"),
+        (
+            req("jo\u{7}e@example.com", "x", Kind::Api as i32),
+            "username",
+        ),
     ];
     for (request, field) in cases {
         let status = assert_status(
@@ -136,7 +153,11 @@ async fn bad_login_fields_are_invalid_argument() {
         address: "1".repeat(300),
         user_agent: String::new(),
     });
-    assert_status(c.login(long_client).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_status(
+        c.login(long_client).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
 }
 
 fn req(username: &str, password: &str, kind: i32) -> pb::LoginRequest {
@@ -170,13 +191,30 @@ async fn client_info_is_kept_with_the_session() {
 async fn malformed_unknown_and_empty_tokens_are_unauthenticated() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
-    assert_status(validate(&mut c, "").await, Code::Unauthenticated, "TOKEN_MISSING");
-    for bad in ["abc", &"x".repeat(44), &"é".repeat(30), &"A".repeat(1 << 20)] {
-        assert_status(validate(&mut c, bad).await, Code::Unauthenticated, "TOKEN_INVALID");
+    assert_status(
+        validate(&mut c, "").await,
+        Code::Unauthenticated,
+        "TOKEN_MISSING",
+    );
+    for bad in [
+        "abc",
+        &"x".repeat(44),
+        &"é".repeat(30),
+        &"A".repeat(1 << 20),
+    ] {
+        assert_status(
+            validate(&mut c, bad).await,
+            Code::Unauthenticated,
+            "TOKEN_INVALID",
+        );
     }
     // Well-formed but never issued.
     let unknown = "qN0bVCFpfTdpkDh2kwmWTXDmWR3FvoTsrk12tVru5ns";
-    assert_status(validate(&mut c, unknown).await, Code::Unauthenticated, "TOKEN_INVALID");
+    assert_status(
+        validate(&mut c, unknown).await,
+        Code::Unauthenticated,
+        "TOKEN_INVALID",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,9 +233,16 @@ async fn idle_sessions_expire_and_use_refreshes_them() {
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(is_valid(&mut c, &kept).await, "used session stays alive");
     }
-    assert_status(validate(&mut c, &idle).await, Code::Unauthenticated, "TOKEN_INVALID");
+    assert_status(
+        validate(&mut c, &idle).await,
+        Code::Unauthenticated,
+        "TOKEN_INVALID",
+    );
     tokio::time::sleep(Duration::from_millis(1700)).await;
-    assert!(!is_valid(&mut c, &kept).await, "then expires when left idle");
+    assert!(
+        !is_valid(&mut c, &kept).await,
+        "then expires when left idle"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,8 +271,11 @@ async fn absolute_lifetime_ends_even_busy_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_kind_lifetimes_apply() {
     let server = TestServer::start_with(|c| {
-        c.policy.lifetimes.get_mut(&sessiond::domain::Kind::Imap).unwrap().idle =
-            Duration::from_millis(300);
+        c.policy
+            .lifetimes
+            .get_mut(&sessiond::domain::Kind::Imap)
+            .unwrap()
+            .idle = Duration::from_millis(300);
     })
     .await;
     let mut c = server.client().await;

@@ -28,12 +28,7 @@ pub const CHEAP_HASH: HashCost = HashCost {
 };
 
 /// Flags giving the binary the same cheap hashing.
-pub const CHEAP_HASH_FLAGS: [&str; 4] = [
-    "--argon2-memory-kib",
-    "64",
-    "--argon2-iterations",
-    "1",
-];
+pub const CHEAP_HASH_FLAGS: [&str; 4] = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
 
 /// A config for an in-process test server: port 0, in-memory store, demo users.
 pub fn test_config() -> Config {
@@ -153,7 +148,11 @@ pub fn reason(status: &Status) -> String {
 
 /// Asserts code and ErrorInfo reason.
 #[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, why: &str) -> Status {
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    why: &str,
+) -> Status {
     let status = match result {
         Ok(v) => panic!("expected {code:?}/{why}, got success {v:?}"),
         Err(s) => s,
@@ -255,7 +254,10 @@ impl ServerProcess {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("sessiond did not stop on SIGTERM; log:\n{}", self.log_text());
+                panic!(
+                    "sessiond did not stop on SIGTERM; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
