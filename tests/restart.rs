@@ -108,7 +108,11 @@ fn cli(db: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, Strin
         .args(args)
         .arg("--store")
         .arg(format!("sqlite://{}", db.display()))
-        .args(CHEAP_HASH_FLAGS)
+        .args(if args.contains(&"--argon2-memory-kib") {
+            &[][..]
+        } else {
+            &CHEAP_HASH_FLAGS[..]
+        })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -214,4 +218,48 @@ fn bad_flags_and_stores_fail_with_a_clear_message() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("drain.db");
+    let server = spawn(&args_with(&db, &[]));
+    let mut c = connect(&server.url()).await;
+    // A user whose password takes a noticeable time to verify.
+    let (ok, out) = cli(
+        &db,
+        &[
+            "add",
+            "slow@example.com",
+            "--org",
+            "example.com",
+            "--argon2-memory-kib",
+            "131072",
+            "--argon2-iterations",
+            "6",
+        ],
+        Some("slow-pass\n"),
+    );
+    assert!(ok, "{out}");
+    let started = std::time::Instant::now();
+    let (_, _) = login(&mut c, ("slow@example.com", "slow-pass"), Kind::Api).await;
+    let one_login = started.elapsed();
+    assert!(
+        one_login > Duration::from_millis(100),
+        "login too fast ({one_login:?}) to be caught in flight"
+    );
+    let in_flight = tokio::spawn(async move {
+        try_login(&mut c, ("slow@example.com", "slow-pass"), Kind::Api).await
+    });
+    tokio::time::sleep(one_login / 4).await;
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+    let answer = in_flight.await.unwrap();
+    assert!(
+        answer.is_ok(),
+        "the call in flight at SIGTERM completed: {answer:?}"
+    );
 }
