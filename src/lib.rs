@@ -1,11 +1,13 @@
 //! sessiond: a session-management service. gRPC first (`session.v1`), an
 //! embedded SQLite store by default.
 //!
-//! Data flows one way: gRPC -> `grpc` -> `sessions` -> `store`.
+//! Data flows one way: REST JSON -> `rest::<vendor>` -> gRPC -> `grpc` ->
+//! `sessions` -> `store`.
 
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod rest;
 pub mod server;
 pub mod sessions;
 pub mod store;

@@ -26,6 +26,15 @@ struct Cli {
 enum Command {
     /// Run the gRPC service (and the REST shim).
     Serve(ServeArgs),
+    /// Run the REST shim alone, in front of any sessiond.
+    Rest {
+        /// The sessiond gRPC endpoint, e.g. http://127.0.0.1:50051.
+        #[arg(long, env = "SESSIOND_UPSTREAM")]
+        upstream: String,
+        /// REST listen address; port 0 picks a free port.
+        #[arg(long, env = "SESSIOND_REST_ADDR", default_value = "127.0.0.1:8080")]
+        rest_addr: std::net::SocketAddr,
+    },
     /// User administration on a store.
     User {
         /// Store: sqlite://PATH or redis://HOST:PORT/.
@@ -174,6 +183,10 @@ async fn main() -> anyhow::Result<()> {
             let config = args.into_config()?;
             sessiond::server::serve_until(config, shutdown_signal()).await?;
         }
+        Command::Rest {
+            upstream,
+            rest_addr,
+        } => sessiond::server::serve_rest_until(rest_addr, &upstream, shutdown_signal()).await?,
         Command::User {
             store,
             argon2_memory_kib,

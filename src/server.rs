@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::grpc::SessionGrpc;
 use crate::pb::session_service_server::SessionServiceServer;
 use crate::sessions::Sessions;
-use crate::store;
+use crate::{rest, store};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,16 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
         .map_err(|source| ServeError::Bind { what, addr, source })
 }
 
+fn local_addr(
+    what: &'static str,
+    addr: SocketAddr,
+    listener: &TcpListener,
+) -> Result<SocketAddr, ServeError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { what, addr, source })
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     // Either a `true` was sent or every sender is gone: both mean stop.
     let _ = rx.wait_for(|stop| *stop).await;
@@ -93,22 +103,31 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     }
 
     let grpc_listener = bind("gRPC", config.grpc_addr).await?;
-    let grpc_addr = grpc_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            what: "gRPC",
-            addr: config.grpc_addr,
-            source,
-        })?;
+    let grpc_addr = local_addr("gRPC", config.grpc_addr, &grpc_listener)?;
     tracing::info!("grpc listening on {grpc_addr}");
-    // The REST shim arrives with its own issue; until then the listener is off.
-    let rest_addr = None;
-    if config.rest_addr.is_some() {
-        tracing::warn!("REST shim is not part of this build; --rest-addr ignored");
-    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let grpc = SessionGrpc::new(sessions.clone());
+
+    let rest = match config.rest_addr {
+        None => None,
+        Some(addr) => {
+            let listener = bind("REST", addr).await?;
+            let rest_addr = local_addr("REST", addr, &listener)?;
+            tracing::info!("rest listening on {rest_addr}");
+            let upstream = match &config.upstream {
+                Some(url) => rest::remote(url).map_err(ServeError::Config)?,
+                None => rest::in_process(SessionServiceServer::new(grpc.clone())),
+            };
+            let task = tokio::spawn(rest::serve(
+                listener,
+                upstream,
+                stopped(shutdown_rx.clone()),
+            ));
+            Some((rest_addr, task))
+        }
+    };
+    let rest_addr = rest.as_ref().map(|(a, _)| *a);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -190,6 +209,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     let task = tokio::spawn(async move {
         let result = grpc_server.await;
+        if let Some((_, rest)) = rest {
+            match rest.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "rest shim stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "rest shim task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         let _ = sweeper.await;
         let _ = health_watch.await;
         tracing::info!("stopped");
@@ -218,4 +244,30 @@ pub async fn serve_until(
         let _ = stop.send(true);
     });
     running.wait().await
+}
+
+/// `sessiond rest`: the shim alone, in front of the sessiond at `upstream`.
+/// Serves until `signal` completes.
+pub async fn serve_rest_until(
+    rest_addr: SocketAddr,
+    upstream: &str,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let client = rest::remote(upstream).map_err(ServeError::Config)?;
+    let listener = bind("REST", rest_addr).await?;
+    let bound = local_addr("REST", rest_addr, &listener)?;
+    tracing::info!("rest listening on {bound}");
+    tracing::info!("forwarding to gRPC upstream {upstream}");
+    rest::serve(listener, client, async move {
+        signal.await;
+        tracing::info!("shutdown requested: draining in-flight requests");
+    })
+    .await
+    .map_err(|source| ServeError::Bind {
+        what: "REST",
+        addr: bound,
+        source,
+    })?;
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -1,7 +1,6 @@
 //! The tonic service: reads metadata, turns proto fields into domain inputs,
 //! calls `Sessions`, and maps errors through `status::to_status` only.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -29,12 +28,18 @@ impl SessionGrpc {
     }
 }
 
-/// The caller's address for throttling: the TCP peer when there is one (never
-/// spoofable by the request); in-process calls (the REST shim) pass their own.
-fn throttle_address<T>(req: &Request<T>, claimed: Option<&str>) -> Option<String> {
-    req.remote_addr()
-        .map(|a: SocketAddr| a.ip().to_string())
-        .or_else(|| claimed.map(str::to_owned))
+/// The caller's address for throttling: the TCP peer when there is one (a
+/// request cannot spoof it). Calls without a peer are in-process, from the REST
+/// shim, which forwards its own client's address.
+fn throttle_address<T>(req: &Request<T>) -> Option<String> {
+    match req.remote_addr() {
+        Some(peer) => Some(peer.ip().to_string()),
+        None => req
+            .metadata()
+            .get(crate::rest::FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
 }
 
 fn token_of<T>(req: &Request<T>) -> Result<Option<String>, Status> {
@@ -49,7 +54,7 @@ impl SessionService for SessionGrpc {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let kind = kind_from_pb("kind", req.get_ref().kind).map_err(to_status)?;
         let mut client = client_from_pb(req.get_ref().client.as_ref()).map_err(to_status)?;
-        let address = throttle_address(&req, client.address.as_deref());
+        let address = throttle_address(&req);
         if client.address.is_none() {
             client.address = req.remote_addr().map(|a| a.to_string());
         }
@@ -140,7 +145,7 @@ impl SessionService for SessionGrpc {
             limits::MAX_CLIENT_ADDRESS,
         )
         .map_err(to_status)?;
-        let address = throttle_address(&req, None);
+        let address = throttle_address(&req);
         let ended = self
             .sessions
             .logout_user(&creds.user, &secret, &msg.user, address.as_deref())
@@ -153,7 +158,7 @@ impl SessionService for SessionGrpc {
         &self,
         req: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutAllResponse>, Status> {
-        let address = throttle_address(&req, None);
+        let address = throttle_address(&req);
         let msg = req.get_ref();
         let ended = self
             .sessions

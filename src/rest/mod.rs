@@ -1,0 +1,337 @@
+//! The REST compatibility shim: three vendors' documented JSON endpoints, each
+//! translated into a call to `session.v1.SessionService` through a tonic
+//! client, and each answer back into that vendor's shape. Nothing here touches
+//! the store: in `serve` the client wraps the gRPC service in-process (real
+//! protobuf encoding, no socket hop); in `sessiond rest` it is a `Channel`.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use axum::Router;
+use bytes::Bytes;
+use tonic::metadata::MetadataValue;
+use tonic::Code;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceExt as _;
+
+use crate::pb::session_service_client::SessionServiceClient;
+
+pub mod informatica;
+pub mod oma;
+pub mod ras;
+
+/// Largest request body accepted; larger ones get 413 in the vendor's shape.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A transport failure reaching the upstream (a concrete type: a boxed
+/// trait object here trips the compiler's Send checks on handler futures).
+#[derive(Debug)]
+pub struct UpstreamError(tonic::transport::Error);
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// The gRPC service the shim calls: in-process or over a channel, one type.
+pub type Upstream = SessionServiceClient<
+    BoxCloneSyncService<
+        http::Request<tonic::body::Body>,
+        http::Response<tonic::body::Body>,
+        UpstreamError,
+    >,
+>;
+
+/// A client that calls `service` in-process (protobuf-encoded, no socket).
+pub fn in_process<S>(service: S) -> Upstream
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    SessionServiceClient::new(BoxCloneSyncService::new(
+        service.map_err(|never| -> UpstreamError { match never {} }),
+    ))
+}
+
+/// A client for a remote sessiond. Connects lazily, so the shim starts (and
+/// answers 503) while the upstream is down, and reconnects by itself.
+pub fn remote(url: &str) -> Result<Upstream, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("upstream {url:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let channel = endpoint.connect_lazy();
+    Ok(SessionServiceClient::new(BoxCloneSyncService::new(
+        channel.map_err(UpstreamError),
+    )))
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct RestState {
+    pub upstream: Upstream,
+}
+
+/// The shim's router, before path normalisation (see [`app`]).
+pub fn router(upstream: Upstream) -> Router {
+    Router::new()
+        .merge(ras::routes())
+        .merge(informatica::routes())
+        .merge(oma::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(RestState { upstream })
+}
+
+/// RAS paths are case-insensitive (`/api/Session` = `/api/session`): they are
+/// lower-cased before routing, leaving every other path exactly as sent.
+fn normalize_ras_path(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let is_ras = path
+        .get(..12)
+        .is_some_and(|p| p.eq_ignore_ascii_case("/api/session"))
+        && matches!(path.as_bytes().get(12), None | Some(b'/'));
+    if is_ras && path.bytes().any(|b| b.is_ascii_uppercase()) {
+        let lowered = path.to_ascii_lowercase();
+        let new = match req.uri().query() {
+            Some(q) => format!("{lowered}?{q}"),
+            None => lowered,
+        };
+        if let Ok(uri) = new.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// Serves the shim on `listener` until `shutdown` completes (in-flight
+/// requests are drained).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    upstream: Upstream,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = tower::ServiceBuilder::new()
+        .map_request(normalize_ras_path)
+        .service(router(upstream));
+    let make = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+    axum::serve(listener, make)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Who is calling, as far as the shim can tell: passed on to gRPC so that
+/// per-address throttling and the session's client info see the real client.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub address: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| {
+                s.chars()
+                    .take(crate::domain::limits::MAX_USER_AGENT)
+                    .collect()
+            });
+        Ok(Caller {
+            address,
+            user_agent,
+        })
+    }
+}
+
+/// Metadata key carrying the shim's client address to the gRPC layer; honoured
+/// only on in-process calls (a network peer's own address always wins).
+pub const FORWARDED_FOR: &str = "x-forwarded-for";
+
+impl Caller {
+    /// A gRPC request carrying the client's address and, when given, the
+    /// caller's session token.
+    pub fn request<T>(&self, message: T, token: Option<&str>) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Some(addr) = self.address {
+            if let Ok(v) = MetadataValue::try_from(addr.to_string()) {
+                req.metadata_mut().insert(FORWARDED_FOR, v);
+            }
+        }
+        if let Some(token) = token {
+            if let Ok(v) = MetadataValue::try_from(format!("Bearer {token}")) {
+                req.metadata_mut().insert("authorization", v);
+            }
+        }
+        req
+    }
+
+    pub fn client_info(&self) -> Option<crate::pb::ClientInfo> {
+        if self.address.is_none() && self.user_agent.is_none() {
+            return None;
+        }
+        Some(crate::pb::ClientInfo {
+            address: self.address.map(|a| a.to_string()).unwrap_or_default(),
+            user_agent: self.user_agent.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// Why a request body could not become JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    /// A content type that is not JSON.
+    UnsupportedType(String),
+    /// Not readable as JSON (empty, truncated, not UTF-8, too deep, ...).
+    Malformed(String),
+}
+
+impl BodyError {
+    pub fn message(&self) -> String {
+        match self {
+            BodyError::TooLarge => format!("request body is larger than {MAX_BODY} bytes"),
+            BodyError::UnsupportedType(t) => {
+                format!("unsupported content type {t:?}: send application/json")
+            }
+            BodyError::Malformed(e) => format!("request body is not valid JSON: {e}"),
+        }
+    }
+}
+
+/// A missing content type is taken as JSON; anything else must be JSON
+/// (`application/json`, or a `+json` type), parameters allowed.
+pub fn check_json_content_type(headers: &HeaderMap) -> Result<(), BodyError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(BodyError::UnsupportedType(text.chars().take(100).collect()))
+    }
+}
+
+/// The body as a JSON value. serde_json bounds nesting depth (128), so deep
+/// nesting is an error, not a stack overflow.
+pub fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, BodyError> {
+    let bytes = body.map_err(|rejection| match rejection {
+        BytesRejection::FailedToBufferBody(
+            axum::extract::rejection::FailedToBufferBody::LengthLimitError(_),
+        ) => BodyError::TooLarge,
+        other => BodyError::Malformed(other.body_text()),
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(BodyError::Malformed("empty body".into()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| BodyError::Malformed(e.to_string()))
+}
+
+/// The HTTP status SPEC §3 gives each gRPC code (vendors may refine it).
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Seconds to put in `Retry-After`, from a status's RetryInfo.
+pub fn retry_after(status: &tonic::Status) -> Option<u64> {
+    use tonic_types::StatusExt;
+    let delay = status.get_details_retry_info()?.retry_delay?;
+    Some(delay.as_secs() + u64::from(delay.subsec_nanos() > 0))
+}
+
+/// A string field of a JSON object: `Ok(None)` when absent or null, `Err`
+/// when present with another type.
+pub fn string_field<'a>(obj: &'a serde_json::Value, name: &str) -> Result<Option<&'a str>, String> {
+    match obj.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("{name} must be a string")),
+    }
+}
+
+/// Unknown paths and methods answer in the shape of the vendor whose path
+/// space they are in.
+fn vendor_of(path: &str) -> Vendor {
+    let lower = path.to_ascii_lowercase();
+    if lower == "/api/session" || lower.starts_with("/api/session/") {
+        Vendor::Ras
+    } else if lower.starts_with("/ma/")
+        || lower.starts_with("/saas/")
+        || lower.starts_with("/api/v2/")
+    {
+        Vendor::Informatica
+    } else {
+        Vendor::Oma
+    }
+}
+
+enum Vendor {
+    Ras,
+    Oma,
+    Informatica,
+}
+
+async fn not_found(uri: Uri) -> Response {
+    match vendor_of(uri.path()) {
+        Vendor::Ras => ras::problem(StatusCode::NOT_FOUND, "no such resource", uri.path()),
+        Vendor::Informatica => {
+            informatica::error(StatusCode::NOT_FOUND, "NOT_FOUND", "No such resource.")
+        }
+        Vendor::Oma => oma::unknown_method(),
+    }
+}
+
+async fn method_not_allowed(uri: Uri) -> Response {
+    let status = StatusCode::METHOD_NOT_ALLOWED;
+    match vendor_of(uri.path()) {
+        Vendor::Ras => ras::problem(status, "method not allowed on this resource", uri.path()),
+        Vendor::Informatica => {
+            informatica::error(status, "METHOD_NOT_ALLOWED", "Method not allowed.")
+        }
+        Vendor::Oma => oma::http_error(status, 5, "Request badly formatted"),
+    }
+}

@@ -1,0 +1,146 @@
+//! OpenSRS Email API (OMA): `POST /api/<method>` with a `credentials` object.
+//! Well-formed JSON always gets HTTP 200 with `{"success": true, ...}` or
+//! `{"success": false, "error": text, "error_number": N}` (OMA's own numbers);
+//! malformed JSON gets 400, an unknown method 404, an oversized body 413.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tonic::Code;
+
+use super::{parse_json, string_field, BodyError, Caller, RestState};
+use crate::pb;
+
+// OMA's error numbers and texts (its own table).
+const SERVER_ERROR: (u8, &str) = (0, "Server error");
+const INVALID_CREDENTIALS: (u8, &str) = (1, "Invalid credentials supplied in request");
+const NO_SUCH_OBJECT: (u8, &str) = (2, "The requested object does not exist");
+const NO_PERMISSION: (u8, &str) = (4, "Requestor lacks permission");
+const BADLY_FORMATTED: (u8, &str) = (5, "Request badly formatted");
+const BAD_ATTRIBUTE: (u8, &str) = (6, "One or more attributes badly formatted");
+
+pub fn routes() -> Router<RestState> {
+    Router::new().route("/api/{method}", post(dispatch))
+}
+
+/// An error answer with an explicit HTTP status (only for requests that are
+/// not well-formed JSON: 400, 404, 405, 413).
+pub fn http_error(status: StatusCode, number: u8, text: &str) -> Response {
+    (
+        status,
+        Json(json!({"success": false, "error": text, "error_number": number})),
+    )
+        .into_response()
+}
+
+fn failure((number, text): (u8, &str), detail: Option<&str>) -> Response {
+    let error = match detail {
+        Some(d) if !d.is_empty() => format!("{text}: {d}"),
+        _ => text.to_owned(),
+    };
+    (
+        StatusCode::OK,
+        Json(json!({"success": false, "error": error, "error_number": number})),
+    )
+        .into_response()
+}
+
+pub fn unknown_method() -> Response {
+    http_error(StatusCode::NOT_FOUND, BADLY_FORMATTED.0, "Unknown method")
+}
+
+fn from_body_error(e: &BodyError) -> Response {
+    let status = match e {
+        BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::UnsupportedType(_) | BodyError::Malformed(_) => StatusCode::BAD_REQUEST,
+    };
+    http_error(status, BADLY_FORMATTED.0, &e.message())
+}
+
+fn from_status(status: &tonic::Status) -> Response {
+    match status.code() {
+        Code::Unauthenticated | Code::ResourceExhausted => failure(INVALID_CREDENTIALS, None),
+        Code::NotFound => failure(NO_SUCH_OBJECT, None),
+        Code::PermissionDenied => failure(NO_PERMISSION, None),
+        Code::InvalidArgument | Code::OutOfRange => failure(BAD_ATTRIBUTE, Some(status.message())),
+        _ => failure(SERVER_ERROR, None),
+    }
+}
+
+async fn dispatch(
+    State(state): State<RestState>,
+    caller: Caller,
+    Path(method): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // The content type is not checked: OMA clients post JSON with whatever
+    // header their HTTP library sets; the body decides.
+    let value = match parse_json(body) {
+        Ok(v) => v,
+        Err(e) => return from_body_error(&e),
+    };
+    match method.as_str() {
+        "logout_user" => logout_user(state, caller, value).await,
+        _ => unknown_method(),
+    }
+}
+
+/// The request's structure, checked before anything reaches gRPC.
+fn logout_user_request(value: &Value) -> Result<pb::LogoutUserRequest, &'static str> {
+    let creds = match value.get("credentials") {
+        Some(c @ Value::Object(_)) => c,
+        Some(_) => return Err("credentials must be an object"),
+        None => return Err("credentials missing"),
+    };
+    let user = string_field(creds, "user")
+        .map_err(|_| "credentials.user must be a string")?
+        .ok_or("credentials.user missing")?;
+    let password =
+        string_field(creds, "password").map_err(|_| "credentials.password must be a string")?;
+    let token = string_field(creds, "token").map_err(|_| "credentials.token must be a string")?;
+    let secret = match (password, token) {
+        (Some(p), None) => pb::credentials::Secret::Password(p.to_owned()),
+        (None, Some(t)) => pb::credentials::Secret::Token(t.to_owned()),
+        (Some(_), Some(_)) => {
+            return Err("give either credentials.password or credentials.token, not both")
+        }
+        (None, None) => return Err("credentials.password or credentials.token missing"),
+    };
+    let client =
+        string_field(creds, "client").map_err(|_| "credentials.client must be a string")?;
+    let mailbox = string_field(value, "user")
+        .map_err(|_| "user must be a string")?
+        .ok_or("user missing")?;
+    Ok(pb::LogoutUserRequest {
+        credentials: Some(pb::Credentials {
+            user: user.to_owned(),
+            secret: Some(secret),
+            client: client.unwrap_or_default().to_owned(),
+        }),
+        user: mailbox.to_owned(),
+    })
+}
+
+async fn logout_user(state: RestState, caller: Caller, value: Value) -> Response {
+    if !value.is_object() {
+        return failure(BADLY_FORMATTED, Some("body must be a JSON object"));
+    }
+    let request = match logout_user_request(&value) {
+        Ok(r) => r,
+        Err(why) => return failure(BADLY_FORMATTED, Some(why)),
+    };
+    match state
+        .upstream
+        .clone()
+        .logout_user(caller.request(request, None))
+        .await
+    {
+        Ok(_) => (StatusCode::OK, Json(json!({"success": true}))).into_response(),
+        Err(status) => from_status(&status),
+    }
+}

@@ -1,0 +1,295 @@
+//! Parallels RAS REST API v1.0, Administrator Sessions: logon, Log off, LogOff
+//! Other Admin and the admin session list. Responses are
+//! `application/json; api-version=1.0`; every error is an RFC 7807
+//! ProblemDetails `{type, title, status, detail, instance}`.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::{check_json_content_type, http_status, parse_json, retry_after, string_field};
+use super::{BodyError, Caller, RestState};
+use crate::pb;
+
+const CONTENT_TYPE: &str = "application/json; api-version=1.0";
+/// Admin sessions listed at most (the RAS list has no paging).
+const MAX_LISTED: usize = 10_000;
+
+pub fn routes() -> Router<RestState> {
+    // Paths are matched lower-case; `rest::normalize_ras_path` folds them first.
+    Router::new()
+        .route("/api/session/logon", post(logon))
+        .route("/api/session/logoff", post(logoff))
+        .route("/api/session/{session_id}/logoff", post(logoff_other))
+        .route("/api/session", get(list))
+}
+
+fn type_uri(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+        401 => "https://tools.ietf.org/html/rfc9110#section-15.5.2",
+        403 => "https://tools.ietf.org/html/rfc9110#section-15.5.4",
+        404 => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+        405 => "https://tools.ietf.org/html/rfc9110#section-15.5.6",
+        413 => "https://tools.ietf.org/html/rfc9110#section-15.5.14",
+        415 => "https://tools.ietf.org/html/rfc9110#section-15.5.16",
+        429 => "https://tools.ietf.org/html/rfc6585#section-4",
+        503 => "https://tools.ietf.org/html/rfc9110#section-15.6.4",
+        _ => "https://tools.ietf.org/html/rfc9110#section-15.6.1",
+    }
+}
+
+fn with_content_type(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response
+}
+
+/// A ProblemDetails answer.
+pub fn problem(status: StatusCode, detail: &str, instance: &str) -> Response {
+    let body = json!({
+        "type": type_uri(status),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+        "instance": instance,
+    });
+    with_content_type((status, Json(body)).into_response())
+}
+
+fn ok(status: StatusCode, body: Value) -> Response {
+    with_content_type((status, Json(body)).into_response())
+}
+
+fn from_status(status: &tonic::Status, instance: &str) -> Response {
+    let mut response = problem(http_status(status.code()), status.message(), instance);
+    if let Some(secs) = retry_after(status) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+fn from_body_error(e: &BodyError, instance: &str) -> Response {
+    let status = match e {
+        BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        BodyError::Malformed(_) => StatusCode::BAD_REQUEST,
+    };
+    problem(status, &e.message(), instance)
+}
+
+/// Only API version 1.0 is spoken; a content type naming another is refused,
+/// a missing one means 1.0.
+fn check_api_version(headers: &HeaderMap, instance: &str) -> Result<(), Response> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = ct.to_str().unwrap_or("");
+    for param in text.split(';').skip(1) {
+        if let Some((k, v)) = param.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("api-version") {
+                let v = v.trim().trim_matches('"');
+                if v != "1.0" && v != "1" {
+                    return Err(problem(
+                        StatusCode::BAD_REQUEST,
+                        &format!("unsupported api-version {v:?}; this server speaks 1.0"),
+                        instance,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `auth_token` header; `Err` (401) when present but not text.
+fn auth_token(headers: &HeaderMap, instance: &str) -> Result<Option<String>, Response> {
+    match headers.get("auth_token") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.trim().to_owned())).map_err(|_| {
+            problem(
+                StatusCode::UNAUTHORIZED,
+                "invalid or expired session token",
+                instance,
+            )
+        }),
+    }
+}
+
+fn timestamp(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_string()))
+}
+
+async fn logon(
+    State(state): State<RestState>,
+    caller: Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let instance = uri.path();
+    if let Err(r) = check_api_version(&headers, instance) {
+        return r;
+    }
+    let value = match check_json_content_type(&headers).and_then(|()| parse_json(body)) {
+        Ok(v) => v,
+        Err(e) => return from_body_error(&e, instance),
+    };
+    if !value.is_object() {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "body must be a JSON object",
+            instance,
+        );
+    }
+    let (username, password) = match (
+        string_field(&value, "username"),
+        string_field(&value, "password"),
+    ) {
+        (Ok(u), Ok(p)) => (u.unwrap_or(""), p.unwrap_or("")),
+        (Err(e), _) | (_, Err(e)) => return problem(StatusCode::BAD_REQUEST, &e, instance),
+    };
+    let request = caller.request(
+        pb::LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            kind: pb::Kind::Admin as i32,
+            client: caller.client_info(),
+        },
+        None,
+    );
+    match state.upstream.clone().login(request).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            let s = r.session.unwrap_or_default();
+            ok(
+                StatusCode::OK,
+                json!({
+                    "authToken": r.token,
+                    "sessionId": s.id,
+                    "userId": s.user,
+                    "username": s.user,
+                    "org": s.org,
+                    "createdAt": timestamp(s.created_at.as_ref()),
+                    "expiresAt": timestamp(s.expires_at.as_ref()),
+                }),
+            )
+        }
+        Err(status) => from_status(&status, instance),
+    }
+}
+
+async fn logoff(
+    State(state): State<RestState>,
+    caller: Caller,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let instance = uri.path();
+    if let Err(r) = check_api_version(&headers, instance) {
+        return r;
+    }
+    let token = match auth_token(&headers, instance) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let request = caller.request(pb::LogoffRequest {}, token.as_deref());
+    match state.upstream.clone().logoff(request).await {
+        Ok(r) => ok(
+            StatusCode::OK,
+            Value::String(format!("Session {} logged off.", r.into_inner().session_id)),
+        ),
+        Err(status) => from_status(&status, instance),
+    }
+}
+
+async fn logoff_other(
+    State(state): State<RestState>,
+    caller: Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(session_id): Path<String>,
+) -> Response {
+    let instance = uri.path();
+    if let Err(r) = check_api_version(&headers, instance) {
+        return r;
+    }
+    let Some(session_id) = session_id.parse::<i32>().ok().filter(|id| *id > 0) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "SessionId must be a positive 32-bit integer",
+            instance,
+        );
+    };
+    let token = match auth_token(&headers, instance) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let request = caller.request(pb::LogoffOtherRequest { session_id }, token.as_deref());
+    match state.upstream.clone().logoff_other(request).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(status) => from_status(&status, instance),
+    }
+}
+
+async fn list(
+    State(state): State<RestState>,
+    caller: Caller,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let instance = uri.path();
+    if let Err(r) = check_api_version(&headers, instance) {
+        return r;
+    }
+    let token = match auth_token(&headers, instance) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let mut upstream = state.upstream.clone();
+    let mut sessions = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = caller.request(
+            pb::ListSessionsRequest {
+                user: String::new(),
+                kind: pb::Kind::Admin as i32,
+                page_size: 1000,
+                page_token: std::mem::take(&mut page_token),
+            },
+            token.as_deref(),
+        );
+        match upstream.list_sessions(request).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                sessions.extend(r.sessions.into_iter().map(|s| {
+                    let client = s.client.unwrap_or_default();
+                    json!({
+                        "sessionId": s.id,
+                        "user": s.user,
+                        "org": s.org,
+                        "logonTime": timestamp(s.created_at.as_ref()),
+                        "lastActivityTime": timestamp(s.last_seen_at.as_ref()),
+                        "expiresAt": timestamp(s.expires_at.as_ref()),
+                        "clientAddress": client.address,
+                        "userAgent": client.user_agent,
+                    })
+                }));
+                if r.next_page_token.is_empty() || sessions.len() >= MAX_LISTED {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            Err(status) => return from_status(&status, instance),
+        }
+    }
+    ok(StatusCode::OK, Value::Array(sessions))
+}
