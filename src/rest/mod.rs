@@ -113,6 +113,7 @@ fn normalize_ras_path(mut req: Request) -> Request {
         .is_some_and(|p| p.eq_ignore_ascii_case("/api/session"))
         && matches!(path.as_bytes().get(12), None | Some(b'/'));
     if is_ras && path.bytes().any(|b| b.is_ascii_uppercase()) {
+        let sent = SentPath(path.to_owned());
         let lowered = path.to_ascii_lowercase();
         let new = match req.uri().query() {
             Some(q) => format!("{lowered}?{q}"),
@@ -120,9 +121,29 @@ fn normalize_ras_path(mut req: Request) -> Request {
         };
         if let Ok(uri) = new.parse::<Uri>() {
             *req.uri_mut() = uri;
+            req.extensions_mut().insert(sent);
         }
     }
     req
+}
+
+/// The path as the client sent it, before case folding.
+#[derive(Debug, Clone)]
+struct SentPath(String);
+
+/// The request path as sent (ProblemDetails `instance`).
+#[derive(Debug, Clone)]
+pub struct Instance(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Instance {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Instance(match parts.extensions.get::<SentPath>() {
+            Some(sent) => sent.0.clone(),
+            None => parts.uri.path().to_owned(),
+        }))
+    }
 }
 
 /// Serves the shim on `listener` until `shutdown` completes (in-flight
@@ -315,9 +336,9 @@ enum Vendor {
     Informatica,
 }
 
-async fn not_found(uri: Uri) -> Response {
-    match vendor_of(uri.path()) {
-        Vendor::Ras => ras::problem(StatusCode::NOT_FOUND, "no such resource", uri.path()),
+async fn not_found(Instance(path): Instance) -> Response {
+    match vendor_of(&path) {
+        Vendor::Ras => ras::problem(StatusCode::NOT_FOUND, "no such resource", &path),
         Vendor::Informatica => {
             informatica::error(StatusCode::NOT_FOUND, "NOT_FOUND", "No such resource.")
         }
@@ -325,10 +346,10 @@ async fn not_found(uri: Uri) -> Response {
     }
 }
 
-async fn method_not_allowed(uri: Uri) -> Response {
+async fn method_not_allowed(Instance(path): Instance) -> Response {
     let status = StatusCode::METHOD_NOT_ALLOWED;
-    match vendor_of(uri.path()) {
-        Vendor::Ras => ras::problem(status, "method not allowed on this resource", uri.path()),
+    match vendor_of(&path) {
+        Vendor::Ras => ras::problem(status, "method not allowed on this resource", &path),
         Vendor::Informatica => {
             informatica::error(status, "METHOD_NOT_ALLOWED", "Method not allowed.")
         }

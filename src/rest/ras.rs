@@ -5,7 +5,7 @@
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::{check_json_content_type, http_status, parse_json, retry_after, string_field};
-use super::{BodyError, Caller, RestState};
+use super::{BodyError, Caller, Instance, RestState};
 use crate::pb;
 
 const CONTENT_TYPE: &str = "application/json; api-version=1.0";
@@ -131,11 +131,11 @@ fn timestamp(t: Option<&prost_types::Timestamp>) -> Value {
 async fn logon(
     State(state): State<RestState>,
     caller: Caller,
-    uri: Uri,
+    Instance(instance): Instance,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let instance = uri.path();
+    let instance = instance.as_str();
     if let Err(r) = check_api_version(&headers, instance) {
         return r;
     }
@@ -190,10 +190,10 @@ async fn logon(
 async fn logoff(
     State(state): State<RestState>,
     caller: Caller,
-    uri: Uri,
+    Instance(instance): Instance,
     headers: HeaderMap,
 ) -> Response {
-    let instance = uri.path();
+    let instance = instance.as_str();
     if let Err(r) = check_api_version(&headers, instance) {
         return r;
     }
@@ -214,11 +214,11 @@ async fn logoff(
 async fn logoff_other(
     State(state): State<RestState>,
     caller: Caller,
-    uri: Uri,
+    Instance(instance): Instance,
     headers: HeaderMap,
     Path(session_id): Path<String>,
 ) -> Response {
-    let instance = uri.path();
+    let instance = instance.as_str();
     if let Err(r) = check_api_version(&headers, instance) {
         return r;
     }
@@ -243,10 +243,10 @@ async fn logoff_other(
 async fn list(
     State(state): State<RestState>,
     caller: Caller,
-    uri: Uri,
+    Instance(instance): Instance,
     headers: HeaderMap,
 ) -> Response {
-    let instance = uri.path();
+    let instance = instance.as_str();
     if let Err(r) = check_api_version(&headers, instance) {
         return r;
     }

@@ -59,8 +59,29 @@ impl TestServer {
         TestServer { running }
     }
 
+    /// A server with the REST shim on its own ephemeral port.
+    pub async fn start_rest() -> Self {
+        Self::start_rest_with(|_| {}).await
+    }
+
+    pub async fn start_rest_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with(|c| {
+            c.rest_addr = Some("127.0.0.1:0".parse().unwrap());
+            adjust(c);
+        })
+        .await
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.running.grpc_addr)
+    }
+
+    /// Base URL of the REST shim (`start_rest` only).
+    pub fn rest(&self) -> String {
+        format!(
+            "http://{}",
+            self.running.rest_addr.expect("started with the REST shim")
+        )
     }
 
     pub async fn client(&self) -> Client {
@@ -290,4 +311,30 @@ pub fn serve_args(db: &Path) -> Vec<String> {
     ];
     args.extend(CHEAP_HASH_FLAGS.iter().map(|s| s.to_string()));
     args
+}
+
+/// An HTTP client for the REST shim tests.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("reqwest client")
+}
+
+/// Status, content type and JSON body (Null when the body is empty).
+pub async fn json_of(resp: reqwest::Response) -> (u16, String, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = resp.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, ct, body)
 }
