@@ -48,8 +48,8 @@ fn readme_grpcurl_examples_run_against_serve_demo() {
     let args = serve_args(&db);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = ServerProcess::spawn(&refs);
-    let script =
-        readme_block("grpcurl-examples").replace("127.0.0.1:50051", &server.grpc_addr.to_string());
+    let script = readme_block("grpcurl-examples")
+        .replace("127.0.0.1:50051", &server.grpc_addr().to_string());
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
         .output()

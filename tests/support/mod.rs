@@ -187,7 +187,8 @@ pub fn assert_status<T: std::fmt::Debug>(
 /// address is read from its log. Killed on drop.
 pub struct ServerProcess {
     pub child: Child,
-    pub grpc_addr: SocketAddr,
+    /// `None` for `sessiond rest` (the shim alone).
+    pub grpc: Option<SocketAddr>,
     pub rest_addr: Option<SocketAddr>,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -226,12 +227,13 @@ impl ServerProcess {
         });
         let mut grpc_addr = None;
         let mut rest_addr = None;
-        let want_rest = !args
+        let want_grpc = args.first() == Some(&"serve");
+        let rest_off = args
             .windows(2)
-            .any(|w| w[0] == "--rest-addr" && w[1] == "off")
-            && args.first() == Some(&"serve");
+            .any(|w| w[0] == "--rest-addr" && w[1] == "off");
+        let want_rest = args.first() == Some(&"rest") || (want_grpc && !rest_off);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while grpc_addr.is_none() || (want_rest && rest_addr.is_none()) {
+        while (want_grpc && grpc_addr.is_none()) || (want_rest && rest_addr.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(("grpc", a)) => grpc_addr = Some(a),
@@ -244,20 +246,21 @@ impl ServerProcess {
                     );
                 }
             }
-            if !want_rest && grpc_addr.is_some() {
-                break;
-            }
         }
         ServerProcess {
             child,
-            grpc_addr: grpc_addr.expect("grpc address"),
+            grpc: grpc_addr,
             rest_addr,
             log,
         }
     }
 
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.expect("this process serves gRPC")
+    }
+
     pub fn url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        format!("http://{}", self.grpc_addr())
     }
 
     pub fn log_text(&self) -> String {
