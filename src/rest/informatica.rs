@@ -90,16 +90,31 @@ fn from_body_error(e: &BodyError) -> Response {
     }
 }
 
+/// Why a body was refused before any gRPC call.
+enum Refusal {
+    Body(BodyError),
+    Bad(String),
+}
+
+impl Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Body(e) => from_body_error(&e),
+            Refusal::Bad(why) => error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &why),
+        }
+    }
+}
+
 /// `{"@type": expected, username, password}`; `@type` may be omitted.
 fn credentials_body(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     expected_type: &str,
-) -> Result<(String, String), Response> {
+) -> Result<(String, String), Refusal> {
     let value = check_json_content_type(headers)
         .and_then(|()| parse_json(body))
-        .map_err(|e| from_body_error(&e))?;
-    let bad = |why: String| error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &why);
+        .map_err(Refusal::Body)?;
+    let bad = Refusal::Bad;
     if !value.is_object() {
         return Err(bad("body must be a JSON object".into()));
     }
@@ -138,7 +153,7 @@ async fn login(
 ) -> Response {
     let (username, password) = match credentials_body(&headers, body, "login") {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let request = caller.request(
         pb::LoginRequest {
@@ -201,7 +216,7 @@ async fn logout_all(
 ) -> Response {
     let (username, password) = match credentials_body(&headers, body, "logout") {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let request = caller.request(pb::LogoutAllRequest { username, password }, None);
     match state.upstream.clone().logout_all(request).await {

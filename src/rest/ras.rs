@@ -86,9 +86,18 @@ fn from_body_error(e: &BodyError, instance: &str) -> Response {
     problem(status, &e.message(), instance)
 }
 
+/// A refusal made before any gRPC call; becomes a ProblemDetails.
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn into_problem(self, instance: &str) -> Response {
+        problem(self.0, &self.1, instance)
+    }
+}
+
 /// Only API version 1.0 is spoken; a content type naming another is refused,
 /// a missing one means 1.0.
-fn check_api_version(headers: &HeaderMap, instance: &str) -> Result<(), Response> {
+fn check_api_version(headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -98,10 +107,9 @@ fn check_api_version(headers: &HeaderMap, instance: &str) -> Result<(), Response
             if k.trim().eq_ignore_ascii_case("api-version") {
                 let v = v.trim().trim_matches('"');
                 if v != "1.0" && v != "1" {
-                    return Err(problem(
+                    return Err(Refusal(
                         StatusCode::BAD_REQUEST,
-                        &format!("unsupported api-version {v:?}; this server speaks 1.0"),
-                        instance,
+                        format!("unsupported api-version {v:?}; this server speaks 1.0"),
                     ));
                 }
             }
@@ -110,15 +118,16 @@ fn check_api_version(headers: &HeaderMap, instance: &str) -> Result<(), Response
     Ok(())
 }
 
-/// The `auth_token` header; `Err` (401) when present but not text.
-fn auth_token(headers: &HeaderMap, instance: &str) -> Result<Option<String>, Response> {
+/// The api-version check, then the `auth_token` header (401 when present but
+/// not text).
+fn authorized(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    check_api_version(headers)?;
     match headers.get("auth_token") {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.trim().to_owned())).map_err(|_| {
-            problem(
+            Refusal(
                 StatusCode::UNAUTHORIZED,
-                "invalid or expired session token",
-                instance,
+                "invalid or expired session token".into(),
             )
         }),
     }
@@ -136,8 +145,8 @@ async fn logon(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let instance = instance.as_str();
-    if let Err(r) = check_api_version(&headers, instance) {
-        return r;
+    if let Err(r) = check_api_version(&headers) {
+        return r.into_problem(instance);
     }
     let value = match check_json_content_type(&headers).and_then(|()| parse_json(body)) {
         Ok(v) => v,
@@ -194,12 +203,9 @@ async fn logoff(
     headers: HeaderMap,
 ) -> Response {
     let instance = instance.as_str();
-    if let Err(r) = check_api_version(&headers, instance) {
-        return r;
-    }
-    let token = match auth_token(&headers, instance) {
+    let token = match authorized(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_problem(instance),
     };
     let request = caller.request(pb::LogoffRequest {}, token.as_deref());
     match state.upstream.clone().logoff(request).await {
@@ -219,8 +225,8 @@ async fn logoff_other(
     Path(session_id): Path<String>,
 ) -> Response {
     let instance = instance.as_str();
-    if let Err(r) = check_api_version(&headers, instance) {
-        return r;
+    if let Err(r) = check_api_version(&headers) {
+        return r.into_problem(instance);
     }
     let Some(session_id) = session_id.parse::<i32>().ok().filter(|id| *id > 0) else {
         return problem(
@@ -229,9 +235,9 @@ async fn logoff_other(
             instance,
         );
     };
-    let token = match auth_token(&headers, instance) {
+    let token = match authorized(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_problem(instance),
     };
     let request = caller.request(pb::LogoffOtherRequest { session_id }, token.as_deref());
     match state.upstream.clone().logoff_other(request).await {
@@ -247,12 +253,9 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     let instance = instance.as_str();
-    if let Err(r) = check_api_version(&headers, instance) {
-        return r;
-    }
-    let token = match auth_token(&headers, instance) {
+    let token = match authorized(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_problem(instance),
     };
     let mut upstream = state.upstream.clone();
     let mut sessions = Vec::new();
