@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::domain::password::HashCost;
 use crate::domain::Kind;
-use crate::sessions::{Lifetimes, Policy};
+use crate::sessions::{Lifetimes, Policy, ServiceCredential};
 use crate::store::StoreUrl;
 
 /// Everything `sessiond serve` needs.
@@ -96,7 +96,14 @@ pub struct ServeArgs {
     /// Length of the failure-counting window, in seconds (default 300).
     #[arg(long, env = "SESSIOND_FAILURE_WINDOW_SECS")]
     pub failure_window_secs: Option<u64>,
+    /// File holding the service credential that may watch every org's
+    /// revocations (or set SESSIOND_SERVICE_CREDENTIAL; never on the command line).
+    #[arg(long, env = "SESSIOND_SERVICE_CREDENTIAL_FILE")]
+    pub service_credential_file: Option<PathBuf>,
 }
+
+/// Environment variable holding the service credential itself.
+pub const SERVICE_CREDENTIAL_ENV: &str = "SESSIOND_SERVICE_CREDENTIAL";
 
 /// The TOML file: every flag by its snake_case name, and per-kind lifetimes.
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +124,7 @@ struct FileConfig {
     max_failures_per_user: Option<u32>,
     max_failures_per_address: Option<u32>,
     failure_window_secs: Option<u64>,
+    service_credential_file: Option<PathBuf>,
     #[serde(default)]
     kinds: HashMap<String, KindFile>,
 }
@@ -227,6 +235,22 @@ impl ServeArgs {
             .or(file.max_failures_per_address)
         {
             c.policy.throttle_address.max_failures = n.max(1);
+        }
+        let secret = match self
+            .service_credential_file
+            .or(file.service_credential_file)
+        {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var(SERVICE_CREDENTIAL_ENV).ok(),
+        };
+        if let Some(secret) = secret {
+            c.policy.service_credential =
+                Some(ServiceCredential::new(&secret).map_err(ConfigError)?);
         }
         Ok(c)
     }

@@ -7,13 +7,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Semaphore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::domain::password::{HashCost, Hasher};
 use crate::domain::throttle::{Limit, Throttle};
 use crate::domain::{
     limits, policy, AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession, NewUser,
-    NotFound, Result, Role, Session, Token, User, UserRecord,
+    NotFound, Result, Revocation, Role, Session, Token, User, UserRecord,
 };
 use crate::store::{EndTarget, ListQuery, Scope, Store, SweepReport};
 
@@ -45,6 +47,39 @@ pub struct Policy {
     pub hash_concurrency: usize,
     pub throttle_user: Limit,
     pub throttle_address: Limit,
+    /// A secret that lets a service (not a person) watch every org's revocations.
+    pub service_credential: Option<ServiceCredential>,
+}
+
+/// The configured service credential. Only its SHA-256 digest is kept; a
+/// presented one is compared in constant time.
+#[derive(Clone)]
+pub struct ServiceCredential([u8; 32]);
+
+impl ServiceCredential {
+    /// Shortest secret accepted, so it cannot be guessed.
+    pub const MIN_LEN: usize = 32;
+
+    pub fn new(secret: &str) -> std::result::Result<Self, String> {
+        if secret.len() < Self::MIN_LEN {
+            return Err(format!(
+                "the service credential must be at least {} characters",
+                Self::MIN_LEN
+            ));
+        }
+        Ok(ServiceCredential(Sha256::digest(secret.as_bytes()).into()))
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(digest.ct_eq(&self.0))
+    }
+}
+
+impl fmt::Debug for ServiceCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServiceCredential(<redacted>)")
+    }
 }
 
 impl Default for Policy {
@@ -65,6 +100,7 @@ impl Default for Policy {
                 max_failures: 100,
                 window: Duration::from_secs(300),
             },
+            service_credential: None,
         }
     }
 }
@@ -477,6 +513,165 @@ impl Sessions {
             Ok(())
         } else {
             Err(Error::NotFound(NotFound::User))
+        }
+    }
+}
+
+/// What a watcher asked for.
+#[derive(Debug, Clone, Default)]
+pub struct WatchRequest {
+    /// Replay events after this sequence first; `None`: from now on.
+    pub after: Option<u64>,
+    pub org: Option<String>,
+    /// Empty: every kind.
+    pub kinds: Vec<Kind>,
+}
+
+/// An authorized watch, ready to run.
+#[derive(Debug)]
+pub struct Watch {
+    /// The admin session (token, id), re-checked while the stream is open;
+    /// `None` for the service credential.
+    admin: Option<(String, i32)>,
+    org: Option<String>,
+    kinds: Vec<Kind>,
+    cursor: u64,
+}
+
+impl Watch {
+    fn wants(&self, e: &Revocation) -> bool {
+        self.org.as_ref().is_none_or(|o| *o == e.org)
+            && (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+    }
+}
+
+/// Events read from the store per query while catching up.
+const WATCH_BATCH: usize = 500;
+/// How long a watcher sleeps between checks when nothing happens; an admin
+/// watcher's own session is re-checked at this pace too.
+const WATCH_RECHECK: Duration = Duration::from_secs(5);
+
+impl Sessions {
+    /// Authorizes a watcher and fixes its starting point. Errors here are the
+    /// RPC's status; nothing has been streamed yet.
+    pub async fn start_watch(&self, token: Option<&str>, req: WatchRequest) -> Result<Watch> {
+        let org = req.org.as_deref().map(limits::org).transpose()?;
+        let is_service = match (token, &self.policy.service_credential) {
+            (Some(t), Some(cred)) => cred.matches(t),
+            _ => false,
+        };
+        let (admin, org) = if is_service {
+            (None, org)
+        } else {
+            let caller = self.session_of(token).await?;
+            if caller.role != Role::Admin {
+                return Err(Error::PermissionDenied(
+                    "only admins (or the service credential) may watch revocations",
+                ));
+            }
+            if org.as_ref().is_some_and(|o| *o != caller.org) {
+                return Err(Error::PermissionDenied(
+                    "an admin may watch its own organization only",
+                ));
+            }
+            let token = token.map(str::to_owned).unwrap_or_default();
+            (Some((token, caller.id)), Some(caller.org))
+        };
+        let last = self.store.last_sequence().await?;
+        let cursor = match req.after {
+            None => last,
+            Some(after) if after > last => {
+                return Err(Error::invalid(
+                    "after_sequence",
+                    format!("{after} is ahead of the newest event ({last})"),
+                ))
+            }
+            Some(after) => {
+                // Fails now, not mid-stream, when the cursor is past retention.
+                self.store.revocations_after(after, 1).await?;
+                after
+            }
+        };
+        Ok(Watch {
+            admin,
+            org,
+            kinds: req.kinds,
+            cursor,
+        })
+    }
+
+    /// Streams the watch's events into `out` until the receiver goes away,
+    /// `shutdown` turns true, the store fails, or an admin watcher's session
+    /// ends. Each event is sent once, in sequence order.
+    pub async fn run_watch(
+        &self,
+        mut watch: Watch,
+        out: mpsc::Sender<Result<Revocation>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut checked = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                let _ = out
+                    .send(Err(Error::Unavailable("server shutting down".into())))
+                    .await;
+                return;
+            }
+            let batch = match self
+                .store
+                .revocations_after(watch.cursor, WATCH_BATCH)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = out.send(Err(e)).await;
+                    return;
+                }
+            };
+            let full = batch.len() == WATCH_BATCH;
+            for event in batch {
+                watch.cursor = event.sequence;
+                // The watcher's own admin session ended: this is its last event.
+                let own_end = watch
+                    .admin
+                    .as_ref()
+                    .is_some_and(|(_, id)| *id == event.session_id);
+                if watch.wants(&event) && out.send(Ok(event)).await.is_err() {
+                    return;
+                }
+                if own_end {
+                    let _ = out
+                        .send(Err(Error::Unauthenticated(AuthFailure::TokenInvalid)))
+                        .await;
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            if let Some((token, _)) = &watch.admin {
+                if checked.elapsed() >= WATCH_RECHECK {
+                    checked = tokio::time::Instant::now();
+                    if let Err(e) = self.session_of(Some(token)).await {
+                        let _ = out.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            tokio::select! {
+                woke = self.store.wait_for_revocation(watch.cursor, WATCH_RECHECK) => {
+                    if let Err(e) = woke {
+                        let _ = out.send(Err(e)).await;
+                        return;
+                    }
+                }
+                _ = out.closed() => return,
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
         }
     }
 }

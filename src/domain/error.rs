@@ -46,6 +46,8 @@ pub enum Error {
     AlreadyExists,
     #[error("too many failed attempts; retry in {} s", .retry_after.as_secs().max(1))]
     TooManyAttempts { retry_after: Duration },
+    #[error("after_sequence {after} is older than retention: the oldest event kept follows {oldest}; resync and watch from now")]
+    CursorExpired { after: u64, oldest: u64 },
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]

@@ -96,6 +96,22 @@ impl EndReason {
     }
 }
 
+impl FromStr for EndReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            EndReason::Logoff,
+            EndReason::LogoffOther,
+            EndReason::LogoutUser,
+            EndReason::LogoutAll,
+            EndReason::Expired,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| format!("unknown end reason {s:?}"))
+    }
+}
+
 impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

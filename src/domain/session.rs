@@ -37,6 +37,19 @@ impl Session {
     }
 }
 
+/// One ended session, as the revocation feed carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Store-wide increasing; watchers resume after it.
+    pub sequence: u64,
+    pub session_id: i32,
+    pub username: String,
+    pub org: String,
+    pub kind: Kind,
+    pub reason: super::EndReason,
+    pub at: Millis,
+}
+
 /// What `Store::create_session` needs.
 #[derive(Debug, Clone)]
 pub struct NewSession {

@@ -5,7 +5,7 @@ use std::fmt;
 use prost_types::Timestamp;
 use tonic::metadata::MetadataMap;
 
-use crate::domain::{limits, ClientInfo, Error, Kind, Millis, Session};
+use crate::domain::{limits, ClientInfo, EndReason, Error, Kind, Millis, Revocation, Session};
 use crate::pb;
 
 pub fn timestamp(ms: Millis) -> Timestamp {
@@ -42,6 +42,28 @@ pub fn kind_filter_from_pb(field: &'static str, value: i32) -> Result<Option<Kin
         return Ok(None);
     }
     kind_from_pb(field, value).map(Some)
+}
+
+pub fn reason_to_pb(reason: EndReason) -> pb::EndReason {
+    match reason {
+        EndReason::Logoff => pb::EndReason::Logoff,
+        EndReason::LogoffOther => pb::EndReason::LogoffOther,
+        EndReason::LogoutUser => pb::EndReason::LogoutUser,
+        EndReason::LogoutAll => pb::EndReason::LogoutAll,
+        EndReason::Expired => pb::EndReason::Expired,
+    }
+}
+
+pub fn revocation_to_pb(r: &Revocation) -> pb::Revocation {
+    pb::Revocation {
+        sequence: r.sequence,
+        session_id: r.session_id,
+        user: r.username.clone(),
+        org: r.org.clone(),
+        kind: kind_to_pb(r.kind) as i32,
+        reason: reason_to_pb(r.reason) as i32,
+        at: Some(timestamp(r.at)),
+    }
 }
 
 pub fn session_to_pb(s: &Session) -> pb::Session {

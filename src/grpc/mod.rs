@@ -1,32 +1,47 @@
 //! The tonic service: reads metadata, turns proto fields into domain inputs,
 //! calls `Sessions`, and maps errors through `status::to_status` only.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{limits, Error};
 use crate::pb::{self, session_service_server::SessionService};
-use crate::sessions::{ListFilter, Secret, Sessions};
+use crate::sessions::{ListFilter, Secret, Sessions, WatchRequest};
 
 pub mod codec;
 pub mod convert;
 pub mod status;
 
-use convert::{bearer_token, client_from_pb, kind_filter_from_pb, kind_from_pb, session_to_pb};
+use convert::{
+    bearer_token, client_from_pb, kind_filter_from_pb, kind_from_pb, revocation_to_pb,
+    session_to_pb,
+};
 use status::to_status;
 
 /// `session.v1.SessionService` over the application service.
 #[derive(Debug, Clone)]
 pub struct SessionGrpc {
     sessions: Arc<Sessions>,
+    /// Turns true when the server stops: open watch streams end then, so a
+    /// graceful shutdown is not held open by them.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl SessionGrpc {
-    pub fn new(sessions: Arc<Sessions>) -> Self {
-        SessionGrpc { sessions }
+    pub fn new(sessions: Arc<Sessions>, shutdown: watch::Receiver<bool>) -> Self {
+        SessionGrpc { sessions, shutdown }
     }
 }
+
+/// Events buffered per watcher before the watch loop waits for the client.
+const WATCH_BUFFER: usize = 256;
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>>;
 
 /// The caller's address for throttling: the TCP peer when there is one (a
 /// request cannot spoof it). Calls without a peer are in-process, from the REST
@@ -166,6 +181,44 @@ impl SessionService for SessionGrpc {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::LogoutAllResponse { ended }))
+    }
+
+    type WatchRevocationsStream = WatchStream;
+
+    async fn watch_revocations(
+        &self,
+        req: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let token = token_of(&req)?;
+        let msg = req.into_inner();
+        let kinds = msg
+            .kinds
+            .iter()
+            .map(|k| kind_from_pb("kinds", *k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(to_status)?;
+        let request = WatchRequest {
+            after: msg.after_sequence,
+            org: (!msg.org.is_empty()).then_some(msg.org),
+            kinds,
+        };
+        let watch = self
+            .sessions
+            .start_watch(token.as_deref(), request)
+            .await
+            .map_err(to_status)?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let sessions = self.sessions.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move { sessions.run_watch(watch, tx, shutdown).await });
+        let stream = ReceiverStream::new(rx).map(|event| {
+            event
+                .map(|e| pb::WatchRevocationsResponse {
+                    revocation: Some(revocation_to_pb(&e)),
+                })
+                .map_err(to_status)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_sessions(

@@ -25,6 +25,7 @@ pub mod reason {
     pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
     pub const TOO_MANY_ATTEMPTS: &str = "TOO_MANY_ATTEMPTS";
     pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
+    pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
     pub const INTERNAL: &str = "INTERNAL";
 }
 
@@ -54,6 +55,10 @@ pub fn to_status(err: Error) -> Status {
         Error::TooManyAttempts { retry_after } => {
             details.set_retry_info(Some(*retry_after));
             (Code::ResourceExhausted, reason::TOO_MANY_ATTEMPTS)
+        }
+        Error::CursorExpired { oldest, .. } => {
+            metadata.insert("oldest_sequence".to_owned(), oldest.to_string());
+            (Code::OutOfRange, reason::CURSOR_EXPIRED)
         }
         Error::Unavailable(detail) => {
             tracing::warn!(%detail, "store unavailable");

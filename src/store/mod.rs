@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use std::time::Duration;
+
 use crate::domain::{
-    EndReason, Kind, Millis, NewSession, NewUser, Result, Session, TokenDigest, User, UserRecord,
+    EndReason, Kind, Millis, NewSession, NewUser, Result, Revocation, Session, TokenDigest, User,
+    UserRecord,
 };
 
 pub mod sqlite;
@@ -93,6 +96,15 @@ pub trait Store: Send + Sync + 'static {
     /// Ends sessions past their deadline (EXPIRED) and removes ended sessions
     /// and events older than `purge_before`.
     async fn sweep(&self, now: Millis, purge_before: Millis) -> Result<SweepReport>;
+
+    /// The sequence of the newest revocation event (0 when there is none).
+    async fn last_sequence(&self) -> Result<u64>;
+    /// Up to `limit` events with sequence greater than `after`, oldest first.
+    /// `CursorExpired` when events after `after` were already purged.
+    async fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<Revocation>>;
+    /// Returns once an event newer than `after` may exist, or after `timeout`.
+    /// Spurious returns are allowed; callers re-read with `revocations_after`.
+    async fn wait_for_revocation(&self, after: u64, timeout: Duration) -> Result<()>;
 }
 
 /// Where the data lives, parsed from `--store`.

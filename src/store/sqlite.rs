@@ -8,18 +8,20 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction};
 
 use super::{EndTarget, ListQuery, Scope, Store, SweepReport};
 use crate::domain::{
-    AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession, NewUser, Result, Session,
-    TokenDigest, User, UserRecord,
+    AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession, NewUser, Result,
+    Revocation, Session, TokenDigest, User, UserRecord,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     username      TEXT NOT NULL UNIQUE,
@@ -63,7 +65,13 @@ CREATE TABLE revocations (
     at         INTEGER NOT NULL
 );
 CREATE INDEX revocations_at ON revocations(at);
-"#];
+"#,
+    r#"
+-- How far revocation events were purged: a watcher cursor below this lost events.
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (key, value) VALUES ('purged_through', 0);
+"#,
+];
 
 const SESSION_COLUMNS: &str = "s.id, s.kind, s.user_id, s.username, s.org, u.role, s.created_at, \
      s.last_seen_at, s.idle_deadline, s.expires_at, s.client_address, s.user_agent";
@@ -72,6 +80,9 @@ const SESSION_COLUMNS: &str = "s.id, s.kind, s.user_id, s.username, s.org, u.rol
 const LIVE: &str = "s.ended_at IS NULL AND s.expires_at > :now AND s.idle_deadline > :now";
 
 const READERS: usize = 4;
+/// Another process (the user CLI) may end sessions in the same file without
+/// waking this one's watchers; they re-check at least this often.
+const WATCH_POLL: Duration = Duration::from_secs(1);
 /// Sessions ended per sweep transaction, so a sweep never holds the writer long.
 const SWEEP_BATCH: i64 = 5_000;
 
@@ -82,6 +93,8 @@ pub struct SqliteStore {
 }
 
 struct Inner {
+    /// Bumped after every commit that recorded revocation events.
+    events: tokio::sync::watch::Sender<u64>,
     writer: Mutex<Connection>,
     /// Empty for an in-memory database, which only the writer can see.
     readers: Vec<Mutex<Connection>>,
@@ -175,6 +188,28 @@ fn row_to_session(r: &Row<'_>) -> rusqlite::Result<Session> {
             address: r.get(10)?,
             user_agent: r.get(11)?,
         },
+    })
+}
+
+fn conversion_error(col: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        col,
+        rusqlite::types::Type::Text,
+        Box::<dyn std::error::Error + Send + Sync>::from(what),
+    )
+}
+
+fn row_to_revocation(r: &Row<'_>) -> rusqlite::Result<Revocation> {
+    let kind: String = r.get(4)?;
+    let reason: String = r.get(5)?;
+    Ok(Revocation {
+        sequence: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+        session_id: r.get(1)?,
+        username: r.get(2)?,
+        org: r.get(3)?,
+        kind: kind.parse().map_err(|e| conversion_error(4, e))?,
+        reason: reason.parse().map_err(|e| conversion_error(5, e))?,
+        at: r.get(6)?,
     })
 }
 
@@ -274,6 +309,7 @@ impl SqliteStore {
     fn from_parts(writer: Connection, readers: Vec<Mutex<Connection>>) -> Self {
         SqliteStore {
             inner: Arc::new(Inner {
+                events: tokio::sync::watch::Sender::new(0),
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
@@ -303,6 +339,11 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+    }
+
+    /// Wakes watchers after a commit that recorded revocation events.
+    fn notify_events(&self) {
+        self.inner.events.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     async fn write<T, F>(&self, f: F) -> Result<T>
@@ -410,28 +451,31 @@ impl Store for SqliteStore {
 
     async fn set_disabled(&self, username: &str, disabled: bool, now: Millis) -> Result<bool> {
         let username = username.to_owned();
-        self.write(move |tx| {
-            let Some(rec) = find_user_tx(tx, &username).map_err(map_err)? else {
-                return Ok(false);
-            };
-            tx.execute(
-                "UPDATE users SET disabled = ?1 WHERE id = ?2",
-                params![disabled, rec.user.id],
-            )
-            .map_err(map_err)?;
-            if disabled {
-                end_matching(
-                    tx,
-                    &format!("s.user_id = :user AND {LIVE}"),
-                    &[(":user", &rec.user.id), (":now", &now)],
-                    EndReason::LogoffOther,
-                    now,
+        let found = self
+            .write(move |tx| {
+                let Some(rec) = find_user_tx(tx, &username).map_err(map_err)? else {
+                    return Ok(false);
+                };
+                tx.execute(
+                    "UPDATE users SET disabled = ?1 WHERE id = ?2",
+                    params![disabled, rec.user.id],
                 )
                 .map_err(map_err)?;
-            }
-            Ok(true)
-        })
-        .await
+                if disabled {
+                    end_matching(
+                        tx,
+                        &format!("s.user_id = :user AND {LIVE}"),
+                        &[(":user", &rec.user.id), (":now", &now)],
+                        EndReason::LogoffOther,
+                        now,
+                    )
+                    .map_err(map_err)?;
+                }
+                Ok(true)
+            })
+            .await;
+        self.notify_events();
+        found
     }
 
     async fn create_session(&self, new: NewSession) -> Result<Session> {
@@ -525,32 +569,37 @@ impl Store for SqliteStore {
         reason: EndReason,
         now: Millis,
     ) -> Result<Option<Session>> {
-        self.write(move |tx| {
-            let mut filter = format!("s.id = :id AND {LIVE}");
-            if target.org.is_some() {
-                filter.push_str(" AND s.org = :org");
-            }
-            if let Some(kind) = target.kind {
-                filter.push_str(&format!(" AND {}", kinds_clause(&[kind])));
-            }
-            let mut params: Vec<(&str, &dyn rusqlite::ToSql)> =
-                vec![(":id", &target.id), (":now", &now)];
-            if let Some(org) = &target.org {
-                params.push((":org", org));
-            }
-            let found = tx
-                .prepare(&format!(
+        let ended = self
+            .write(move |tx| {
+                let mut filter = format!("s.id = :id AND {LIVE}");
+                if target.org.is_some() {
+                    filter.push_str(" AND s.org = :org");
+                }
+                if let Some(kind) = target.kind {
+                    filter.push_str(&format!(" AND {}", kinds_clause(&[kind])));
+                }
+                let mut params: Vec<(&str, &dyn rusqlite::ToSql)> =
+                    vec![(":id", &target.id), (":now", &now)];
+                if let Some(org) = &target.org {
+                    params.push((":org", org));
+                }
+                let found = tx
+                    .prepare(&format!(
                     "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id \
                      WHERE {filter}"
                 ))
-                .and_then(|mut s| s.query_row(params.as_slice(), row_to_session).optional())
-                .map_err(map_err)?;
-            if found.is_some() {
-                end_matching(tx, &filter, &params, reason, now).map_err(map_err)?;
-            }
-            Ok(found)
-        })
-        .await
+                    .and_then(|mut s| s.query_row(params.as_slice(), row_to_session).optional())
+                    .map_err(map_err)?;
+                if found.is_some() {
+                    end_matching(tx, &filter, &params, reason, now).map_err(map_err)?;
+                }
+                Ok(found)
+            })
+            .await?;
+        if ended.is_some() {
+            self.notify_events();
+        }
+        Ok(ended)
     }
 
     async fn end_sessions(
@@ -561,27 +610,32 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<u32> {
         let kinds = kinds_clause(kinds);
-        self.write(move |tx| {
-            let n = match &scope {
-                Scope::User(user_id) => end_matching(
-                    tx,
-                    &format!("s.user_id = :scope AND {kinds} AND {LIVE}"),
-                    &[(":scope", user_id), (":now", &now)],
-                    reason,
-                    now,
-                ),
-                Scope::Org(org) => end_matching(
-                    tx,
-                    &format!("s.org = :scope AND {kinds} AND {LIVE}"),
-                    &[(":scope", org), (":now", &now)],
-                    reason,
-                    now,
-                ),
-            }
-            .map_err(map_err)?;
-            Ok(n)
-        })
-        .await
+        let ended = self
+            .write(move |tx| {
+                let n = match &scope {
+                    Scope::User(user_id) => end_matching(
+                        tx,
+                        &format!("s.user_id = :scope AND {kinds} AND {LIVE}"),
+                        &[(":scope", user_id), (":now", &now)],
+                        reason,
+                        now,
+                    ),
+                    Scope::Org(org) => end_matching(
+                        tx,
+                        &format!("s.org = :scope AND {kinds} AND {LIVE}"),
+                        &[(":scope", org), (":now", &now)],
+                        reason,
+                        now,
+                    ),
+                }
+                .map_err(map_err)?;
+                Ok(n)
+            })
+            .await?;
+        if ended > 0 {
+            self.notify_events();
+        }
+        Ok(ended)
     }
 
     async fn list_sessions(&self, query: ListQuery, now: Millis) -> Result<Vec<Session>> {
@@ -631,6 +685,9 @@ impl Store for SqliteStore {
                 })
                 .await?;
             report.expired += expired;
+            if expired > 0 {
+                self.notify_events();
+            }
             if i64::from(expired) < SWEEP_BATCH {
                 break;
             }
@@ -643,6 +700,15 @@ impl Store for SqliteStore {
                         [purge_before],
                     )
                     .map_err(map_err)?;
+                // Remember how far events were purged, so a watcher resuming
+                // from before that point is told, not silently skipped ahead.
+                tx.execute(
+                    "UPDATE meta SET value = MAX(value, \
+                     COALESCE((SELECT MAX(sequence) FROM revocations WHERE at < ?1), 0)) \
+                     WHERE key = 'purged_through'",
+                    [purge_before],
+                )
+                .map_err(map_err)?;
                 let events = tx
                     .execute("DELETE FROM revocations WHERE at < ?1", [purge_before])
                     .map_err(map_err)?;
@@ -650,5 +716,60 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(report)
+    }
+
+    async fn last_sequence(&self) -> Result<u64> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'revocations'), 0)",
+            )?
+            .query_row([], |r| r.get::<_, i64>(0))
+        })
+        .await
+        .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<Revocation>> {
+        let after_i = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (purged, events) = self
+            .read(move |c| {
+                let purged: i64 = c
+                    .prepare_cached("SELECT value FROM meta WHERE key = 'purged_through'")?
+                    .query_row([], |r| r.get(0))?;
+                let mut stmt = c.prepare_cached(
+                    "SELECT sequence, session_id, username, org, kind, reason, at FROM revocations \
+                     WHERE sequence > ?1 ORDER BY sequence LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![after_i, limit], row_to_revocation)?;
+                Ok((purged, rows.collect::<rusqlite::Result<Vec<_>>>()?))
+            })
+            .await?;
+        let purged = u64::try_from(purged).unwrap_or(0);
+        if after < purged {
+            return Err(Error::CursorExpired {
+                after,
+                oldest: purged,
+            });
+        }
+        Ok(events)
+    }
+
+    async fn wait_for_revocation(&self, after: u64, timeout: Duration) -> Result<()> {
+        let mut woken = self.inner.events.subscribe();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.last_sequence().await? > after {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = woken.changed() => {}
+                _ = tokio::time::sleep(left.min(WATCH_POLL)) => {}
+            }
+        }
     }
 }
