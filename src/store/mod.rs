@@ -12,6 +12,7 @@ use crate::domain::{
     UserRecord,
 };
 
+pub mod redis;
 pub mod sqlite;
 
 /// Which single session to end. `org` and `kind`, when set, must match too, so
@@ -151,8 +152,6 @@ pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
     match url {
         StoreUrl::SqliteFile(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
         StoreUrl::SqliteMemory => Ok(Arc::new(sqlite::SqliteStore::open_memory().await?)),
-        StoreUrl::Redis(_) => Err(crate::domain::Error::Unavailable(
-            "the Redis store is not part of this build yet; use sqlite://PATH".into(),
-        )),
+        StoreUrl::Redis(url) => Ok(Arc::new(self::redis::RedisStore::open(url).await?)),
     }
 }

@@ -554,7 +554,8 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             tx.prepare_cached(
                 "UPDATE sessions SET last_seen_at = ?1, idle_deadline = ?2 \
-                 WHERE id = ?3 AND ended_at IS NULL AND idle_deadline < ?2",
+                 WHERE id = ?3 AND ended_at IS NULL AND idle_deadline < ?2 \
+                 AND idle_deadline > ?1 AND expires_at > ?1",
             )
             .and_then(|mut s| s.execute(params![now, idle_deadline, id]))
             .map_err(map_err)?;
