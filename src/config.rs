@@ -28,6 +28,8 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// How long ended sessions and revocation events are kept.
     pub retention: Duration,
+    /// Peers (REST shims) whose `x-forwarded-for` names the real client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -41,6 +43,7 @@ impl Default for Config {
             policy: Policy::default(),
             sweep_interval: Duration::from_secs(30),
             retention: Duration::from_secs(24 * 60 * 60),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -96,6 +99,10 @@ pub struct ServeArgs {
     /// Length of the failure-counting window, in seconds (default 300).
     #[arg(long, env = "SESSIOND_FAILURE_WINDOW_SECS")]
     pub failure_window_secs: Option<u64>,
+    /// Comma-separated IPs of REST shims (`sessiond rest`) whose
+    /// x-forwarded-for is trusted for per-address throttling.
+    #[arg(long, env = "SESSIOND_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// File holding the service credential that may watch every org's
     /// revocations (or set SESSIOND_SERVICE_CREDENTIAL; never on the command line).
     #[arg(long, env = "SESSIOND_SERVICE_CREDENTIAL_FILE")]
@@ -125,6 +132,7 @@ struct FileConfig {
     max_failures_per_address: Option<u32>,
     failure_window_secs: Option<u64>,
     service_credential_file: Option<PathBuf>,
+    trusted_proxies: Option<Vec<std::net::IpAddr>>,
     #[serde(default)]
     kinds: HashMap<String, KindFile>,
 }
@@ -236,6 +244,11 @@ impl ServeArgs {
         {
             c.policy.throttle_address.max_failures = n.max(1);
         }
+        c.trusted_proxies = if self.trusted_proxies.is_empty() {
+            file.trusted_proxies.unwrap_or_default()
+        } else {
+            self.trusted_proxies
+        };
         let secret = match self
             .service_credential_file
             .or(file.service_credential_file)

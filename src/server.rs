@@ -108,7 +108,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     tracing::info!("grpc listening on {grpc_addr}");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let grpc = SessionGrpc::new(sessions.clone(), shutdown_rx.clone());
+    let grpc =
+        SessionGrpc::new(sessions.clone(), shutdown_rx.clone()).trusting(&config.trusted_proxies);
 
     let rest = match config.rest_addr {
         None => None,

@@ -210,23 +210,30 @@ impl Sessions {
         password: &str,
         address: Option<&str>,
     ) -> Result<UserRecord> {
-        self.throttle.check(username, address)?;
+        self.throttle.begin(username, address)?;
+        match self.verify(username, password).await {
+            Ok(Some(r)) => {
+                self.throttle.succeeded(username, address);
+                Ok(r)
+            }
+            Ok(None) => Err(Error::Unauthenticated(AuthFailure::BadCredentials)),
+            Err(e) => {
+                // Not the caller's fault: a store outage must not lock users out.
+                self.throttle.refund(username, address);
+                Err(e)
+            }
+        }
+    }
+
+    /// The user, when the password is right and the user active.
+    async fn verify(&self, username: &str, password: &str) -> Result<Option<UserRecord>> {
         let record = self.store.find_user(username).await?;
         let stored = record.as_ref().map(|r| r.password_hash.clone());
         let password = password.to_owned();
         let matches = self
             .hashing(move |h| h.verify(stored.as_deref(), &password))
             .await?;
-        match record {
-            Some(r) if matches && !r.user.disabled => {
-                self.throttle.record_success(username);
-                Ok(r)
-            }
-            _ => {
-                self.throttle.record_failure(username, address);
-                Err(Error::Unauthenticated(AuthFailure::BadCredentials))
-            }
-        }
+        Ok(record.filter(|r| matches && !r.user.disabled))
     }
 
     /// The live session behind a presented token text.
@@ -278,8 +285,11 @@ impl Sessions {
     pub async fn validate(&self, token: &str) -> Result<Session> {
         let mut session = self.session_of(Some(token)).await?;
         let now = now_millis();
-        if now.saturating_sub(session.last_seen_at) >= millis(self.policy.touch_interval) {
-            let life = self.policy.lifetimes(session.kind);
+        let life = self.policy.lifetimes(session.kind);
+        // At least twice per idle period, or a short idle timeout would end
+        // sessions in active use between two recorded uses.
+        let interval = self.policy.touch_interval.min(life.idle / 2);
+        if now.saturating_sub(session.last_seen_at) >= millis(interval) {
             let deadline = now
                 .saturating_add(millis(life.idle))
                 .min(session.expires_at);
@@ -351,17 +361,21 @@ impl Sessions {
                 Ok(self.authenticate(&user, p, address).await?.user)
             }
             Secret::Token(t) => {
-                self.throttle.check(&user, address)?;
+                self.throttle.begin(&user, address)?;
                 let found = match self.session_of(Some(t)).await {
-                    Ok(s) if s.username == user => self.store.find_user(&user).await?,
-                    Ok(_) | Err(Error::Unauthenticated(_)) => None,
-                    Err(e) => return Err(e),
+                    Ok(s) if s.username == user => self.store.find_user(&user).await,
+                    Ok(_) | Err(Error::Unauthenticated(_)) => Ok(None),
+                    Err(e) => Err(e),
                 };
                 match found {
-                    Some(r) if !r.user.disabled => Ok(r.user),
-                    _ => {
-                        self.throttle.record_failure(&user, address);
-                        Err(Error::Unauthenticated(AuthFailure::BadCredentials))
+                    Ok(Some(r)) if !r.user.disabled => {
+                        self.throttle.succeeded(&user, address);
+                        Ok(r.user)
+                    }
+                    Ok(_) => Err(Error::Unauthenticated(AuthFailure::BadCredentials)),
+                    Err(e) => {
+                        self.throttle.refund(&user, address);
+                        Err(e)
                     }
                 }
             }

@@ -219,11 +219,12 @@ async fn malformed_unknown_and_empty_tokens_are_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_expire_and_use_refreshes_them() {
+    // The default touch interval (60 s) is far longer than this idle timeout:
+    // use must still keep the session alive.
     let server = TestServer::start_with(|c| {
         for l in c.policy.lifetimes.values_mut() {
             l.idle = Duration::from_millis(1500);
         }
-        c.policy.touch_interval = Duration::ZERO;
     })
     .await;
     let mut c = server.client().await;
@@ -370,4 +371,43 @@ fn secrets_never_appear_in_debug_output() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(!text.contains("tok-secret"), "{text}");
     assert!(text.contains("joe"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_cannot_slip_under_the_limit() {
+    let server = TestServer::start_with(|c| {
+        c.policy.throttle_user.max_failures = 5;
+        c.policy.throttle_user.window = Duration::from_secs(60);
+    })
+    .await;
+    let c = server.client().await;
+    let mut guesses = Vec::new();
+    for i in 0..40 {
+        let mut c = c.clone();
+        guesses.push(tokio::spawn(async move {
+            let guess = format!("guess-{i}");
+            try_login(&mut c, (JOE.0, guess.as_str()), Kind::Api)
+                .await
+                .unwrap_err()
+                .code()
+        }));
+    }
+    let mut checked = 0;
+    for g in guesses {
+        match g.await.unwrap() {
+            Code::Unauthenticated => checked += 1,
+            Code::ResourceExhausted => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        checked <= 5,
+        "{checked} passwords were tried; the limit is 5"
+    );
+    let mut c = c.clone();
+    assert_status(
+        try_login(&mut c, JOE, Kind::Api).await,
+        Code::ResourceExhausted,
+        "TOO_MANY_ATTEMPTS",
+    );
 }

@@ -191,3 +191,38 @@ async fn hostile_headers_are_refused_in_shape() {
     .await;
     assert_shape("ras", got.0, &got.2, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_in_the_user_agent_is_not_a_bad_request() {
+    let server = TestServer::start_rest().await;
+    let resp = http()
+        .post(format!("{}/ma/api/v2/user/login", server.rest()))
+        .header("user-agent", "curl/8.0\tplus-extras")
+        .json(&json!({"username": USEREMAIL.0, "password": USEREMAIL.1}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!(status, 200, "{body}");
+    let mut c = server.client().await;
+    let s = validate(&mut c, body["icSessionId"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(s.client.unwrap().user_agent, "curl/8.0 plus-extras");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_refused_on_routes_without_a_body_too() {
+    let server = TestServer::start_rest().await;
+    let base = server.rest();
+    let big = vec![b' '; 200 * 1024];
+    for (path, vendor) in [
+        ("/api/Session/logoff", "ras"),
+        ("/api/Session/5/logoff", "ras"),
+        ("/api/v2/user/logout", "informatica"),
+        ("/api/unknown_method", "oma"),
+    ] {
+        let (status, _, answer) = send(&base, path, big.clone()).await;
+        assert_shape(vendor, status, &answer, 413);
+    }
+}

@@ -68,9 +68,9 @@ async fn logon_errors_are_problem_details() {
     assert_problem(&got, 401, "/api/Session/logon");
     let got = logon(&base, ("nobody@example.com", "x")).await;
     assert_problem(&got, 401, "/api/Session/logon");
-    // A plain user may not open an admin console session.
+    // A plain user may not open an admin console session: 401, as RAS documents.
     let got = logon(&base, JOE).await;
-    assert_problem(&got, 403, "/api/Session/logon");
+    assert_problem(&got, 401, "/api/Session/logon");
     let got = logon(&base, ("", "x")).await;
     assert_problem(&got, 400, "/api/Session/logon");
 }

@@ -166,3 +166,57 @@ async fn an_unreachable_upstream_is_503_in_each_shape_and_service_resumes() {
     assert!(shim.terminate().success());
     assert!(backend.terminate().success());
 }
+
+/// Logs in through the shim from a given loopback source address.
+async fn login_from(base: &str, source: [u8; 4], who: (&str, &str)) -> u16 {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(source))
+        .build()
+        .unwrap();
+    client
+        .post(format!("{base}/ma/api/v2/user/login"))
+        .json(&json!({"username": who.0, "password": who.1}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_shim_keeps_per_address_throttling_per_client() {
+    for (trusted, other_client_status) in [(true, 200), (false, 429)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = serve_args(&dir.path().join("s.db"));
+        args.extend(
+            [
+                "--max-failures-per-address",
+                "3",
+                "--max-failures-per-user",
+                "100",
+            ]
+            .map(String::from),
+        );
+        if trusted {
+            args.extend(["--trusted-proxies", "127.0.0.1"].map(String::from));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let backend = ServerProcess::spawn(&refs);
+        let shim = spawn_shim(&backend.url());
+        let base = format!("http://{}", shim.rest_addr.unwrap());
+        for _ in 0..3 {
+            assert_eq!(
+                login_from(&base, [127, 0, 0, 7], (JOE.0, "wrong")).await,
+                403
+            );
+        }
+        assert_eq!(login_from(&base, [127, 0, 0, 7], USEREMAIL).await, 429);
+        assert_eq!(
+            login_from(&base, [127, 0, 0, 8], USEREMAIL).await,
+            other_client_status,
+            "trusted shim: {trusted}"
+        );
+        assert!(shim.terminate().success());
+        assert!(backend.terminate().success());
+    }
+}

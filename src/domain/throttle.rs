@@ -63,10 +63,13 @@ impl Throttle {
         self.windows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// RESOURCE_EXHAUSTED (with how long to wait) when either key is locked.
-    pub fn check(&self, user: &str, address: Option<&str>) -> Result<(), Error> {
+    /// Starts a credential check: RESOURCE_EXHAUSTED (with how long to wait)
+    /// when either key is locked, otherwise the attempt is counted against
+    /// both keys now, before the password is verified, so attempts sent in
+    /// parallel cannot all slip under the limit. `succeeded` refunds it.
+    pub fn begin(&self, user: &str, address: Option<&str>) -> Result<(), Error> {
         let now = Instant::now();
-        let windows = self.lock();
+        let mut windows = self.lock();
         for (key, is_user) in Self::keys(user, address) {
             let Some(key) = key else { continue };
             let limit = self.limit(is_user);
@@ -79,19 +82,7 @@ impl Throttle {
                 }
             }
         }
-        Ok(())
-    }
-
-    pub fn record_failure(&self, user: &str, address: Option<&str>) {
-        let now = Instant::now();
-        let mut windows = self.lock();
-        if windows.len() >= self.max_keys {
-            let (pu, pa) = (self.per_user.window, self.per_address.window);
-            windows.retain(|_, w| now.duration_since(w.started) < pu.max(pa));
-            if windows.len() >= self.max_keys {
-                windows.clear();
-            }
-        }
+        self.make_room(&mut windows, now);
         for (key, is_user) in Self::keys(user, address) {
             let Some(key) = key else { continue };
             let limit = self.limit(is_user);
@@ -107,11 +98,47 @@ impl Throttle {
             }
             w.failures = w.failures.saturating_add(1);
         }
+        Ok(())
     }
 
-    /// A successful login clears the user's counter (not the address's).
-    pub fn record_success(&self, user: &str) {
-        self.lock().remove(&format!("u:{user}"));
+    /// The attempt begun was right: the user's counter is cleared and the
+    /// address gets its attempt back.
+    pub fn succeeded(&self, user: &str, address: Option<&str>) {
+        let mut windows = self.lock();
+        windows.remove(&format!("u:{user}"));
+        if let Some(a) = address {
+            if let Some(w) = windows.get_mut(&format!("a:{a}")) {
+                w.failures = w.failures.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The attempt begun could not be decided (store down): it does not count.
+    pub fn refund(&self, user: &str, address: Option<&str>) {
+        let mut windows = self.lock();
+        for (key, _) in Self::keys(user, address) {
+            if let Some(w) = key.and_then(|k| windows.get_mut(&k)) {
+                w.failures = w.failures.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Keeps memory bounded without ever freeing a key that is locked while
+    /// unlocked ones remain: expired windows go first, then unlocked ones.
+    fn make_room(&self, windows: &mut HashMap<String, Window>, now: Instant) {
+        if windows.len() < self.max_keys {
+            return;
+        }
+        let longest = self.per_user.window.max(self.per_address.window);
+        windows.retain(|_, w| now.duration_since(w.started) < longest);
+        if windows.len() < self.max_keys {
+            return;
+        }
+        let (pu, pa) = (self.per_user, self.per_address);
+        windows.retain(|k, w| {
+            let limit = if k.starts_with("u:") { pu } else { pa };
+            w.failures >= limit.max_failures
+        });
     }
 }
 
@@ -131,16 +158,46 @@ mod tests {
                 window: Duration::from_secs(60),
             },
         );
+        // Three attempts begun at once (none finished yet) use up the quota.
         for _ in 0..3 {
-            assert!(t.check("joe", Some("1.2.3.4")).is_ok());
-            t.record_failure("joe", Some("1.2.3.4"));
+            assert!(t.begin("joe", Some("1.2.3.4")).is_ok());
         }
         assert!(matches!(
-            t.check("joe", Some("1.2.3.4")),
+            t.begin("joe", Some("1.2.3.4")),
             Err(Error::TooManyAttempts { .. })
         ));
-        assert!(t.check("ann", Some("1.2.3.4")).is_ok());
+        assert!(t.begin("ann", Some("1.2.3.4")).is_ok());
+        t.succeeded("ann", Some("1.2.3.4"));
         std::thread::sleep(Duration::from_millis(250));
-        assert!(t.check("joe", Some("1.2.3.4")).is_ok());
+        assert!(t.begin("joe", Some("1.2.3.4")).is_ok());
+    }
+
+    #[test]
+    fn success_refunds_the_attempt() {
+        let limit = Limit {
+            max_failures: 2,
+            window: Duration::from_secs(60),
+        };
+        let t = Throttle::new(limit, limit);
+        for _ in 0..10 {
+            t.begin("joe", Some("1.2.3.4")).unwrap();
+            t.succeeded("joe", Some("1.2.3.4"));
+        }
+    }
+
+    #[test]
+    fn a_full_table_keeps_its_lockouts() {
+        let limit = Limit {
+            max_failures: 1,
+            window: Duration::from_secs(60),
+        };
+        let mut t = Throttle::new(limit, limit);
+        t.max_keys = 10;
+        t.begin("victim", None).unwrap();
+        for i in 0..50 {
+            let _ = t.begin(&format!("noise{i}"), None);
+            t.succeeded(&format!("noise{i}"), None);
+        }
+        assert!(t.begin("victim", None).is_err(), "still locked");
     }
 }

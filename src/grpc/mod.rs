@@ -1,6 +1,7 @@
 //! The tonic service: reads metadata, turns proto fields into domain inputs,
 //! calls `Sessions`, and maps errors through `status::to_status` only.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -30,11 +31,43 @@ pub struct SessionGrpc {
     /// Turns true when the server stops: open watch streams end then, so a
     /// graceful shutdown is not held open by them.
     shutdown: watch::Receiver<bool>,
+    /// Peers whose `x-forwarded-for` names the real client (REST shims).
+    trusted_proxies: Arc<[IpAddr]>,
 }
 
 impl SessionGrpc {
     pub fn new(sessions: Arc<Sessions>, shutdown: watch::Receiver<bool>) -> Self {
-        SessionGrpc { sessions, shutdown }
+        SessionGrpc {
+            sessions,
+            shutdown,
+            trusted_proxies: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Trusts these peers' `x-forwarded-for` for per-address throttling.
+    pub fn trusting(mut self, proxies: &[IpAddr]) -> Self {
+        self.trusted_proxies = Arc::from(proxies.to_vec());
+        self
+    }
+
+    /// The caller's address for throttling: the TCP peer (a request cannot
+    /// spoof it), unless the peer is a trusted shim or absent (in-process,
+    /// from this process's shim); then the address the shim forwards.
+    fn throttle_address<T>(&self, req: &Request<T>) -> Option<String> {
+        let forwarded = || {
+            req.metadata()
+                .get(crate::rest::FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+                .map(|ip| ip.to_string())
+        };
+        match req.remote_addr().map(|a| a.ip()) {
+            None => forwarded(),
+            Some(peer) if self.trusted_proxies.contains(&peer) => {
+                forwarded().or_else(|| Some(peer.to_string()))
+            }
+            Some(peer) => Some(peer.to_string()),
+        }
     }
 }
 
@@ -42,20 +75,6 @@ impl SessionGrpc {
 const WATCH_BUFFER: usize = 256;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>>;
-
-/// The caller's address for throttling: the TCP peer when there is one (a
-/// request cannot spoof it). Calls without a peer are in-process, from the REST
-/// shim, which forwards its own client's address.
-fn throttle_address<T>(req: &Request<T>) -> Option<String> {
-    match req.remote_addr() {
-        Some(peer) => Some(peer.ip().to_string()),
-        None => req
-            .metadata()
-            .get(crate::rest::FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    }
-}
 
 fn token_of<T>(req: &Request<T>) -> Result<Option<String>, Status> {
     bearer_token(req.metadata()).map_err(to_status)
@@ -69,7 +88,7 @@ impl SessionService for SessionGrpc {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let kind = kind_from_pb("kind", req.get_ref().kind).map_err(to_status)?;
         let mut client = client_from_pb(req.get_ref().client.as_ref()).map_err(to_status)?;
-        let address = throttle_address(&req);
+        let address = self.throttle_address(&req);
         if client.address.is_none() {
             client.address = req.remote_addr().map(|a| a.to_string());
         }
@@ -160,7 +179,7 @@ impl SessionService for SessionGrpc {
             limits::MAX_CLIENT_ADDRESS,
         )
         .map_err(to_status)?;
-        let address = throttle_address(&req);
+        let address = self.throttle_address(&req);
         let ended = self
             .sessions
             .logout_user(&creds.user, &secret, &msg.user, address.as_deref())
@@ -173,7 +192,7 @@ impl SessionService for SessionGrpc {
         &self,
         req: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutAllResponse>, Status> {
-        let address = throttle_address(&req);
+        let address = self.throttle_address(&req);
         let msg = req.get_ref();
         let ended = self
             .sessions

@@ -74,7 +74,7 @@ fn from_credential_status(status: &tonic::Status) -> Response {
     from_status(status)
 }
 
-fn from_body_error(e: &BodyError) -> Response {
+pub(super) fn from_body_error(e: &BodyError) -> Response {
     match e {
         BodyError::TooLarge => error(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -101,7 +101,32 @@ pub fn router(upstream: Upstream) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(refuse_large_bodies))
         .with_state(RestState { upstream })
+}
+
+/// A declared body over the limit is refused on every route, in the vendor's
+/// shape, before any handler runs (routes that read a body also enforce the
+/// limit while reading, for bodies without a Content-Length).
+async fn refuse_large_bodies(
+    Instance(path): Instance,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        let e = BodyError::TooLarge;
+        return match vendor_of(&path) {
+            Vendor::Ras => ras::from_body_error(&e, &path),
+            Vendor::Informatica => informatica::from_body_error(&e),
+            Vendor::Oma => oma::from_body_error(&e),
+        };
+    }
+    next.run(req).await
 }
 
 /// RAS paths are case-insensitive (`/api/Session` = `/api/session`): they are
@@ -182,16 +207,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|s| {
-                s.chars()
-                    .take(crate::domain::limits::MAX_USER_AGENT)
-                    .collect()
-            });
+            .map(clean_user_agent)
+            .filter(|s| !s.is_empty());
         Ok(Caller {
             address,
             user_agent,
         })
     }
+}
+
+/// HTTP allows tabs (and obs-text) in a header that our limits refuse in
+/// stored text: control characters become spaces, and the result is cut to
+/// the stored limit on a character boundary.
+fn clean_user_agent(raw: &str) -> String {
+    let mut out = String::new();
+    for c in raw.chars().map(|c| if c.is_control() { ' ' } else { c }) {
+        if out.len() + c.len_utf8() > crate::domain::limits::MAX_USER_AGENT {
+            break;
+        }
+        out.push(c);
+    }
+    out.trim().to_owned()
 }
 
 /// Metadata key carrying the shim's client address to the gRPC layer; honoured

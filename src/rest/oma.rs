@@ -54,7 +54,7 @@ pub fn unknown_method() -> Response {
     http_error(StatusCode::NOT_FOUND, BADLY_FORMATTED.0, "Unknown method")
 }
 
-fn from_body_error(e: &BodyError) -> Response {
+pub(super) fn from_body_error(e: &BodyError) -> Response {
     let status = match e {
         BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         BodyError::UnsupportedType(_) | BodyError::Malformed(_) => StatusCode::BAD_REQUEST,

@@ -77,7 +77,7 @@ fn from_status(status: &tonic::Status, instance: &str) -> Response {
     response
 }
 
-fn from_body_error(e: &BodyError, instance: &str) -> Response {
+pub(super) fn from_body_error(e: &BodyError, instance: &str) -> Response {
     let status = match e {
         BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         BodyError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -192,6 +192,12 @@ async fn logon(
                 }),
             )
         }
+        // RAS documents 401 for every failed logon, a non-admin's included.
+        Err(status) if status.code() == tonic::Code::PermissionDenied => problem(
+            StatusCode::UNAUTHORIZED,
+            "only administrators may log on to the console",
+            instance,
+        ),
         Err(status) => from_status(&status, instance),
     }
 }
