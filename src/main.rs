@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gRPC service (and the REST shim).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the REST shim alone, in front of any sessiond.
     Rest {
         /// The sessiond gRPC endpoint, e.g. http://127.0.0.1:50051.
@@ -180,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = args.into_config()?;
+            let config = (*args).into_config()?;
             sessiond::server::serve_until(config, shutdown_signal()).await?;
         }
         Command::Rest {
