@@ -390,12 +390,16 @@ fn revocation_from(entry: &Value) -> Result<Revocation> {
     })
 }
 
+/// While Redis is down a call should fail fast (UNAVAILABLE) rather than wait
+/// out a long reconnect: one quick retry per attempt; every later call tries
+/// again, so service resumes as soon as Redis answers.
 fn connection_config(response_timeout: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(response_timeout))
-        .set_number_of_retries(3)
-        .set_max_delay(Duration::from_secs(1))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(20))
+        .set_max_delay(Duration::from_millis(100))
 }
 
 impl RedisStore {
