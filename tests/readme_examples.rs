@@ -73,6 +73,7 @@ fn readme_grpcurl_and_curl_examples_run_against_serve_demo() {
         "\"ended\": 2",
         "\"ended\": 1",
         "\"sessionId\"",
+        "\"reason\": \"END_REASON_LOGOUT_USER\"",
         "rejected as expected",
     ] {
         assert!(
