@@ -30,6 +30,8 @@ pub struct Config {
     pub retention: Duration,
     /// Peers (REST shims) whose `x-forwarded-for` names the real client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// gRPC calls in progress at once before new ones are shed.
+    pub max_in_flight: usize,
 }
 
 impl Default for Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(30),
             retention: Duration::from_secs(24 * 60 * 60),
             trusted_proxies: Vec::new(),
+            max_in_flight: crate::grpc::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -99,6 +102,9 @@ pub struct ServeArgs {
     /// Length of the failure-counting window, in seconds (default 300).
     #[arg(long, env = "SESSIOND_FAILURE_WINDOW_SECS")]
     pub failure_window_secs: Option<u64>,
+    /// gRPC calls in progress at once; more are shed with RESOURCE_EXHAUSTED (default 1024).
+    #[arg(long, env = "SESSIOND_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
     /// Comma-separated IPs of REST shims (`sessiond rest`) whose
     /// x-forwarded-for is trusted for per-address throttling.
     #[arg(long, env = "SESSIOND_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -133,6 +139,7 @@ struct FileConfig {
     failure_window_secs: Option<u64>,
     service_credential_file: Option<PathBuf>,
     trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    max_in_flight: Option<usize>,
     #[serde(default)]
     kinds: HashMap<String, KindFile>,
 }
@@ -243,6 +250,9 @@ impl ServeArgs {
             .or(file.max_failures_per_address)
         {
             c.policy.throttle_address.max_failures = n.max(1);
+        }
+        if let Some(n) = self.max_in_flight.or(file.max_in_flight) {
+            c.max_in_flight = n.max(1);
         }
         c.trusted_proxies = if self.trusted_proxies.is_empty() {
             file.trusted_proxies.unwrap_or_default()

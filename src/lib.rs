@@ -11,6 +11,7 @@ pub mod rest;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod telemetry;
 
 /// Generated protobuf types and the tonic service and client for `session.v1`.
 pub mod pb {

@@ -96,6 +96,8 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Opens the store, binds the listeners (logging each bound address on its
 /// own line) and serves until shut down.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    // Metrics recorded before the recorder exists are dropped: install it first.
+    crate::telemetry::handle();
     let store = store::open(&config.store).await?;
     let sessions = Arc::new(Sessions::new(store, config.policy.clone())?);
     if config.demo {
@@ -108,8 +110,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     tracing::info!("grpc listening on {grpc_addr}");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let grpc =
-        SessionGrpc::new(sessions.clone(), shutdown_rx.clone()).trusting(&config.trusted_proxies);
+    let grpc = SessionGrpc::new(sessions.clone(), shutdown_rx.clone())
+        .trusting(&config.trusted_proxies)
+        .admitting(config.max_in_flight);
 
     let rest = match config.rest_addr {
         None => None,
@@ -178,6 +181,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+                if let Ok(counts) = sessions
+                    .store()
+                    .live_counts(crate::sessions::now_millis())
+                    .await
+                {
+                    for (kind, n) in counts {
+                        crate::telemetry::set_live_sessions(kind, n);
+                    }
                 }
             }
         })

@@ -18,6 +18,7 @@ use crate::domain::{
     NotFound, Result, Revocation, Role, Session, Token, User, UserRecord,
 };
 use crate::store::{EndTarget, ListQuery, Scope, Store, SweepReport};
+use crate::telemetry;
 
 /// Idle timeout and absolute lifetime of one kind of session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +92,9 @@ impl Default for Policy {
                 .collect(),
             touch_interval: Duration::from_secs(60),
             hash_cost: HashCost::default(),
-            hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // Half the cores: a login storm leaves the rest to validations.
+            hash_concurrency: std::thread::available_parallelism()
+                .map_or(1, |n| (n.get() / 2).max(1)),
             throttle_user: Limit {
                 max_failures: 10,
                 window: Duration::from_secs(300),
@@ -181,15 +184,18 @@ impl Sessions {
 
     /// Runs Argon2 on the blocking pool, at most `hash_concurrency` at once, so
     /// a login storm cannot starve validations of runtime threads.
-    async fn hashing<T: Send + 'static>(
+    async fn hashing_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.hashing
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("hashing pool closed".into()))
+    }
+
+    /// Runs `f` on the blocking pool (the caller holds a hashing slot).
+    async fn on_blocking_pool<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Hasher) -> T + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("hashing pool closed".into()))?;
         let hasher = self.hasher.clone();
         tokio::task::spawn_blocking(move || f(&hasher))
             .await
@@ -199,41 +205,40 @@ impl Sessions {
     pub async fn hash_password(&self, password: &str) -> Result<String> {
         limits::password("password", password)?;
         let password = password.to_owned();
-        self.hashing(move |h| h.hash(&password)).await?
+        let _slot = self.hashing_slot().await?;
+        self.on_blocking_pool(move |h| h.hash(&password)).await?
     }
 
     /// Username + password, throttled per user and per address. Unknown user,
-    /// wrong password and disabled user give the same error after the same work.
+    /// wrong password and disabled user give the same error after the same
+    /// work. The throttle is checked and updated while this attempt holds a
+    /// hashing slot, so parallel guesses gain at most `hash_concurrency - 1`
+    /// tries, and a burst of right passwords queues instead of locking out.
     async fn authenticate(
         &self,
         username: &str,
         password: &str,
         address: Option<&str>,
     ) -> Result<UserRecord> {
-        self.throttle.begin(username, address)?;
-        match self.verify(username, password).await {
-            Ok(Some(r)) => {
-                self.throttle.succeeded(username, address);
-                Ok(r)
-            }
-            Ok(None) => Err(Error::Unauthenticated(AuthFailure::BadCredentials)),
-            Err(e) => {
-                // Not the caller's fault: a store outage must not lock users out.
-                self.throttle.refund(username, address);
-                Err(e)
-            }
-        }
-    }
-
-    /// The user, when the password is right and the user active.
-    async fn verify(&self, username: &str, password: &str) -> Result<Option<UserRecord>> {
+        let _slot = self.hashing_slot().await?;
+        self.throttle.check(username, address)?;
         let record = self.store.find_user(username).await?;
         let stored = record.as_ref().map(|r| r.password_hash.clone());
         let password = password.to_owned();
         let matches = self
-            .hashing(move |h| h.verify(stored.as_deref(), &password))
+            .on_blocking_pool(move |h| h.verify(stored.as_deref(), &password))
             .await?;
-        Ok(record.filter(|r| matches && !r.user.disabled))
+        match record {
+            Some(r) if matches && !r.user.disabled => {
+                self.throttle.record_success(username);
+                Ok(r)
+            }
+            // A store outage returned early above: it is not counted.
+            _ => {
+                self.throttle.record_failure(username, address);
+                Err(Error::Unauthenticated(AuthFailure::BadCredentials))
+            }
+        }
     }
 
     /// The live session behind a presented token text.
@@ -319,6 +324,7 @@ impl Sessions {
             // Lost a race with another ending: the token is no longer live.
             .ok_or(Error::Unauthenticated(AuthFailure::TokenInvalid))?;
         tracing::info!(session = ended.id, user = %ended.username, "logoff");
+        telemetry::record_revocations(EndReason::Logoff, 1);
         Ok(ended)
     }
 
@@ -343,6 +349,7 @@ impl Sessions {
             .await?
             .ok_or(Error::NotFound(NotFound::Session))?;
         tracing::info!(session = ended.id, by = caller.id, "logoff other");
+        telemetry::record_revocations(EndReason::LogoffOther, 1);
         Ok(ended)
     }
 
@@ -361,21 +368,20 @@ impl Sessions {
                 Ok(self.authenticate(&user, p, address).await?.user)
             }
             Secret::Token(t) => {
-                self.throttle.begin(&user, address)?;
+                self.throttle.check(&user, address)?;
                 let found = match self.session_of(Some(t)).await {
-                    Ok(s) if s.username == user => self.store.find_user(&user).await,
-                    Ok(_) | Err(Error::Unauthenticated(_)) => Ok(None),
-                    Err(e) => Err(e),
+                    Ok(s) if s.username == user => self.store.find_user(&user).await?,
+                    Ok(_) | Err(Error::Unauthenticated(_)) => None,
+                    Err(e) => return Err(e),
                 };
                 match found {
-                    Ok(Some(r)) if !r.user.disabled => {
-                        self.throttle.succeeded(&user, address);
+                    Some(r) if !r.user.disabled => {
+                        self.throttle.record_success(&user);
                         Ok(r.user)
                     }
-                    Ok(_) => Err(Error::Unauthenticated(AuthFailure::BadCredentials)),
-                    Err(e) => {
-                        self.throttle.refund(&user, address);
-                        Err(e)
+                    _ => {
+                        self.throttle.record_failure(&user, address);
+                        Err(Error::Unauthenticated(AuthFailure::BadCredentials))
                     }
                 }
             }
@@ -414,6 +420,7 @@ impl Sessions {
             )
             .await?;
         tracing::info!(mailbox = %target.username, by = %caller.username, ended, "logout user");
+        telemetry::record_revocations(EndReason::LogoutUser, u64::from(ended));
         Ok(ended)
     }
 
@@ -437,6 +444,7 @@ impl Sessions {
             )
             .await?;
         tracing::info!(org = %caller.org, by = %caller.username, ended, "logout all");
+        telemetry::record_revocations(EndReason::LogoutAll, u64::from(ended));
         Ok(ended)
     }
 
@@ -480,9 +488,12 @@ impl Sessions {
     /// Ends expired sessions and purges ended ones older than `retention`.
     pub async fn sweep(&self, retention: Duration) -> Result<SweepReport> {
         let now = now_millis();
-        self.store
+        let report = self
+            .store
             .sweep(now, now.saturating_sub(millis(retention)))
-            .await
+            .await?;
+        telemetry::record_revocations(EndReason::Expired, u64::from(report.expired));
+        Ok(report)
     }
 
     /// Adds a user (CLI, demo data).

@@ -48,6 +48,8 @@ pub enum Error {
     TooManyAttempts { retry_after: Duration },
     #[error("after_sequence {after} is older than retention: the oldest event kept follows {oldest}; resync and watch from now")]
     CursorExpired { after: u64, oldest: u64 },
+    #[error("server overloaded; retry shortly")]
+    Overloaded,
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]

@@ -63,13 +63,12 @@ impl Throttle {
         self.windows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts a credential check: RESOURCE_EXHAUSTED (with how long to wait)
-    /// when either key is locked, otherwise the attempt is counted against
-    /// both keys now, before the password is verified, so attempts sent in
-    /// parallel cannot all slip under the limit. `succeeded` refunds it.
-    pub fn begin(&self, user: &str, address: Option<&str>) -> Result<(), Error> {
+    /// RESOURCE_EXHAUSTED (with how long to wait) when either key is locked.
+    /// Callers check and record while holding a hashing slot, so attempts in
+    /// parallel can overshoot the limit by at most the number of slots.
+    pub fn check(&self, user: &str, address: Option<&str>) -> Result<(), Error> {
         let now = Instant::now();
-        let mut windows = self.lock();
+        let windows = self.lock();
         for (key, is_user) in Self::keys(user, address) {
             let Some(key) = key else { continue };
             let limit = self.limit(is_user);
@@ -82,6 +81,12 @@ impl Throttle {
                 }
             }
         }
+        Ok(())
+    }
+
+    pub fn record_failure(&self, user: &str, address: Option<&str>) {
+        let now = Instant::now();
+        let mut windows = self.lock();
         self.make_room(&mut windows, now);
         for (key, is_user) in Self::keys(user, address) {
             let Some(key) = key else { continue };
@@ -98,29 +103,11 @@ impl Throttle {
             }
             w.failures = w.failures.saturating_add(1);
         }
-        Ok(())
     }
 
-    /// The attempt begun was right: the user's counter is cleared and the
-    /// address gets its attempt back.
-    pub fn succeeded(&self, user: &str, address: Option<&str>) {
-        let mut windows = self.lock();
-        windows.remove(&format!("u:{user}"));
-        if let Some(a) = address {
-            if let Some(w) = windows.get_mut(&format!("a:{a}")) {
-                w.failures = w.failures.saturating_sub(1);
-            }
-        }
-    }
-
-    /// The attempt begun could not be decided (store down): it does not count.
-    pub fn refund(&self, user: &str, address: Option<&str>) {
-        let mut windows = self.lock();
-        for (key, _) in Self::keys(user, address) {
-            if let Some(w) = key.and_then(|k| windows.get_mut(&k)) {
-                w.failures = w.failures.saturating_sub(1);
-            }
-        }
+    /// A successful check clears the user's counter (not the address's).
+    pub fn record_success(&self, user: &str) {
+        self.lock().remove(&format!("u:{user}"));
     }
 
     /// Keeps memory bounded without ever freeing a key that is locked while
@@ -158,31 +145,17 @@ mod tests {
                 window: Duration::from_secs(60),
             },
         );
-        // Three attempts begun at once (none finished yet) use up the quota.
         for _ in 0..3 {
-            assert!(t.begin("joe", Some("1.2.3.4")).is_ok());
+            assert!(t.check("joe", Some("1.2.3.4")).is_ok());
+            t.record_failure("joe", Some("1.2.3.4"));
         }
         assert!(matches!(
-            t.begin("joe", Some("1.2.3.4")),
+            t.check("joe", Some("1.2.3.4")),
             Err(Error::TooManyAttempts { .. })
         ));
-        assert!(t.begin("ann", Some("1.2.3.4")).is_ok());
-        t.succeeded("ann", Some("1.2.3.4"));
+        assert!(t.check("ann", Some("1.2.3.4")).is_ok());
         std::thread::sleep(Duration::from_millis(250));
-        assert!(t.begin("joe", Some("1.2.3.4")).is_ok());
-    }
-
-    #[test]
-    fn success_refunds_the_attempt() {
-        let limit = Limit {
-            max_failures: 2,
-            window: Duration::from_secs(60),
-        };
-        let t = Throttle::new(limit, limit);
-        for _ in 0..10 {
-            t.begin("joe", Some("1.2.3.4")).unwrap();
-            t.succeeded("joe", Some("1.2.3.4"));
-        }
+        assert!(t.check("joe", Some("1.2.3.4")).is_ok());
     }
 
     #[test]
@@ -193,11 +166,10 @@ mod tests {
         };
         let mut t = Throttle::new(limit, limit);
         t.max_keys = 10;
-        t.begin("victim", None).unwrap();
+        t.record_failure("victim", None);
         for i in 0..50 {
-            let _ = t.begin(&format!("noise{i}"), None);
-            t.succeeded(&format!("noise{i}"), None);
+            t.record_failure(&format!("noise{i}"), None);
         }
-        assert!(t.begin("victim", None).is_err(), "still locked");
+        assert!(t.check("victim", None).is_err(), "still locked");
     }
 }

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use std::future::Future;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -13,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::{limits, Error};
 use crate::pb::{self, session_service_server::SessionService};
 use crate::sessions::{ListFilter, Secret, Sessions, WatchRequest};
+use crate::telemetry;
 
 pub mod codec;
 pub mod convert;
@@ -33,7 +37,12 @@ pub struct SessionGrpc {
     shutdown: watch::Receiver<bool>,
     /// Peers whose `x-forwarded-for` names the real client (REST shims).
     trusted_proxies: Arc<[IpAddr]>,
+    /// Calls in progress (admission control).
+    admission: Arc<Semaphore>,
 }
+
+/// Calls in progress at once before new ones are shed.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 impl SessionGrpc {
     pub fn new(sessions: Arc<Sessions>, shutdown: watch::Receiver<bool>) -> Self {
@@ -41,7 +50,37 @@ impl SessionGrpc {
             sessions,
             shutdown,
             trusted_proxies: Arc::from(Vec::new()),
+            admission: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
         }
+    }
+
+    /// At most `limit` calls in progress at once; past that, calls are shed
+    /// at once with RESOURCE_EXHAUSTED instead of queueing (which would only
+    /// grow every caller's latency).
+    pub fn admitting(mut self, limit: usize) -> Self {
+        self.admission = Arc::new(Semaphore::new(limit.max(1)));
+        self
+    }
+
+    /// Runs one call under admission control and records its metrics.
+    async fn observed<T>(
+        &self,
+        rpc: &'static str,
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = match self.admission.try_acquire() {
+            Ok(_permit) => call.await,
+            Err(_) => {
+                telemetry::record_shed(rpc);
+                Err(to_status(Error::Overloaded))
+            }
+        };
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        telemetry::record_rpc(rpc, code, started.elapsed());
+        result
     }
 
     /// Trusts these peers' `x-forwarded-for` for per-address throttling.
@@ -80,9 +119,8 @@ fn token_of<T>(req: &Request<T>) -> Result<Option<String>, Status> {
     bearer_token(req.metadata()).map_err(to_status)
 }
 
-#[tonic::async_trait]
-impl SessionService for SessionGrpc {
-    async fn login(
+impl SessionGrpc {
+    async fn login_inner(
         &self,
         req: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
@@ -110,7 +148,7 @@ impl SessionService for SessionGrpc {
         }))
     }
 
-    async fn validate_session(
+    async fn validate_session_inner(
         &self,
         req: Request<pb::ValidateSessionRequest>,
     ) -> Result<Response<pb::ValidateSessionResponse>, Status> {
@@ -124,7 +162,7 @@ impl SessionService for SessionGrpc {
         }))
     }
 
-    async fn logoff(
+    async fn logoff_inner(
         &self,
         req: Request<pb::LogoffRequest>,
     ) -> Result<Response<pb::LogoffResponse>, Status> {
@@ -139,7 +177,7 @@ impl SessionService for SessionGrpc {
         }))
     }
 
-    async fn logoff_other(
+    async fn logoff_other_inner(
         &self,
         req: Request<pb::LogoffOtherRequest>,
     ) -> Result<Response<pb::LogoffOtherResponse>, Status> {
@@ -154,7 +192,7 @@ impl SessionService for SessionGrpc {
         }))
     }
 
-    async fn logout_user(
+    async fn logout_user_inner(
         &self,
         req: Request<pb::LogoutUserRequest>,
     ) -> Result<Response<pb::LogoutUserResponse>, Status> {
@@ -188,7 +226,7 @@ impl SessionService for SessionGrpc {
         Ok(Response::new(pb::LogoutUserResponse { ended }))
     }
 
-    async fn logout_all(
+    async fn logout_all_inner(
         &self,
         req: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutAllResponse>, Status> {
@@ -202,12 +240,10 @@ impl SessionService for SessionGrpc {
         Ok(Response::new(pb::LogoutAllResponse { ended }))
     }
 
-    type WatchRevocationsStream = WatchStream;
-
-    async fn watch_revocations(
+    async fn watch_revocations_inner(
         &self,
         req: Request<pb::WatchRevocationsRequest>,
-    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+    ) -> Result<Response<WatchStream>, Status> {
         let token = token_of(&req)?;
         let msg = req.into_inner();
         let kinds = msg
@@ -240,7 +276,7 @@ impl SessionService for SessionGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn list_sessions(
+    async fn list_sessions_inner(
         &self,
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
@@ -256,6 +292,72 @@ impl SessionService for SessionGrpc {
             sessions: sessions.iter().map(session_to_pb).collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl SessionService for SessionGrpc {
+    type WatchRevocationsStream = WatchStream;
+
+    async fn login(
+        &self,
+        req: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        self.observed("Login", self.login_inner(req)).await
+    }
+
+    async fn validate_session(
+        &self,
+        req: Request<pb::ValidateSessionRequest>,
+    ) -> Result<Response<pb::ValidateSessionResponse>, Status> {
+        self.observed("ValidateSession", self.validate_session_inner(req))
+            .await
+    }
+
+    async fn logoff(
+        &self,
+        req: Request<pb::LogoffRequest>,
+    ) -> Result<Response<pb::LogoffResponse>, Status> {
+        self.observed("Logoff", self.logoff_inner(req)).await
+    }
+
+    async fn logoff_other(
+        &self,
+        req: Request<pb::LogoffOtherRequest>,
+    ) -> Result<Response<pb::LogoffOtherResponse>, Status> {
+        self.observed("LogoffOther", self.logoff_other_inner(req))
+            .await
+    }
+
+    async fn logout_user(
+        &self,
+        req: Request<pb::LogoutUserRequest>,
+    ) -> Result<Response<pb::LogoutUserResponse>, Status> {
+        self.observed("LogoutUser", self.logout_user_inner(req))
+            .await
+    }
+
+    async fn logout_all(
+        &self,
+        req: Request<pb::LogoutAllRequest>,
+    ) -> Result<Response<pb::LogoutAllResponse>, Status> {
+        self.observed("LogoutAll", self.logout_all_inner(req)).await
+    }
+
+    async fn watch_revocations(
+        &self,
+        req: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        self.observed("WatchRevocations", self.watch_revocations_inner(req))
+            .await
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        self.observed("ListSessions", self.list_sessions_inner(req))
+            .await
     }
 }
 

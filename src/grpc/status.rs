@@ -26,6 +26,7 @@ pub mod reason {
     pub const TOO_MANY_ATTEMPTS: &str = "TOO_MANY_ATTEMPTS";
     pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
     pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
+    pub const OVERLOADED: &str = "OVERLOADED";
     pub const INTERNAL: &str = "INTERNAL";
 }
 
@@ -55,6 +56,10 @@ pub fn to_status(err: Error) -> Status {
         Error::TooManyAttempts { retry_after } => {
             details.set_retry_info(Some(*retry_after));
             (Code::ResourceExhausted, reason::TOO_MANY_ATTEMPTS)
+        }
+        Error::Overloaded => {
+            details.set_retry_info(Some(std::time::Duration::from_millis(100)));
+            (Code::ResourceExhausted, reason::OVERLOADED)
         }
         Error::CursorExpired { oldest, .. } => {
             metadata.insert("oldest_sequence".to_owned(), oldest.to_string());

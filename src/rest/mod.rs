@@ -98,11 +98,28 @@ pub fn router(upstream: Upstream) -> Router {
         .merge(ras::routes())
         .merge(informatica::routes())
         .merge(oma::routes())
+        .route("/metrics", axum::routing::get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .with_state(RestState { upstream })
+}
+
+/// Prometheus text exposition of this process's metrics.
+async fn metrics() -> Response {
+    use axum::response::IntoResponse;
+    match crate::telemetry::render() {
+        Some(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }
 
 /// A declared body over the limit is refused on every route, in the vendor's

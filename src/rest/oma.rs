@@ -63,6 +63,13 @@ pub(super) fn from_body_error(e: &BodyError) -> Response {
 }
 
 fn from_status(status: &tonic::Status) -> Response {
+    use tonic_types::StatusExt;
+    let overloaded = status
+        .get_details_error_info()
+        .is_some_and(|i| i.reason == crate::grpc::status::reason::OVERLOADED);
+    if overloaded {
+        return failure(SERVER_ERROR, None);
+    }
     match status.code() {
         Code::Unauthenticated | Code::ResourceExhausted => failure(INVALID_CREDENTIALS, None),
         Code::NotFound => failure(NO_SUCH_OBJECT, None),

@@ -98,6 +98,9 @@ pub trait Store: Send + Sync + 'static {
     /// and events older than `purge_before`.
     async fn sweep(&self, now: Millis, purge_before: Millis) -> Result<SweepReport>;
 
+    /// Live sessions by kind (for the metrics gauge).
+    async fn live_counts(&self, now: Millis) -> Result<Vec<(Kind, u64)>>;
+
     /// The sequence of the newest revocation event (0 when there is none).
     async fn last_sequence(&self) -> Result<u64>;
     /// Up to `limit` events with sequence greater than `after`, oldest first.

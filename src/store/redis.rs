@@ -15,6 +15,7 @@
 //! {sessiond}:live:u:<KIND>:<uid>   zset  live session ids of a user, by kind
 //! {sessiond}:live:o:<KIND>:<org>   zset  live session ids of an org, by kind
 //! {sessiond}:deadlines             zset  id scored by min(idle deadline, expiry)
+//! {sessiond}:live:k:<KIND>         zset  the same, by kind (live-session gauge)
 //! {sessiond}:events                stream, entry id <sequence>-0, one per ending
 //! {sessiond}:events:purged         highest sequence trimmed by retention
 //! {sessiond}:seq:{user,session,event}  counters
@@ -72,6 +73,7 @@ local function end_one(id, reason, now, require_live, org, kind)
   redis.call('ZREM', P .. ':live:u:' .. s.kind .. ':' .. s.user_id, id)
   redis.call('ZREM', P .. ':live:o:' .. s.kind .. ':' .. s.org, id)
   redis.call('ZREM', P .. ':deadlines', id)
+  redis.call('ZREM', P .. ':live:k:' .. s.kind, id)
   return h
 end
 "#;
@@ -155,6 +157,7 @@ redis.call('SET', P .. ':t:' .. ARGV[3], id, 'PXAT', ttl_at)
 redis.call('ZADD', P .. ':live:u:' .. ARGV[4] .. ':' .. ARGV[2], id, id)
 redis.call('ZADD', P .. ':live:o:' .. ARGV[4] .. ':' .. u[2], id, id)
 redis.call('ZADD', P .. ':deadlines', deadline, id)
+redis.call('ZADD', P .. ':live:k:' .. ARGV[4], deadline, id)
 return redis.call('HGETALL', k)
 "#,
             ),
@@ -179,7 +182,7 @@ return h
                 r#"
 local P = ARGV[1]
 local k = P .. ':s:' .. ARGV[2]
-local v = redis.call('HMGET', k, 'idle', 'expires', 'digest')
+local v = redis.call('HMGET', k, 'idle', 'expires', 'digest', 'kind')
 if not v[1] then return 0 end
 local idle = tonumber(v[1])
 if idle <= tonumber(ARGV[3]) or idle >= tonumber(ARGV[4]) then return 0 end
@@ -189,6 +192,7 @@ local ttl_at = deadline + tonumber(ARGV[5])
 redis.call('PEXPIREAT', k, ttl_at)
 redis.call('PEXPIREAT', P .. ':t:' .. v[3], ttl_at)
 redis.call('ZADD', P .. ':deadlines', deadline, ARGV[2])
+redis.call('ZADD', P .. ':live:k:' .. v[4], deadline, ARGV[2])
 return 1
 "#,
             ),
@@ -828,6 +832,18 @@ impl Store for RedisStore {
             }
         }
         Ok(report)
+    }
+
+    async fn live_counts(&self, now: Millis) -> Result<Vec<(Kind, u64)>> {
+        let mut pipe = ::redis::pipe();
+        for kind in Kind::ALL {
+            pipe.cmd("ZCOUNT")
+                .arg(key(&format!("live:k:{kind}")))
+                .arg(format!("({now}"))
+                .arg("+inf");
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+        Ok(Kind::ALL.into_iter().zip(counts).collect())
     }
 
     async fn last_sequence(&self) -> Result<u64> {

@@ -93,6 +93,11 @@ pub struct SqliteStore {
 }
 
 struct Inner {
+    /// One permit per reader connection (and one for the writer), taken before
+    /// going to the blocking pool: a burst waits here, not as a pile of
+    /// blocking threads contending for connection locks.
+    read_slots: Arc<tokio::sync::Semaphore>,
+    write_slot: Arc<tokio::sync::Semaphore>,
     /// Bumped after every commit that recorded revocation events.
     events: tokio::sync::watch::Sender<u64>,
     writer: Mutex<Connection>,
@@ -309,6 +314,8 @@ impl SqliteStore {
     fn from_parts(writer: Connection, readers: Vec<Mutex<Connection>>) -> Self {
         SqliteStore {
             inner: Arc::new(Inner {
+                read_slots: Arc::new(tokio::sync::Semaphore::new(readers.len().max(1))),
+                write_slot: Arc::new(tokio::sync::Semaphore::new(1)),
                 events: tokio::sync::watch::Sender::new(0),
                 writer: Mutex::new(writer),
                 readers,
@@ -323,7 +330,15 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let slot = self
+            .inner
+            .read_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("store closed".into()))?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             if inner.readers.is_empty() {
                 return f(&lock(&inner.writer)).map_err(map_err);
             }
@@ -352,7 +367,15 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let slot = self
+            .inner
+            .write_slot
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("store closed".into()))?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let mut conn = lock(&inner.writer);
             // IMMEDIATE: take the write lock up front, so a concurrent CLI
             // writer makes us wait (busy_timeout) rather than fail mid-way.
@@ -717,6 +740,29 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(report)
+    }
+
+    async fn live_counts(&self, now: Millis) -> Result<Vec<(Kind, u64)>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT kind, COUNT(*) FROM sessions \
+                 WHERE ended_at IS NULL AND expires_at > ?1 AND idle_deadline > ?1 GROUP BY kind",
+            )?;
+            let rows = stmt.query_map([now], |r| {
+                let kind: String = r.get(0)?;
+                let n: i64 = r.get(1)?;
+                Ok((kind, n))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, n) = row?;
+                if let Ok(k) = kind.parse() {
+                    out.push((k, u64::try_from(n).unwrap_or(0)));
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn last_sequence(&self) -> Result<u64> {

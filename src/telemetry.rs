@@ -1,0 +1,62 @@
+//! Prometheus metrics, served by the REST listener at `/metrics`.
+//!
+//! One recorder per process (the `metrics` facade is global): every server
+//! started in the process reports into it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::domain::{EndReason, Kind};
+
+/// Latency buckets, seconds: 50 µs to 5 s.
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder on first use; `None` if another one was installed
+/// by the embedding program.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// The Prometheus text exposition.
+pub fn render() -> Option<String> {
+    let h = handle()?;
+    h.run_upkeep();
+    Some(h.render())
+}
+
+pub fn record_rpc(rpc: &'static str, code: tonic::Code, elapsed: Duration) {
+    let code = format!("{code:?}");
+    metrics::counter!("sessiond_grpc_requests_total", "rpc" => rpc, "code" => code).increment(1);
+    metrics::histogram!("sessiond_grpc_request_duration_seconds", "rpc" => rpc)
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn record_revocations(reason: EndReason, count: u64) {
+    if count > 0 {
+        metrics::counter!("sessiond_revocations_total", "reason" => reason.as_str())
+            .increment(count);
+    }
+}
+
+pub fn record_shed(rpc: &'static str) {
+    metrics::counter!("sessiond_overload_rejections_total", "rpc" => rpc).increment(1);
+}
+
+pub fn set_live_sessions(kind: Kind, count: u64) {
+    metrics::gauge!("sessiond_live_sessions", "kind" => kind.as_str()).set(count as f64);
+}
