@@ -1,0 +1,558 @@
+//! Load generator for sessiond, over real gRPC (or HTTP for the REST shim).
+//!
+//! Every answer is checked; errors are counted by code, never hidden. Latency
+//! goes into an HDR histogram (microseconds). Modes:
+//!
+//! - `validate`: log in `--tokens` API sessions, then ValidateSession them.
+//! - `cycle`: Login + ValidateSession + Logoff per iteration.
+//! - `ras-grpc` / `ras-rest`: the RAS logon + logoff pair, over gRPC
+//!   (Login(ADMIN) + Logoff) or through the REST shim.
+//! - `storm`: `validate` while `--storm` tasks log in without pause
+//!   (reports the validations; run the server at production Argon2 cost).
+//! - `bulk`: an in-process server on `--store`, seeded with `--sessions` API
+//!   and IMAP sessions of one org among `--unrelated` others; times one
+//!   LogoutAll and one LogoutUser over gRPC.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use sessiond::pb::session_service_client::SessionServiceClient;
+use sessiond::pb::{self, Kind};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Validate,
+    Cycle,
+    RasGrpc,
+    RasRest,
+    Storm,
+    Bulk,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "sessiond-loadgen", about = "Load generator for sessiond")]
+struct Args {
+    #[arg(long, value_enum, default_value = "validate")]
+    mode: Mode,
+    /// gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// REST shim base URL (ras-rest).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    rest: String,
+    /// HTTP/2 connections (requests are spread over them).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds of measurement (after warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Stop after this many requests instead (per run, after warm-up).
+    #[arg(long)]
+    requests: Option<u64>,
+    #[arg(long, default_value = "joe_user@example.com")]
+    user: String,
+    #[arg(long, default_value = "joe-pass-1")]
+    password: String,
+    #[arg(long, default_value = "domain_admin@example.com")]
+    admin_user: String,
+    #[arg(long, default_value = "pencil75")]
+    admin_password: String,
+    /// Sessions to validate across (validate, storm).
+    #[arg(long, default_value_t = 256)]
+    tokens: usize,
+    /// Login tasks running without pause (storm).
+    #[arg(long, default_value_t = 8)]
+    storm: usize,
+    /// Store for the in-process server (bulk).
+    #[arg(long, default_value = "sqlite::memory:")]
+    store: String,
+    /// Sessions of the target org to end (bulk).
+    #[arg(long, default_value_t = 100_000)]
+    sessions: usize,
+    /// Sessions of other orgs present (bulk).
+    #[arg(long, default_value_t = 0)]
+    unrelated: usize,
+    /// Print one CSV line instead of the report.
+    #[arg(long)]
+    csv: bool,
+    /// Label for the CSV line.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+type Client = SessionServiceClient<Channel>;
+
+/// What one worker saw.
+struct Tally {
+    latency: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+    ok: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+            errors: BTreeMap::new(),
+            ok: 0,
+        }
+    }
+
+    fn record(&mut self, started: Instant, outcome: Result<(), String>) {
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let _ = self.latency.record(us.clamp(1, 60_000_000));
+        match outcome {
+            Ok(()) => self.ok += 1,
+            Err(code) => *self.errors.entry(code).or_default() += 1,
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        let _ = self.latency.add(&other.latency);
+        self.ok += other.ok;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
+async fn clients(args: &Args) -> Result<Vec<Client>, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let ch = Endpoint::from_shared(args.target.clone())?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        out.push(SessionServiceClient::new(ch).max_decoding_message_size(1 << 20));
+    }
+    Ok(out)
+}
+
+fn code(s: &tonic::Status) -> String {
+    format!("{:?}", s.code())
+}
+
+fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+async fn login(
+    c: &mut Client,
+    user: &str,
+    password: &str,
+    kind: Kind,
+) -> Result<(String, i32), String> {
+    let r = c
+        .login(pb::LoginRequest {
+            username: user.into(),
+            password: password.into(),
+            kind: kind as i32,
+            client: None,
+        })
+        .await
+        .map_err(|s| code(&s))?
+        .into_inner();
+    let id = r.session.map(|s| s.id).ok_or("no session")?;
+    if r.token.is_empty() || id <= 0 {
+        return Err("malformed login answer".into());
+    }
+    Ok((r.token, id))
+}
+
+async fn validate(c: &mut Client, token: &str) -> Result<(), String> {
+    let r = c
+        .validate_session(pb::ValidateSessionRequest {
+            token: token.into(),
+        })
+        .await
+        .map_err(|s| code(&s))?
+        .into_inner();
+    match r.session {
+        Some(s) if s.id > 0 => Ok(()),
+        _ => Err("malformed validate answer".into()),
+    }
+}
+
+async fn logoff(c: &mut Client, token: &str) -> Result<(), String> {
+    c.logoff(authed(pb::LogoffRequest {}, token))
+        .await
+        .map(|_| ())
+        .map_err(|s| code(&s))
+}
+
+/// One unit of work for `mode`; the latency recorded covers all of it.
+async fn one(
+    mode: Mode,
+    args: &Args,
+    c: &mut Client,
+    http: &reqwest::Client,
+    tokens: &[String],
+    i: usize,
+) -> Result<(), String> {
+    match mode {
+        Mode::Validate | Mode::Storm => validate(c, &tokens[i % tokens.len()]).await,
+        Mode::Cycle => {
+            let (t, _) = login(c, &args.user, &args.password, Kind::Api).await?;
+            validate(c, &t).await?;
+            logoff(c, &t).await
+        }
+        Mode::RasGrpc => {
+            let (t, _) = login(c, &args.admin_user, &args.admin_password, Kind::Admin).await?;
+            logoff(c, &t).await
+        }
+        Mode::RasRest => {
+            let r = http
+                .post(format!("{}/api/Session/logon", args.rest))
+                .header("content-type", "application/json; api-version=1.0")
+                .body(format!(
+                    "{{\"username\":\"{}\",\"password\":\"{}\"}}",
+                    args.admin_user, args.admin_password
+                ))
+                .send()
+                .await
+                .map_err(|e| format!("http: {e}"))?;
+            if r.status() != 200 {
+                return Err(format!("HTTP {}", r.status().as_u16()));
+            }
+            let body: serde_json::Value = r.json().await.map_err(|e| format!("json: {e}"))?;
+            let token = body["authToken"].as_str().ok_or("no authToken")?.to_owned();
+            let r = http
+                .post(format!("{}/api/Session/logoff", args.rest))
+                .header("auth_token", token)
+                .send()
+                .await
+                .map_err(|e| format!("http: {e}"))?;
+            match r.status().as_u16() {
+                200 => Ok(()),
+                s => Err(format!("HTTP {s}")),
+            }
+        }
+        Mode::Bulk => Err("bulk is not a loop mode".into()),
+    }
+}
+
+/// Runs `concurrency` workers for warm-up + duration; returns the merged tally
+/// of the measured part and its wall time.
+async fn drive(
+    args: Arc<Args>,
+    clients: Vec<Client>,
+    tokens: Arc<Vec<String>>,
+) -> (Tally, Duration) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .tcp_nodelay(true)
+        .build()
+        .expect("http client");
+    let warm_until = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let stop = Arc::new(AtomicBool::new(false));
+    let remaining = Arc::new(std::sync::atomic::AtomicU64::new(
+        args.requests.unwrap_or(u64::MAX),
+    ));
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency.max(1) {
+        let (args, tokens, stop, remaining) = (
+            args.clone(),
+            tokens.clone(),
+            stop.clone(),
+            remaining.clone(),
+        );
+        let mut client = clients[w % clients.len()].clone();
+        let http = http.clone();
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::new();
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let outcome = one(args.mode, &args, &mut client, &http, &tokens, i).await;
+                i += args.concurrency;
+                if started >= warm_until {
+                    tally.record(started, outcome);
+                    if remaining.fetch_sub(1, Ordering::Relaxed) <= 1 {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    tokio::time::sleep_until(warm_until.into()).await;
+    let measured_from = Instant::now();
+    if args.requests.is_none() {
+        tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+        stop.store(true, Ordering::Relaxed);
+    }
+    let mut total = Tally::new();
+    for w in workers {
+        if let Ok(t) = w.await {
+            total.merge(t);
+        }
+    }
+    (total, measured_from.elapsed())
+}
+
+fn report(args: &Args, t: &Tally, wall: Duration) {
+    let n = t.ok + t.errors.values().sum::<u64>();
+    let rps = n as f64 / wall.as_secs_f64();
+    let q = |p: f64| t.latency.value_at_quantile(p) as f64 / 1000.0;
+    let errors: u64 = t.errors.values().sum();
+    if args.csv {
+        println!(
+            "{},{:?},{},{:.0},{:.3},{:.3},{:.3},{}",
+            args.label,
+            args.mode,
+            args.concurrency,
+            rps,
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            errors
+        );
+        return;
+    }
+    println!(
+        "mode {:?}  connections {}  concurrency {}  measured {:.1}s",
+        args.mode,
+        args.connections,
+        args.concurrency,
+        wall.as_secs_f64()
+    );
+    println!("  requests  {n} ({} ok, {errors} errors)", t.ok);
+    println!("  rate      {rps:.0} req/s");
+    println!(
+        "  latency   p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        t.latency.max() as f64 / 1000.0
+    );
+    for (code, count) in &t.errors {
+        println!("  error     {code}: {count}");
+    }
+}
+
+async fn run_loop(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let args = Arc::new(args);
+    let mut cs = clients(&args).await?;
+    let mut tokens = Vec::new();
+    if matches!(args.mode, Mode::Validate | Mode::Storm) {
+        for _ in 0..args.tokens.max(1) {
+            let (t, _) = login(&mut cs[0], &args.user, &args.password, Kind::Api)
+                .await
+                .map_err(|e| format!("setup login failed: {e}"))?;
+            tokens.push(t);
+        }
+    }
+    let storm_stop = Arc::new(AtomicBool::new(false));
+    let mut storm = Vec::new();
+    if args.mode == Mode::Storm {
+        for i in 0..args.storm {
+            let mut c = cs[i % cs.len()].clone();
+            let (stop, user, pw) = (storm_stop.clone(), args.user.clone(), args.password.clone());
+            storm.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if login(&mut c, &user, &pw, Kind::Api).await.is_ok() {
+                        n += 1;
+                    }
+                }
+                n
+            }));
+        }
+    }
+    let (tally, wall) = drive(args.clone(), cs, Arc::new(tokens)).await;
+    storm_stop.store(true, Ordering::Relaxed);
+    let mut logins = 0;
+    for s in storm {
+        logins += s.await.unwrap_or(0);
+    }
+    report(&args, &tally, wall);
+    if args.mode == Mode::Storm && !args.csv {
+        println!("  storm     {logins} logins completed alongside");
+    }
+    Ok(())
+}
+
+/// Seeds an in-process server's store directly, then times the bulk endings
+/// over real gRPC.
+async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    use sessiond::domain::{ClientInfo, Role, Token};
+    let mut config = sessiond::config::Config {
+        grpc_addr: "127.0.0.1:0".parse()?,
+        rest_addr: None,
+        store: args.store.parse().map_err(|e: String| e)?,
+        ..Default::default()
+    };
+    config.policy.hash_cost = sessiond::domain::password::HashCost {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let running = sessiond::server::start(config).await?;
+    let sessions = running.sessions.clone();
+    let target = sessions
+        .add_user(
+            "bulk@bulk.example",
+            "bulk.example",
+            Role::User,
+            "bulk-pass-1",
+        )
+        .await?;
+    let other = sessions
+        .add_user(
+            "other@other.example",
+            "other.example",
+            Role::User,
+            "other-pass-1",
+        )
+        .await?;
+    let store = sessions.store().clone();
+    let now = sessiond::sessions::now_millis();
+    let seed = |uid: i64, kind: sessiond::domain::Kind, n: usize| {
+        let store = store.clone();
+        async move {
+            let mut pending = bounded(n, 256, move |_| {
+                let store = store.clone();
+                async move {
+                    let digest = Token::generate()
+                        .map(|t| t.digest())
+                        .map_err(|e| e.to_string())?;
+                    store
+                        .create_session(sessiond::domain::NewSession {
+                            digest,
+                            kind,
+                            user_id: uid,
+                            now,
+                            idle_deadline: now + 3_600_000,
+                            expires_at: now + 7_200_000,
+                            client: ClientInfo::default(),
+                        })
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            });
+            pending.run().await
+        }
+    };
+    let started = Instant::now();
+    seed(other.id, sessiond::domain::Kind::Api, args.unrelated).await?;
+    seed(target.id, sessiond::domain::Kind::Api, args.sessions).await?;
+    let mail = (args.sessions / 10).max(1);
+    seed(target.id, sessiond::domain::Kind::Imap, mail).await?;
+    eprintln!(
+        "seeded {} sessions in {:?}",
+        args.unrelated + args.sessions + mail,
+        started.elapsed()
+    );
+
+    let mut c = SessionServiceClient::connect(format!("http://{}", running.grpc_addr)).await?;
+    let t = Instant::now();
+    let user = c
+        .logout_user(pb::LogoutUserRequest {
+            credentials: Some(pb::Credentials {
+                user: "bulk@bulk.example".into(),
+                secret: Some(pb::credentials::Secret::Password("bulk-pass-1".into())),
+                client: String::new(),
+            }),
+            user: "bulk@bulk.example".into(),
+        })
+        .await?
+        .into_inner()
+        .ended;
+    let user_time = t.elapsed();
+    let t = Instant::now();
+    let all = c
+        .logout_all(pb::LogoutAllRequest {
+            username: "bulk@bulk.example".into(),
+            password: "bulk-pass-1".into(),
+        })
+        .await?
+        .into_inner()
+        .ended;
+    let all_time = t.elapsed();
+    if user as usize != mail || all as usize != args.sessions {
+        return Err(format!(
+            "ended {user} mail and {all} API sessions; expected {mail} and {}",
+            args.sessions
+        )
+        .into());
+    }
+    if args.csv {
+        println!(
+            "{},{},{},{},{:.1},{},{:.1}",
+            args.label,
+            args.unrelated,
+            all,
+            all_time.as_secs_f64() * 1000.0,
+            all as f64 / all_time.as_secs_f64(),
+            user,
+            user_time.as_secs_f64() * 1000.0
+        );
+    } else {
+        println!(
+            "store {}  unrelated sessions {}",
+            args.store, args.unrelated
+        );
+        println!("  LogoutAll  ended {all} API sessions in {all_time:?}");
+        println!("  LogoutUser ended {user} IMAP sessions in {user_time:?}");
+    }
+    running.shutdown().await?;
+    Ok(())
+}
+
+/// Runs `n` jobs with at most `width` in flight (no extra dependency).
+struct Bounded<F> {
+    n: usize,
+    width: usize,
+    make: F,
+}
+
+fn bounded<F>(n: usize, width: usize, make: F) -> Bounded<F> {
+    Bounded { n, width, make }
+}
+
+impl<F, Fut> Bounded<F>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    async fn run(&mut self) -> Result<(), String> {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..self.n {
+            if set.len() >= self.width {
+                if let Some(r) = set.join_next().await {
+                    r.map_err(|e| e.to_string())??;
+                }
+            }
+            set.spawn((self.make)(i));
+        }
+        while let Some(r) = set.join_next().await {
+            r.map_err(|e| e.to_string())??;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    if args.mode == Mode::Bulk {
+        run_bulk(args).await
+    } else {
+        run_loop(args).await
+    }
+}
