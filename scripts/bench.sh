@@ -54,6 +54,18 @@ for c in $CONCURRENCY; do
 done
 python3 scripts/chart.py bench/validate.csv bench/validate.svg
 
+# The headline at 64 streams: three interleaved rounds, medians (this machine
+# is noisy; one sample per point is not enough for a ratio).
+echo "# label,mode,concurrency,rps,p50_ms,p99_ms,p999_ms,errors" > bench/headline.csv
+for round in 1 2 3; do
+  for target in "baseline $BASE_PORT" "sqlite $GRPC_sqlite" "redis $GRPC_redis"; do
+    set -- $target
+    "$LOAD" --mode validate --target "http://127.0.0.1:$2" --concurrency 64 --connections 4 \
+      --duration "$DUR" --warmup 1 --csv --label "$1" >> bench/headline.csv
+  done
+done
+python3 scripts/ratios.py bench/headline.csv | tee bench/headline.txt
+
 # The RAS pair, REST vs gRPC, on one server with cheap Argon2 so the shim's
 # own cost is what differs.
 serve cheap "sqlite://$WORK/cheap.db" --argon2-memory-kib 64 --argon2-iterations 1 --max-failures-per-address 100000000

@@ -39,11 +39,67 @@ pub fn render() -> Option<String> {
     Some(h.render())
 }
 
+/// Static labels: no allocation per call on the hot path.
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// The RPCs measured, in a fixed order (an index into the handle table).
+pub const RPCS: [&str; 8] = [
+    "Login",
+    "ValidateSession",
+    "Logoff",
+    "LogoffOther",
+    "LogoutUser",
+    "LogoutAll",
+    "ListSessions",
+    "WatchRevocations",
+];
+
+/// Handles resolved once per RPC (and code): recording is then an atomic
+/// add, not a registry lookup with a freshly built label set per call.
+struct RpcHandles {
+    duration: metrics::Histogram,
+    /// Indexed by `tonic::Code as usize` (0..=16).
+    calls: Vec<OnceLock<metrics::Counter>>,
+}
+
+static HANDLES: [OnceLock<RpcHandles>; RPCS.len()] = [const { OnceLock::new() }; RPCS.len()];
+
 pub fn record_rpc(rpc: &'static str, code: tonic::Code, elapsed: Duration) {
-    let code = format!("{code:?}");
-    metrics::counter!("sessiond_grpc_requests_total", "rpc" => rpc, "code" => code).increment(1);
-    metrics::histogram!("sessiond_grpc_request_duration_seconds", "rpc" => rpc)
-        .record(elapsed.as_secs_f64());
+    let Some(i) = RPCS.iter().position(|r| *r == rpc) else {
+        return;
+    };
+    let handles = HANDLES[i].get_or_init(|| RpcHandles {
+        duration: metrics::histogram!("sessiond_grpc_request_duration_seconds", "rpc" => rpc),
+        calls: (0..17).map(|_| OnceLock::new()).collect(),
+    });
+    handles.duration.record(elapsed.as_secs_f64());
+    if let Some(slot) = handles.calls.get(code as usize) {
+        slot.get_or_init(|| {
+            metrics::counter!("sessiond_grpc_requests_total", "rpc" => rpc, "code" => code_label(code))
+        })
+        .increment(1);
+    }
 }
 
 pub fn record_revocations(reason: EndReason, count: u64) {

@@ -24,11 +24,14 @@ impl Token {
 
     /// Checks the shape of a presented token; anything else is UNAUTHENTICATED.
     pub fn parse(text: &str) -> Result<Self, Error> {
+        let mut bytes = [0u8; 33];
         let well_formed = text.len() == TOKEN_LEN
             && text
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            && URL_SAFE_NO_PAD.decode(text).is_ok_and(|b| b.len() == 32);
+            && URL_SAFE_NO_PAD
+                .decode_slice(text, &mut bytes)
+                .is_ok_and(|n| n == 32);
         if well_formed {
             Ok(Token(text.to_owned()))
         } else {

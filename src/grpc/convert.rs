@@ -66,19 +66,21 @@ pub fn revocation_to_pb(r: &Revocation) -> pb::Revocation {
     }
 }
 
-pub fn session_to_pb(s: &Session) -> pb::Session {
+/// Moves the session's strings into the message (no copies on the hot path).
+pub fn session_to_pb(s: Session) -> pb::Session {
+    let client = (s.client != ClientInfo::default()).then(|| pb::ClientInfo {
+        address: s.client.address.unwrap_or_default(),
+        user_agent: s.client.user_agent.unwrap_or_default(),
+    });
     pb::Session {
         id: s.id,
         kind: kind_to_pb(s.kind) as i32,
-        user: s.username.clone(),
-        org: s.org.clone(),
+        user: s.username,
+        org: s.org,
         created_at: Some(timestamp(s.created_at)),
         last_seen_at: Some(timestamp(s.last_seen_at)),
         expires_at: Some(timestamp(s.expires_at)),
-        client: (s.client != ClientInfo::default()).then(|| pb::ClientInfo {
-            address: s.client.address.clone().unwrap_or_default(),
-            user_agent: s.client.user_agent.clone().unwrap_or_default(),
-        }),
+        client,
     }
 }
 

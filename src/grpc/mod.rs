@@ -144,7 +144,7 @@ impl SessionGrpc {
             .map_err(to_status)?;
         Ok(Response::new(pb::LoginResponse {
             token: token.into_string(),
-            session: Some(session_to_pb(&session)),
+            session: Some(session_to_pb(session)),
         }))
     }
 
@@ -158,7 +158,7 @@ impl SessionGrpc {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ValidateSessionResponse {
-            session: Some(session_to_pb(&session)),
+            session: Some(session_to_pb(session)),
         }))
     }
 
@@ -289,7 +289,7 @@ impl SessionGrpc {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListSessionsResponse {
-            sessions: sessions.iter().map(session_to_pb).collect(),
+            sessions: sessions.into_iter().map(session_to_pb).collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
         }))
     }
