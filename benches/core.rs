@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use sessiond::domain::password::{HashCost, Hasher};
-use sessiond::domain::{ClientInfo, EndReason, Kind, NewSession, NewUser, Role, Token};
+use sessiond::domain::{
+    Actor, Audit, ClientInfo, EndReason, Kind, NewSession, NewUser, Role, Token,
+};
 use sessiond::sessions::now_millis;
 use sessiond::store::{self, EndTarget, Store, StoreUrl};
 
@@ -161,10 +163,18 @@ fn stores(c: &mut Criterion) {
                         org: None,
                         kind: None,
                     };
-                    s.end_session(target, EndReason::Logoff, now_millis())
-                        .await
-                        .unwrap()
-                        .unwrap();
+                    s.end_session(
+                        target,
+                        EndReason::Logoff,
+                        now_millis(),
+                        &Audit {
+                            actor: Actor::user("bench", None),
+                            target: "bench".into(),
+                        },
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap();
                 }
             })
         });

@@ -98,6 +98,15 @@ impl SessionService for Constant {
         ))
     }
 
+    async fn list_audit_records(
+        &self,
+        _: Request<ListAuditRecordsRequest>,
+    ) -> Result<Response<ListAuditRecordsResponse>, Status> {
+        Err(Status::unimplemented(
+            "baseline answers Login, ValidateSession and Logoff only",
+        ))
+    }
+
     type WatchRevocationsStream = ReceiverStream<Result<WatchRevocationsResponse, Status>>;
 
     async fn watch_revocations(

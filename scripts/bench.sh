@@ -48,7 +48,7 @@ echo "# label,mode,concurrency,rps,p50_ms,p99_ms,p999_ms,errors  ($(nproc) cores
 for c in $CONCURRENCY; do
   for target in "baseline $BASE_PORT" "sqlite $GRPC_sqlite" "redis $GRPC_redis"; do
     set -- $target
-    "$LOAD" --mode validate --target "http://127.0.0.1:$2" --concurrency "$c" --connections 4 \
+    "$LOAD" --mode validate --tokens 64 --target "http://127.0.0.1:$2" --concurrency "$c" --connections 4 \
       --duration "$DUR" --warmup 1 --csv --label "$1" >> bench/validate.csv
   done
 done
@@ -60,7 +60,7 @@ echo "# label,mode,concurrency,rps,p50_ms,p99_ms,p999_ms,errors" > bench/headlin
 for round in 1 2 3; do
   for target in "baseline $BASE_PORT" "sqlite $GRPC_sqlite" "redis $GRPC_redis"; do
     set -- $target
-    "$LOAD" --mode validate --target "http://127.0.0.1:$2" --concurrency 64 --connections 4 \
+    "$LOAD" --mode validate --tokens 64 --target "http://127.0.0.1:$2" --concurrency 64 --connections 4 \
       --duration "$DUR" --warmup 1 --csv --label "$1" >> bench/headline.csv
   done
 done

@@ -28,10 +28,14 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// How long ended sessions and revocation events are kept.
     pub retention: Duration,
+    /// How long audit records are kept.
+    pub audit_retention: Duration,
     /// Peers (REST shims) whose `x-forwarded-for` names the real client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// gRPC calls in progress at once before new ones are shed.
     pub max_in_flight: usize,
+    /// When set, both listeners speak TLS.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for Config {
@@ -45,8 +49,10 @@ impl Default for Config {
             policy: Policy::default(),
             sweep_interval: Duration::from_secs(30),
             retention: Duration::from_secs(24 * 60 * 60),
+            audit_retention: Duration::from_secs(90 * 24 * 60 * 60),
             trusted_proxies: Vec::new(),
             max_in_flight: crate::grpc::DEFAULT_MAX_IN_FLIGHT,
+            tls: None,
         }
     }
 }
@@ -87,6 +93,9 @@ pub struct ServeArgs {
     /// Seconds ended sessions and revocation events are kept (default 86400).
     #[arg(long, env = "SESSIOND_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
+    /// Seconds audit records are kept (default 7776000, 90 days).
+    #[arg(long, env = "SESSIOND_AUDIT_RETENTION_SECS")]
+    pub audit_retention_secs: Option<u64>,
     /// Argon2id memory cost for new password hashes, KiB (default 19456).
     #[arg(long, env = "SESSIOND_ARGON2_MEMORY_KIB")]
     pub argon2_memory_kib: Option<u32>,
@@ -102,6 +111,12 @@ pub struct ServeArgs {
     /// Length of the failure-counting window, in seconds (default 300).
     #[arg(long, env = "SESSIOND_FAILURE_WINDOW_SECS")]
     pub failure_window_secs: Option<u64>,
+    /// PEM certificate chain: with --tls-key, both listeners speak TLS.
+    #[arg(long, env = "SESSIOND_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SESSIOND_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// gRPC calls in progress at once; more are shed with RESOURCE_EXHAUSTED (default 1024).
     #[arg(long, env = "SESSIOND_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
@@ -132,6 +147,7 @@ struct FileConfig {
     touch_interval_secs: Option<u64>,
     sweep_interval_secs: Option<u64>,
     retention_secs: Option<u64>,
+    audit_retention_secs: Option<u64>,
     argon2_memory_kib: Option<u32>,
     argon2_iterations: Option<u32>,
     max_failures_per_user: Option<u32>,
@@ -140,6 +156,8 @@ struct FileConfig {
     service_credential_file: Option<PathBuf>,
     trusted_proxies: Option<Vec<std::net::IpAddr>>,
     max_in_flight: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default)]
     kinds: HashMap<String, KindFile>,
 }
@@ -228,6 +246,9 @@ impl ServeArgs {
         if let Some(n) = self.retention_secs.or(file.retention_secs) {
             c.retention = secs(n, "retention_secs")?;
         }
+        if let Some(n) = self.audit_retention_secs.or(file.audit_retention_secs) {
+            c.audit_retention = secs(n, "audit_retention_secs")?;
+        }
         let mut cost = HashCost::default();
         if let Some(m) = self.argon2_memory_kib.or(file.argon2_memory_kib) {
             cost.memory_kib = m;
@@ -251,6 +272,14 @@ impl ServeArgs {
         {
             c.policy.throttle_address.max_failures = n.max(1);
         }
+        c.tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(ConfigError("--tls-cert and --tls-key go together".into())),
+        };
         if let Some(n) = self.max_in_flight.or(file.max_in_flight) {
             c.max_in_flight = n.max(1);
         }

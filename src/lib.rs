@@ -12,6 +12,7 @@ pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 /// Generated protobuf types and the tonic service and client for `session.v1`.
 pub mod pb {

@@ -34,6 +34,15 @@ enum Command {
         /// REST listen address; port 0 picks a free port.
         #[arg(long, env = "SESSIOND_REST_ADDR", default_value = "127.0.0.1:8080")]
         rest_addr: std::net::SocketAddr,
+        /// CA certificate (PEM) that an https:// upstream's certificate must chain to.
+        #[arg(long, env = "SESSIOND_UPSTREAM_CA")]
+        upstream_ca: Option<std::path::PathBuf>,
+        /// PEM certificate chain: with --tls-key, the shim speaks HTTPS.
+        #[arg(long, env = "SESSIOND_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, env = "SESSIOND_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// User administration on a store.
     User {
@@ -186,7 +195,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Rest {
             upstream,
             rest_addr,
-        } => sessiond::server::serve_rest_until(rest_addr, &upstream, shutdown_signal()).await?,
+            upstream_ca,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| sessiond::tls::TlsFiles { cert, key });
+            sessiond::server::serve_rest_until(
+                rest_addr,
+                &upstream,
+                upstream_ca.as_deref(),
+                tls.as_ref(),
+                shutdown_signal(),
+            )
+            .await?
+        }
         Command::User {
             store,
             argon2_memory_kib,

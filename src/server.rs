@@ -98,6 +98,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     // Metrics recorded before the recorder exists are dropped: install it first.
     crate::telemetry::handle();
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::Tls::load)
+        .transpose()
+        .map_err(ServeError::Config)?;
     let store = store::open(&config.store).await?;
     let sessions = Arc::new(Sessions::new(store, config.policy.clone())?);
     if config.demo {
@@ -121,12 +127,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             let rest_addr = local_addr("REST", addr, &listener)?;
             tracing::info!("rest listening on {rest_addr}");
             let upstream = match &config.upstream {
-                Some(url) => rest::remote(url).map_err(ServeError::Config)?,
+                Some(url) => rest::remote(url, None).map_err(ServeError::Config)?,
                 None => rest::in_process(SessionServiceServer::new(grpc.clone())),
             };
             let task = tokio::spawn(rest::serve(
                 listener,
                 upstream,
+                tls.as_ref().map(|t| t.rustls.clone()),
                 stopped(shutdown_rx.clone()),
             ));
             Some((rest_addr, task))
@@ -166,7 +173,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let sweeper = {
         let sessions = sessions.clone();
         let mut rx = shutdown_rx.clone();
-        let (every, retention) = (config.sweep_interval, config.retention);
+        let (every, retention, audit_retention) = (
+            config.sweep_interval,
+            config.retention,
+            config.audit_retention,
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -175,7 +186,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                     _ = tick.tick() => {}
                     _ = rx.wait_for(|s| *s) => break,
                 }
-                match sessions.sweep(retention).await {
+                match sessions.sweep(retention, audit_retention).await {
                     Ok(r) if r.expired > 0 || r.purged > 0 => {
                         tracing::info!(expired = r.expired, purged = r.purged, "sweep");
                     }
@@ -225,7 +236,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
 
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-    let grpc_server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(t) = &tls {
+        let identity = tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem);
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let grpc_server = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -271,19 +288,30 @@ pub async fn serve_until(
     running.wait().await
 }
 
-/// `sessiond rest`: the shim alone, in front of the sessiond at `upstream`.
-/// Serves until `signal` completes.
+/// `sessiond rest`: the shim alone, in front of the sessiond at `upstream`
+/// (verified against `upstream_ca` when it is `https://`), over TLS when
+/// `tls` is given. Serves until `signal` completes.
 pub async fn serve_rest_until(
     rest_addr: SocketAddr,
     upstream: &str,
+    upstream_ca: Option<&std::path::Path>,
+    tls: Option<&crate::tls::TlsFiles>,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let client = rest::remote(upstream).map_err(ServeError::Config)?;
+    let ca = upstream_ca
+        .map(|p| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())))
+        .transpose()
+        .map_err(ServeError::Config)?;
+    let client = rest::remote(upstream, ca.as_deref()).map_err(ServeError::Config)?;
+    let tls = tls
+        .map(crate::tls::Tls::load)
+        .transpose()
+        .map_err(ServeError::Config)?;
     let listener = bind("REST", rest_addr).await?;
     let bound = local_addr("REST", rest_addr, &listener)?;
     tracing::info!("rest listening on {bound}");
     tracing::info!("forwarding to gRPC upstream {upstream}");
-    rest::serve(listener, client, async move {
+    rest::serve(listener, client, tls.map(|t| t.rustls), async move {
         signal.await;
         tracing::info!("shutdown requested: draining in-flight requests");
     })

@@ -14,8 +14,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::domain::password::{HashCost, Hasher};
 use crate::domain::throttle::{Limit, Throttle};
 use crate::domain::{
-    limits, policy, AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession, NewUser,
-    NotFound, Result, Revocation, Role, Session, Token, User, UserRecord,
+    limits, policy, Actor, Audit, AuditRecord, AuthFailure, ClientInfo, EndReason, Error, Kind,
+    Millis, NewSession, NewUser, NotFound, Result, Revocation, Role, Session, Token, User,
+    UserRecord,
 };
 use crate::store::{EndTarget, ListQuery, Scope, Store, SweepReport};
 use crate::telemetry;
@@ -319,6 +320,10 @@ impl Sessions {
                 },
                 EndReason::Logoff,
                 now_millis(),
+                &Audit {
+                    actor: Actor::user(&session.username, Some(session.id)),
+                    target: format!("session:{}", session.id),
+                },
             )
             .await?
             // Lost a race with another ending: the token is no longer live.
@@ -345,6 +350,10 @@ impl Sessions {
                 },
                 EndReason::LogoffOther,
                 now_millis(),
+                &Audit {
+                    actor: Actor::user(&caller.username, Some(caller.id)),
+                    target: format!("session:{session_id}"),
+                },
             )
             .await?
             .ok_or(Error::NotFound(NotFound::Session))?;
@@ -354,30 +363,33 @@ impl Sessions {
     }
 
     /// Credentials of a mail-administration call: password (throttled) or any
-    /// live session token of the same user.
+    /// live session token of the same user. Returns the user, and the session
+    /// whose token was used (for the audit trail).
     async fn authenticate_credentials(
         &self,
         user: &str,
         secret: &Secret,
         address: Option<&str>,
-    ) -> Result<User> {
+    ) -> Result<(User, Option<i32>)> {
         let user = limits::username("credentials.user", user)?;
         match secret {
             Secret::Password(p) => {
                 limits::password("credentials.password", p)?;
-                Ok(self.authenticate(&user, p, address).await?.user)
+                Ok((self.authenticate(&user, p, address).await?.user, None))
             }
             Secret::Token(t) => {
                 self.throttle.check(&user, address)?;
                 let found = match self.session_of(Some(t)).await {
-                    Ok(s) if s.username == user => self.store.find_user(&user).await?,
+                    Ok(s) if s.username == user => {
+                        self.store.find_user(&user).await?.map(|r| (r, s.id))
+                    }
                     Ok(_) | Err(Error::Unauthenticated(_)) => None,
                     Err(e) => return Err(e),
                 };
                 match found {
-                    Some(r) if !r.user.disabled => {
+                    Some((r, session_id)) if !r.user.disabled => {
                         self.throttle.record_success(&user);
-                        Ok(r.user)
+                        Ok((r.user, Some(session_id)))
                     }
                     _ => {
                         self.throttle.record_failure(&user, address);
@@ -397,7 +409,7 @@ impl Sessions {
         address: Option<&str>,
     ) -> Result<u32> {
         let mailbox = limits::mailbox("user", mailbox)?;
-        let caller = self
+        let (caller, caller_session) = self
             .authenticate_credentials(credentials_user, secret, address)
             .await?;
         let target = if caller.username == mailbox {
@@ -417,6 +429,10 @@ impl Sessions {
                 &Kind::MAIL,
                 EndReason::LogoutUser,
                 now_millis(),
+                &Audit {
+                    actor: Actor::user(&caller.username, caller_session),
+                    target: format!("mailbox:{}", target.username),
+                },
             )
             .await?;
         tracing::info!(mailbox = %target.username, by = %caller.username, ended, "logout user");
@@ -441,11 +457,36 @@ impl Sessions {
                 &[Kind::Api],
                 EndReason::LogoutAll,
                 now_millis(),
+                &Audit {
+                    actor: Actor::user(&caller.username, None),
+                    target: format!("org:{}", caller.org),
+                },
             )
             .await?;
         tracing::info!(org = %caller.org, by = %caller.username, ended, "logout all");
         telemetry::record_revocations(EndReason::LogoutAll, u64::from(ended));
         Ok(ended)
+    }
+
+    /// One page of the caller's org's audit trail (admins only), oldest first,
+    /// and the cursor for the next page when there may be more.
+    pub async fn list_audit(
+        &self,
+        token: Option<&str>,
+        page_size: usize,
+        after: u64,
+    ) -> Result<(Vec<AuditRecord>, Option<u64>)> {
+        let caller = self.session_of(token).await?;
+        policy::may_list(&caller)?;
+        let limit = match page_size {
+            0 => limits::DEFAULT_PAGE_SIZE,
+            n => n.min(limits::MAX_PAGE_SIZE),
+        };
+        let records = self.store.list_audit(&caller.org, after, limit).await?;
+        let next = (records.len() == limit)
+            .then(|| records.last().map(|r| r.id))
+            .flatten();
+        Ok((records, next))
     }
 
     /// One page of the caller's org's live sessions, and the cursor for the
@@ -486,11 +527,21 @@ impl Sessions {
     }
 
     /// Ends expired sessions and purges ended ones older than `retention`.
-    pub async fn sweep(&self, retention: Duration) -> Result<SweepReport> {
+    /// Ends expired sessions; purges ended sessions and revocation events
+    /// older than `retention`, audit records older than `audit_retention`.
+    pub async fn sweep(
+        &self,
+        retention: Duration,
+        audit_retention: Duration,
+    ) -> Result<SweepReport> {
         let now = now_millis();
         let report = self
             .store
-            .sweep(now, now.saturating_sub(millis(retention)))
+            .sweep(
+                now,
+                now.saturating_sub(millis(retention)),
+                now.saturating_sub(millis(audit_retention)),
+            )
             .await?;
         telemetry::record_revocations(EndReason::Expired, u64::from(report.expired));
         Ok(report)
@@ -532,7 +583,7 @@ impl Sessions {
         let username = limits::username("username", username)?;
         if self
             .store
-            .set_disabled(&username, disabled, now_millis())
+            .set_disabled(&username, disabled, now_millis(), &Actor::operator())
             .await?
         {
             Ok(())

@@ -64,7 +64,7 @@ fn code_label(code: tonic::Code) -> &'static str {
 }
 
 /// The RPCs measured, in a fixed order (an index into the handle table).
-pub const RPCS: [&str; 8] = [
+pub const RPCS: [&str; 9] = [
     "Login",
     "ValidateSession",
     "Logoff",
@@ -73,6 +73,7 @@ pub const RPCS: [&str; 8] = [
     "LogoutAll",
     "ListSessions",
     "WatchRevocations",
+    "ListAuditRecords",
 ];
 
 /// Handles resolved once per RPC (and code): recording is then an atomic

@@ -429,3 +429,43 @@ async fn a_burst_of_right_passwords_is_not_locked_out() {
         assert!(l.await.unwrap(), "a right password in a burst was refused");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_cost_the_same_time_as_wrong_passwords() {
+    // A real Argon2 cost (smaller than production, so the test stays short):
+    // the demo users are hashed with it, and so is the dummy hash.
+    let server = TestServer::start_with(|c| {
+        c.policy.hash_cost = sessiond::domain::password::HashCost {
+            memory_kib: 8 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        };
+        c.policy.throttle_user.max_failures = u32::MAX;
+        c.policy.throttle_address.max_failures = u32::MAX;
+    })
+    .await;
+    let mut c = server.client().await;
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    for i in 0..25 {
+        let t = std::time::Instant::now();
+        let _ = try_login(
+            &mut c,
+            (&format!("nobody{i}@example.com"), "guess"),
+            Kind::Api,
+        )
+        .await;
+        unknown.push(t.elapsed());
+        let t = std::time::Instant::now();
+        let _ = try_login(&mut c, (JOE.0, "guess"), Kind::Api).await;
+        wrong.push(t.elapsed());
+    }
+    unknown.sort();
+    wrong.sort();
+    let (u, w) = (unknown[12], wrong[12]);
+    let ratio = u.as_secs_f64() / w.as_secs_f64();
+    eprintln!("median login time: unknown user {u:?}, wrong password {w:?}, ratio {ratio:.2}");
+    assert!(
+        (0.67..1.5).contains(&ratio),
+        "timing tells users apart: {ratio:.2}"
+    );
+}

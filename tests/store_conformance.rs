@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sessiond::domain::{
-    AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession, NewUser, Role, Token,
-    TokenDigest,
+    Actor, Audit, AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession, NewUser,
+    Role, Token, TokenDigest,
 };
 use sessiond::sessions::now_millis;
 use sessiond::store::{self, EndTarget, ListQuery, Scope, Store, StoreUrl};
@@ -38,6 +38,14 @@ async fn redis() -> (Arc<dyn Store>, Guard) {
     let server = support::RedisServer::start();
     let s = store::open(&StoreUrl::Redis(server.url())).await.unwrap();
     (s, Box::new(server))
+}
+
+/// The audit line of the endings made by these tests.
+fn audit() -> Audit {
+    Audit {
+        actor: Actor::user("tester@example.com", Some(7)),
+        target: "test".into(),
+    }
 }
 
 const MIN: Millis = 60_000;
@@ -181,7 +189,10 @@ async fn disabled_users_lose_sessions_and_cannot_open_new_ones(s: Arc<dyn Store>
     let now = now_millis();
     let (_, d) = open(&s, uid, Kind::Imap, now).await;
     let before = s.last_sequence().await.unwrap();
-    assert!(s.set_disabled("bob@example.com", true, now).await.unwrap());
+    assert!(s
+        .set_disabled("bob@example.com", true, now, &Actor::operator())
+        .await
+        .unwrap());
     assert!(!live(&s, &d, now).await);
     let events = s.revocations_after(before, 10).await.unwrap();
     assert_eq!(events.len(), 1);
@@ -201,10 +212,13 @@ async fn disabled_users_lose_sessions_and_cannot_open_new_ones(s: Arc<dyn Store>
         refused.unwrap_err(),
         Error::Unauthenticated(AuthFailure::BadCredentials)
     );
-    assert!(s.set_disabled("bob@example.com", false, now).await.unwrap());
+    assert!(s
+        .set_disabled("bob@example.com", false, now, &Actor::operator())
+        .await
+        .unwrap());
     open(&s, uid, Kind::Api, now).await;
     assert!(!s
-        .set_disabled("nobody@example.com", true, now)
+        .set_disabled("nobody@example.com", true, now, &Actor::operator())
         .await
         .unwrap());
 }
@@ -221,12 +235,22 @@ async fn ending_one_session_records_one_event(s: Arc<dyn Store>) {
     };
     // Filters that do not match leave it alone.
     assert!(s
-        .end_session(target(Some("other.org"), None), EndReason::LogoffOther, now)
+        .end_session(
+            target(Some("other.org"), None),
+            EndReason::LogoffOther,
+            now,
+            &audit()
+        )
         .await
         .unwrap()
         .is_none());
     assert!(s
-        .end_session(target(None, Some(Kind::Api)), EndReason::LogoffOther, now)
+        .end_session(
+            target(None, Some(Kind::Api)),
+            EndReason::LogoffOther,
+            now,
+            &audit()
+        )
         .await
         .unwrap()
         .is_none());
@@ -236,6 +260,7 @@ async fn ending_one_session_records_one_event(s: Arc<dyn Store>) {
             target(Some("example.com"), Some(Kind::Admin)),
             EndReason::LogoffOther,
             now + 5,
+            &audit(),
         )
         .await
         .unwrap()
@@ -243,7 +268,7 @@ async fn ending_one_session_records_one_event(s: Arc<dyn Store>) {
     assert_eq!(ended.id, id);
     assert!(!live(&s, &d, now).await);
     assert!(s
-        .end_session(target(None, None), EndReason::Logoff, now)
+        .end_session(target(None, None), EndReason::Logoff, now, &audit())
         .await
         .unwrap()
         .is_none());
@@ -277,7 +302,13 @@ async fn bulk_endings_take_exactly_their_scope(s: Arc<dyn Store>) {
     let (_, joe_old) = open(&s, joe, Kind::Imap, now - 40 * MIN).await;
 
     let n = s
-        .end_sessions(Scope::User(joe), &Kind::MAIL, EndReason::LogoutUser, now)
+        .end_sessions(
+            Scope::User(joe),
+            &Kind::MAIL,
+            EndReason::LogoutUser,
+            now,
+            &audit(),
+        )
         .await
         .unwrap();
     assert_eq!(n, 2);
@@ -291,6 +322,7 @@ async fn bulk_endings_take_exactly_their_scope(s: Arc<dyn Store>) {
             &[Kind::Api],
             EndReason::LogoutAll,
             now,
+            &audit(),
         )
         .await
         .unwrap();
@@ -303,6 +335,7 @@ async fn bulk_endings_take_exactly_their_scope(s: Arc<dyn Store>) {
             &[Kind::Api],
             EndReason::LogoutAll,
             now,
+            &audit(),
         )
         .await
         .unwrap();
@@ -330,6 +363,7 @@ async fn listing_pages_live_sessions_of_one_org(s: Arc<dyn Store>) {
         },
         EndReason::Logoff,
         now,
+        &audit(),
     )
     .await
     .unwrap();
@@ -384,7 +418,7 @@ async fn sweeping_ends_expired_sessions_and_purges_old_events(s: Arc<dyn Store>)
         .unwrap();
     let before = s.last_sequence().await.unwrap();
     // At +40 min, b is past its idle deadline; a (touched) is not.
-    let r = s.sweep(now + 40 * MIN, 0).await.unwrap();
+    let r = s.sweep(now + 40 * MIN, 0, 0).await.unwrap();
     assert_eq!(r.expired, 1);
     assert!(live(&s, &da, now + 40 * MIN).await);
     assert!(!live(&s, &db, now).await, "swept sessions stay ended");
@@ -394,7 +428,7 @@ async fn sweeping_ends_expired_sessions_and_purges_old_events(s: Arc<dyn Store>)
         vec![EndReason::Expired]
     );
     // Purge events older than +45 min: the cursor before them is now expired.
-    let r = s.sweep(now + 41 * MIN, now + 45 * MIN).await.unwrap();
+    let r = s.sweep(now + 41 * MIN, now + 45 * MIN, 0).await.unwrap();
     assert!(r.purged >= 1);
     let err = s.revocations_after(0, 10).await.unwrap_err();
     assert!(
@@ -415,6 +449,7 @@ async fn sweeping_ends_expired_sessions_and_purges_old_events(s: Arc<dyn Store>)
         },
         EndReason::Logoff,
         now,
+        &audit(),
     )
     .await
     .unwrap();
@@ -436,6 +471,7 @@ async fn events_page_in_order(s: Arc<dyn Store>) {
             },
             EndReason::Logoff,
             now,
+            &audit(),
         )
         .await
         .unwrap();
@@ -472,6 +508,7 @@ async fn waiting_wakes_on_a_new_event_and_times_out_otherwise(s: Arc<dyn Store>)
                 },
                 EndReason::Logoff,
                 now,
+                &audit(),
             )
             .await
             .unwrap();
@@ -514,6 +551,7 @@ async fn a_bulk_ending_leaves_nothing_created_before_it(s: Arc<dyn Store>) {
         &[Kind::Api],
         EndReason::LogoutAll,
         now,
+        &audit(),
     )
     .await
     .unwrap();
@@ -533,6 +571,145 @@ async fn a_bulk_ending_leaves_nothing_created_before_it(s: Arc<dyn Store>) {
         }
     }
     assert!(before > 0, "the race produced sessions before the ending");
+}
+
+async fn every_ending_call_leaves_one_audit_record(s: Arc<dyn Store>) {
+    let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
+    let zed = user(&s, "zed@company.com", "company.com", Role::User).await;
+    let now = now_millis();
+    let (a, _) = open(&s, joe, Kind::Admin, now).await;
+    open(&s, joe, Kind::Imap, now).await;
+    open(&s, joe, Kind::Pop, now).await;
+    open(&s, zed, Kind::Api, now - 40 * MIN).await; // expires
+    let by = |name: &str, sid: Option<i32>, target: &str| Audit {
+        actor: Actor::user(name, sid),
+        target: target.into(),
+    };
+    let one = EndTarget {
+        id: a,
+        org: None,
+        kind: None,
+    };
+    s.end_session(
+        one.clone(),
+        EndReason::LogoffOther,
+        now + 1,
+        &by("ann", Some(3), &format!("session:{a}")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // Nothing matched: nothing happened, nothing recorded.
+    assert!(s
+        .end_session(
+            one,
+            EndReason::LogoffOther,
+            now + 2,
+            &by("ann", Some(3), "x")
+        )
+        .await
+        .unwrap()
+        .is_none());
+    s.end_sessions(
+        Scope::User(joe),
+        &Kind::MAIL,
+        EndReason::LogoutUser,
+        now + 3,
+        &by("ann", None, "mailbox:joe@example.com"),
+    )
+    .await
+    .unwrap();
+    // Nothing to end is still a call worth recording.
+    s.end_sessions(
+        Scope::Org("example.com".into()),
+        &[Kind::Api],
+        EndReason::LogoutAll,
+        now + 4,
+        &by("joe@example.com", None, "org:example.com"),
+    )
+    .await
+    .unwrap();
+    s.set_disabled("joe@example.com", true, now + 5, &Actor::operator())
+        .await
+        .unwrap();
+    s.sweep(now + 6, 0, 0).await.unwrap();
+
+    let records = s.list_audit("example.com", 0, 100).await.unwrap();
+    let got: Vec<(String, Option<i32>, EndReason, String, u32, Millis)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.actor.clone(),
+                r.actor_session_id,
+                r.reason,
+                r.target.clone(),
+                r.ended,
+                r.at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "ann".into(),
+                Some(3),
+                EndReason::LogoffOther,
+                format!("session:{a}"),
+                1,
+                now + 1
+            ),
+            (
+                "ann".into(),
+                None,
+                EndReason::LogoutUser,
+                "mailbox:joe@example.com".into(),
+                2,
+                now + 3
+            ),
+            (
+                "joe@example.com".into(),
+                None,
+                EndReason::LogoutAll,
+                "org:example.com".into(),
+                0,
+                now + 4
+            ),
+            (
+                "operator".into(),
+                None,
+                EndReason::LogoffOther,
+                "user:joe@example.com".into(),
+                0,
+                now + 5
+            ),
+        ]
+    );
+    assert!(records.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(records.iter().all(|r| r.org == "example.com"));
+    // The expiry sweep is recorded per org, by `system`.
+    let company = s.list_audit("company.com", 0, 100).await.unwrap();
+    assert_eq!(company.len(), 1);
+    assert_eq!(
+        (
+            company[0].actor.as_str(),
+            company[0].reason,
+            company[0].ended
+        ),
+        ("system", EndReason::Expired, 1)
+    );
+    // Paging, and purging by age.
+    let page = s.list_audit("example.com", records[1].id, 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![records[2].id, records[3].id]
+    );
+    s.sweep(now + 7, 0, now + 4).await.unwrap();
+    let kept = s.list_audit("example.com", 0, 100).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|r| r.at).collect::<Vec<_>>(),
+        vec![now + 4, now + 5]
+    );
 }
 
 macro_rules! conformance {
@@ -569,4 +746,5 @@ every_backend!(
     events_page_in_order,
     waiting_wakes_on_a_new_event_and_times_out_otherwise,
     a_bulk_ending_leaves_nothing_created_before_it,
+    every_ending_call_leaves_one_audit_record,
 );

@@ -129,10 +129,11 @@ impl Tally {
 async fn clients(args: &Args) -> Result<Vec<Client>, Box<dyn std::error::Error>> {
     let mut out = Vec::new();
     for _ in 0..args.connections.max(1) {
+        // Lazy: modes that never call gRPC (ras-rest) never connect, and a
+        // connection failure is counted as a request error like any other.
         let ch = Endpoint::from_shared(args.target.clone())?
             .tcp_nodelay(true)
-            .connect()
-            .await?;
+            .connect_lazy();
         out.push(SessionServiceClient::new(ch).max_decoding_message_size(1 << 20));
     }
     Ok(out)

@@ -29,14 +29,25 @@ fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), Error>
     Ok(())
 }
 
+/// Lower-cases `value`, with the limits applied to the result: lower-casing
+/// can lengthen a string (`Ⱥ` is 2 bytes, `ⱥ` 3), and the stored form is what
+/// must fit. Oversized input is refused before any work is done on it.
+fn normalized(field: &'static str, value: &str, max: usize) -> Result<String, Error> {
+    if value.len() > max.saturating_mul(2) {
+        return Err(Error::invalid(field, format!("longer than {max} bytes")));
+    }
+    let lower = value.to_lowercase();
+    check_text(field, &lower, max)?;
+    if lower.chars().any(char::is_whitespace) {
+        return Err(Error::invalid(field, "contains whitespace"));
+    }
+    Ok(lower)
+}
+
 /// Usernames are case-insensitive: the normal form is lower case, and
 /// surrounding or inner whitespace is refused rather than guessed at.
 pub fn username(field: &'static str, value: &str) -> Result<String, Error> {
-    check_text(field, value, MAX_USERNAME)?;
-    if value.chars().any(char::is_whitespace) {
-        return Err(Error::invalid(field, "contains whitespace"));
-    }
-    Ok(value.to_lowercase())
+    normalized(field, value, MAX_USERNAME)
 }
 
 /// A mailbox is a username that is also an email address (`local@domain`).
@@ -70,11 +81,7 @@ pub fn password(field: &'static str, value: &str) -> Result<(), Error> {
 }
 
 pub fn org(value: &str) -> Result<String, Error> {
-    check_text("org", value, MAX_ORG)?;
-    if value.chars().any(char::is_whitespace) {
-        return Err(Error::invalid("org", "contains whitespace"));
-    }
-    Ok(value.to_lowercase())
+    normalized("org", value, MAX_ORG)
 }
 
 /// Optional free text (client address, user agent): empty means absent.
@@ -105,6 +112,10 @@ mod tests {
         assert!(username("u", "jo\u{0}e").is_err());
         assert!(username("u", &"a".repeat(MAX_USERNAME + 1)).is_err());
         assert!(username("u", &"a".repeat(MAX_USERNAME)).is_ok());
+        // The limit holds for the stored (lower-case) form, which can be longer.
+        let grows = "\u{23a}".repeat(MAX_USERNAME / 2);
+        assert_eq!(grows.len(), MAX_USERNAME);
+        assert!(username("u", &grows).is_err());
     }
 
     #[test]

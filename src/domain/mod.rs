@@ -12,5 +12,8 @@ mod token;
 
 pub use error::{AuthFailure, Error, NotFound, Result};
 pub use kind::{EndReason, Kind, Role};
-pub use session::{ClientInfo, Millis, NewSession, NewUser, Revocation, Session, User, UserRecord};
+pub use session::{
+    Actor, Audit, AuditRecord, ClientInfo, Millis, NewSession, NewUser, Revocation, Session, User,
+    UserRecord,
+};
 pub use token::{Token, TokenDigest};

@@ -50,6 +50,50 @@ pub struct Revocation {
     pub at: Millis,
 }
 
+/// Who ends sessions, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// A username, `system` (expiry) or `operator` (user administration).
+    pub name: String,
+    /// The session the actor used, when it used one.
+    pub session_id: Option<i32>,
+}
+
+impl Actor {
+    pub fn user(name: &str, session_id: Option<i32>) -> Self {
+        Actor {
+            name: name.to_owned(),
+            session_id,
+        }
+    }
+
+    /// User administration from the command line.
+    pub fn operator() -> Self {
+        Actor::user("operator", None)
+    }
+}
+
+/// What an ending call records about itself: who, and aimed at what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    pub actor: Actor,
+    /// `session:<id>`, `mailbox:<user>`, `org:<org>` or `user:<name>`.
+    pub target: String,
+}
+
+/// One call (or expiry sweep) that ended sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: u64,
+    pub at: Millis,
+    pub org: String,
+    pub actor: String,
+    pub actor_session_id: Option<i32>,
+    pub reason: super::EndReason,
+    pub target: String,
+    pub ended: u32,
+}
+
 /// What `Store::create_session` needs.
 #[derive(Debug, Clone)]
 pub struct NewSession {

@@ -5,7 +5,9 @@ use std::fmt;
 use prost_types::Timestamp;
 use tonic::metadata::MetadataMap;
 
-use crate::domain::{limits, ClientInfo, EndReason, Error, Kind, Millis, Revocation, Session};
+use crate::domain::{
+    limits, AuditRecord, ClientInfo, EndReason, Error, Kind, Millis, Revocation, Session,
+};
 use crate::pb;
 
 pub fn timestamp(ms: Millis) -> Timestamp {
@@ -67,6 +69,18 @@ pub fn revocation_to_pb(r: &Revocation) -> pb::Revocation {
 }
 
 /// Moves the session's strings into the message (no copies on the hot path).
+pub fn audit_to_pb(r: AuditRecord) -> pb::AuditRecord {
+    pb::AuditRecord {
+        id: r.id,
+        at: Some(timestamp(r.at)),
+        actor: r.actor,
+        actor_session_id: r.actor_session_id.unwrap_or(0),
+        reason: reason_to_pb(r.reason) as i32,
+        target: r.target,
+        ended: r.ended,
+    }
+}
+
 pub fn session_to_pb(s: Session) -> pb::Session {
     let client = (s.client != ClientInfo::default()).then(|| pb::ClientInfo {
         address: s.client.address.unwrap_or_default(),

@@ -120,6 +120,39 @@ fn token_of<T>(req: &Request<T>) -> Result<Option<String>, Status> {
 }
 
 impl SessionGrpc {
+    async fn list_audit_records_inner(
+        &self,
+        req: Request<pb::ListAuditRecordsRequest>,
+    ) -> Result<Response<pb::ListAuditRecordsResponse>, Status> {
+        let token = token_of(&req)?;
+        let msg = req.get_ref();
+        let page_size = usize::try_from(msg.page_size)
+            .map_err(|_| to_status(Error::invalid("page_size", "must not be negative")))?;
+        let after = if msg.page_token.is_empty() {
+            0
+        } else {
+            msg.page_token
+                .parse::<u64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| {
+                    to_status(Error::invalid(
+                        "page_token",
+                        "not a token this service issued",
+                    ))
+                })?
+        };
+        let (records, next) = self
+            .sessions
+            .list_audit(token.as_deref(), page_size, after)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListAuditRecordsResponse {
+            records: records.into_iter().map(convert::audit_to_pb).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
     async fn login_inner(
         &self,
         req: Request<pb::LoginRequest>,
@@ -349,6 +382,14 @@ impl SessionService for SessionGrpc {
         req: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         self.observed("WatchRevocations", self.watch_revocations_inner(req))
+            .await
+    }
+
+    async fn list_audit_records(
+        &self,
+        req: Request<pb::ListAuditRecordsRequest>,
+    ) -> Result<Response<pb::ListAuditRecordsResponse>, Status> {
+        self.observed("ListAuditRecords", self.list_audit_records_inner(req))
             .await
     }
 

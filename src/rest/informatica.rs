@@ -91,7 +91,8 @@ pub(super) fn from_body_error(e: &BodyError) -> Response {
 }
 
 /// Why a body was refused before any gRPC call.
-enum Refusal {
+#[derive(Debug)]
+pub enum Refusal {
     Body(BodyError),
     Bad(String),
 }
@@ -106,7 +107,7 @@ impl Refusal {
 }
 
 /// `{"@type": expected, username, password}`; `@type` may be omitted.
-fn credentials_body(
+pub fn credentials_body(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     expected_type: &str,

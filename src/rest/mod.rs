@@ -74,12 +74,22 @@ where
 }
 
 /// A client for a remote sessiond. Connects lazily, so the shim starts (and
-/// answers 503) while the upstream is down, and reconnects by itself.
-pub fn remote(url: &str) -> Result<Upstream, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+/// answers 503) while the upstream is down, and reconnects by itself. An
+/// `https://` upstream is verified against `ca_pem`.
+pub fn remote(url: &str, ca_pem: Option<&[u8]>) -> Result<Upstream, String> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| format!("upstream {url:?}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let ca =
+            ca_pem.ok_or("an https:// upstream needs --upstream-ca (its CA certificate, PEM)")?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("upstream TLS: {e}"))?;
+    }
     let channel = endpoint.connect_lazy();
     Ok(SessionServiceClient::new(BoxCloneSyncService::new(
         channel.map_err(UpstreamError),
@@ -148,7 +158,7 @@ async fn refuse_large_bodies(
 
 /// RAS paths are case-insensitive (`/api/Session` = `/api/session`): they are
 /// lower-cased before routing, leaving every other path exactly as sent.
-fn normalize_ras_path(mut req: Request) -> Request {
+fn normalize_ras_path<B>(mut req: http::Request<B>) -> http::Request<B> {
     let path = req.uri().path();
     let is_ras = path
         .get(..12)
@@ -188,20 +198,44 @@ impl<S: Send + Sync> FromRequestParts<S> for Instance {
     }
 }
 
-/// Serves the shim on `listener` until `shutdown` completes (in-flight
-/// requests are drained).
+/// Serves the shim on `listener` (over TLS when given) until `shutdown`
+/// completes; in-flight requests are drained.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     upstream: Upstream,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = tower::ServiceBuilder::new()
-        .map_request(normalize_ras_path)
-        .service(router(upstream));
-    let make = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-    axum::serve(listener, make)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let router = router(upstream);
+    match tls {
+        None => {
+            let app = tower::ServiceBuilder::new()
+                .map_request(normalize_ras_path::<axum::body::Body>)
+                .service(router);
+            let make =
+                axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+            axum::serve(listener, make)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+            });
+            let app = tower::ServiceBuilder::new()
+                .map_request(normalize_ras_path::<hyper::body::Incoming>)
+                .service(router);
+            let make = axum::ServiceExt::<http::Request<hyper::body::Incoming>>::into_make_service_with_connect_info::<SocketAddr>(app);
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(config);
+            axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                .handle(handle)
+                .serve(make)
+                .await
+        }
+    }
 }
 
 /// Who is calling, as far as the shim can tell: passed on to gRPC so that

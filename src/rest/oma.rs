@@ -98,7 +98,7 @@ async fn dispatch(
 }
 
 /// The request's structure, checked before anything reaches gRPC.
-fn logout_user_request(value: &Value) -> Result<pb::LogoutUserRequest, &'static str> {
+pub fn logout_user_request(value: &Value) -> Result<pb::LogoutUserRequest, &'static str> {
     let creds = match value.get("credentials") {
         Some(c @ Value::Object(_)) => c,
         Some(_) => return Err("credentials must be an object"),

@@ -87,7 +87,37 @@ pub(super) fn from_body_error(e: &BodyError, instance: &str) -> Response {
 }
 
 /// A refusal made before any gRPC call; becomes a ProblemDetails.
-struct Refusal(StatusCode, String);
+#[derive(Debug)]
+pub struct Refusal(pub StatusCode, pub String);
+
+/// The logon body `{username, password}`: api-version, content type, JSON,
+/// shape and field types are all checked here, before anything reaches gRPC.
+pub fn parse_logon(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, String), Refusal> {
+    check_api_version(headers)?;
+    let value = check_json_content_type(headers)
+        .and_then(|()| parse_json(body))
+        .map_err(|e| {
+            let status = match e {
+                BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                BodyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            };
+            Refusal(status, e.message())
+        })?;
+    if !value.is_object() {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "body must be a JSON object".into(),
+        ));
+    }
+    let field = |name| string_field(&value, name).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e));
+    let username = field("username")?.unwrap_or("").to_owned();
+    let password = field("password")?.unwrap_or("").to_owned();
+    Ok((username, password))
+}
 
 impl Refusal {
     fn into_problem(self, instance: &str) -> Response {
@@ -145,26 +175,9 @@ async fn logon(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let instance = instance.as_str();
-    if let Err(r) = check_api_version(&headers) {
-        return r.into_problem(instance);
-    }
-    let value = match check_json_content_type(&headers).and_then(|()| parse_json(body)) {
-        Ok(v) => v,
-        Err(e) => return from_body_error(&e, instance),
-    };
-    if !value.is_object() {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "body must be a JSON object",
-            instance,
-        );
-    }
-    let (username, password) = match (
-        string_field(&value, "username"),
-        string_field(&value, "password"),
-    ) {
-        (Ok(u), Ok(p)) => (u.unwrap_or(""), p.unwrap_or("")),
-        (Err(e), _) | (_, Err(e)) => return problem(StatusCode::BAD_REQUEST, &e, instance),
+    let (username, password) = match parse_logon(&headers, body) {
+        Ok(c) => c,
+        Err(r) => return r.into_problem(instance),
     };
     let request = caller.request(
         pb::LoginRequest {

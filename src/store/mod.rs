@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use crate::domain::{
-    EndReason, Kind, Millis, NewSession, NewUser, Result, Revocation, Session, TokenDigest, User,
-    UserRecord,
+    Actor, Audit, AuditRecord, EndReason, Kind, Millis, NewSession, NewUser, Result, Revocation,
+    Session, TokenDigest, User, UserRecord,
 };
 
 pub mod redis;
@@ -53,8 +53,8 @@ pub struct SweepReport {
 
 /// Persistence for users and sessions. "Live" always means: not ended, and
 /// `now` before both `expires_at` and `idle_deadline`. Every ending records
-/// one revocation event per session, in the same transaction, and is durable
-/// when the call returns.
+/// one revocation event per session and one audit record per call, in the
+/// same transaction, and is durable when the call returns.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap reachability check (health).
@@ -67,8 +67,15 @@ pub trait Store: Send + Sync + 'static {
     /// False when there is no such user.
     async fn set_password(&self, username: &str, password_hash: String) -> Result<bool>;
     /// Disabling also ends every live session of the user (as LOGOFF_OTHER) in
-    /// the same transaction. False when there is no such user.
-    async fn set_disabled(&self, username: &str, disabled: bool, now: Millis) -> Result<bool>;
+    /// the same transaction, audited as done by `actor`. False when there is
+    /// no such user.
+    async fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        now: Millis,
+        actor: &Actor,
+    ) -> Result<bool>;
 
     /// Fails with `Unauthenticated(BadCredentials)` if the user was disabled or
     /// removed meanwhile; ids are positive, increasing and never reused.
@@ -77,26 +84,40 @@ pub trait Store: Send + Sync + 'static {
         -> Result<Option<Session>>;
     /// Records use of a live session (the caller coalesces these writes).
     async fn touch_session(&self, id: i32, now: Millis, idle_deadline: Millis) -> Result<()>;
-    /// Ends one live session; `None` when no live session matches the target.
+    /// Ends one live session; `None` (and no audit record) when no live
+    /// session matches the target.
     async fn end_session(
         &self,
         target: EndTarget,
         reason: EndReason,
         now: Millis,
+        audit: &Audit,
     ) -> Result<Option<Session>>;
     /// Ends every live session in `scope` whose kind is in `kinds`, atomically:
-    /// a session created before the call began cannot survive it.
+    /// a session created before the call began cannot survive it. Audited
+    /// even when there was nothing to end.
     async fn end_sessions(
         &self,
         scope: Scope,
         kinds: &[Kind],
         reason: EndReason,
         now: Millis,
+        audit: &Audit,
     ) -> Result<u32>;
     async fn list_sessions(&self, query: ListQuery, now: Millis) -> Result<Vec<Session>>;
-    /// Ends sessions past their deadline (EXPIRED) and removes ended sessions
-    /// and events older than `purge_before`.
-    async fn sweep(&self, now: Millis, purge_before: Millis) -> Result<SweepReport>;
+    /// Ends sessions past their deadline (EXPIRED, audited per org as done by
+    /// `system`), removes ended sessions and events older than `purge_before`
+    /// and audit records older than `audit_purge_before`.
+    async fn sweep(
+        &self,
+        now: Millis,
+        purge_before: Millis,
+        audit_purge_before: Millis,
+    ) -> Result<SweepReport>;
+
+    /// Up to `limit` audit records of `org` with id greater than `after`,
+    /// oldest first.
+    async fn list_audit(&self, org: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>>;
 
     /// Live sessions by kind (for the metrics gauge).
     async fn live_counts(&self, now: Millis) -> Result<Vec<(Kind, u64)>>;

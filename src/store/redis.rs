@@ -18,7 +18,9 @@
 //! {sessiond}:live:k:<KIND>         zset  the same, by kind (live-session gauge)
 //! {sessiond}:events                stream, entry id <sequence>-0, one per ending
 //! {sessiond}:events:purged         highest sequence trimmed by retention
-//! {sessiond}:seq:{user,session,event}  counters
+//! {sessiond}:audit:<org>           stream, entry id <audit id>-0, one per ending call
+//! {sessiond}:audit:orgs            set of orgs with an audit stream
+//! {sessiond}:seq:{user,session,event,audit}  counters
 //! ```
 //!
 //! Session and token keys carry a TTL (their deadline plus a grace period) so
@@ -38,8 +40,8 @@ use tokio::sync::{watch, OnceCell};
 
 use super::{EndTarget, ListQuery, Scope, Store, SweepReport};
 use crate::domain::{
-    AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession, NewUser, Result,
-    Revocation, Role, Session, TokenDigest, User, UserRecord,
+    Actor, Audit, AuditRecord, AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession,
+    NewUser, Result, Revocation, Role, Session, TokenDigest, User, UserRecord,
 };
 
 const PREFIX: &str = "{sessiond}";
@@ -76,6 +78,17 @@ local function end_one(id, reason, now, require_live, org, kind)
   redis.call('ZREM', P .. ':live:k:' .. s.kind, id)
   return h
 end
+local function field(h, name)
+  for i = 1, #h, 2 do if h[i] == name then return h[i + 1] end end
+  return nil
+end
+-- One audit record per call, in the org's audit stream (ids store-wide).
+local function audit(org, actor, sid, reason, target, ended, now)
+  local id = redis.call('INCR', P .. ':seq:audit')
+  redis.call('XADD', P .. ':audit:' .. org, id .. '-0', 'at', now, 'actor', actor, 'sid', sid,
+    'reason', reason, 'target', target, 'ended', ended)
+  redis.call('SADD', P .. ':audit:orgs', org)
+end
 "#;
 
 /// Every script, compiled once (EVALSHA, with EVAL after a Redis restart).
@@ -90,6 +103,7 @@ struct Scripts {
     end_scope: Script,
     sweep: Script,
     purge: Script,
+    purge_audit: Script,
     events_after: Script,
 }
 
@@ -133,6 +147,7 @@ if ARGV[3] == '1' then
       if r then n = n + 1 elseif r == nil then redis.call('ZREM', idx, id) end
     end
   end
+  audit(redis.call('HGET', k, 'org'), ARGV[5], ARGV[6], 'LOGOFF_OTHER', 'user:' .. ARGV[2], n, ARGV[4])
 end
 return n
 "#,
@@ -163,19 +178,19 @@ return redis.call('HGETALL', k)
             ),
             find_live: Script::new(
                 r#"
+-- The hot path: check the three fields that decide, then return the hash.
+-- (No user lookup: disabling a user ends its sessions in the same script,
+-- and create_session refuses a disabled user.)
 local P = ARGV[1]
 local id = redis.call('GET', P .. ':t:' .. ARGV[2])
 if not id then return false end
-local h = redis.call('HGETALL', P .. ':s:' .. id)
-if #h == 0 then return false end
-local s = {}
-for i = 1, #h, 2 do s[h[i]] = h[i + 1] end
+local k = P .. ':s:' .. id
+local v = redis.call('HMGET', k, 'idle', 'expires', 'digest')
 local now = tonumber(ARGV[3])
-if tonumber(s.idle) <= now or tonumber(s.expires) <= now or s.digest ~= ARGV[2] then
+if not v[1] or tonumber(v[1]) <= now or tonumber(v[2]) <= now or v[3] ~= ARGV[2] then
   return false
 end
-if redis.call('HGET', P .. ':user:' .. s.username, 'disabled') ~= '0' then return false end
-return h
+return redis.call('HGETALL', k)
 "#,
             ),
             touch: Script::new(
@@ -200,28 +215,44 @@ return 1
                 r#"
 local r = end_one(ARGV[2], ARGV[3], ARGV[4], true, ARGV[5], ARGV[6])
 if not r then return false end
+audit(field(r, 'org'), ARGV[7], ARGV[8], ARGV[3], ARGV[9], 1, ARGV[4])
 return r
 "#,
             ),
             end_scope: with_end(
                 r#"
 local n = 0
-for i = 4, #ARGV do
+for i = 9, #ARGV do
   local idx = ARGV[i]
   for _, id in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
     local r = end_one(id, ARGV[2], ARGV[3], true, '', '')
     if r then n = n + 1 elseif r == nil then redis.call('ZREM', idx, id) end
   end
 end
+local org = ARGV[7]
+if org == '' then
+  local name = redis.call('GET', P .. ':uid:' .. ARGV[8])
+  org = name and redis.call('HGET', P .. ':user:' .. name, 'org') or ''
+end
+audit(org, ARGV[4], ARGV[5], ARGV[2], ARGV[6], n, ARGV[3])
 return n
 "#,
             ),
             sweep: with_end(
                 r#"
 local n = 0
+local per_org = {}
 local due = redis.call('ZRANGEBYSCORE', P .. ':deadlines', '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
 for _, id in ipairs(due) do
-  if end_one(id, 'EXPIRED', ARGV[2], false, '', '') then n = n + 1 end
+  local r = end_one(id, 'EXPIRED', ARGV[2], false, '', '')
+  if r then
+    n = n + 1
+    local org = field(r, 'org')
+    per_org[org] = (per_org[org] or 0) + 1
+  end
+end
+for org, count in pairs(per_org) do
+  audit(org, 'system', '', 'EXPIRED', 'expired', count, ARGV[2])
 end
 return {n, #due}
 "#,
@@ -242,6 +273,28 @@ local seq = tonumber(string.match(last, '^(%d+)'))
 local removed = redis.call('XTRIM', P .. ':events', 'MINID', (seq + 1) .. '-0')
 local purged = tonumber(redis.call('GET', P .. ':events:purged') or '0')
 if seq > purged then redis.call('SET', P .. ':events:purged', seq) end
+return removed
+"#,
+            ),
+            purge_audit: Script::new(
+                r#"
+local P = ARGV[1]
+local removed = 0
+for _, org in ipairs(redis.call('SMEMBERS', P .. ':audit:orgs')) do
+  local key = P .. ':audit:' .. org
+  local entries = redis.call('XRANGE', key, '-', '+', 'COUNT', ARGV[3])
+  local last = nil
+  for _, e in ipairs(entries) do
+    local f = e[2]
+    local at = nil
+    for i = 1, #f, 2 do if f[i] == 'at' then at = tonumber(f[i + 1]) end end
+    if at and at < tonumber(ARGV[2]) then last = e[1] else break end
+  end
+  if last then
+    local seq = tonumber(string.match(last, '^(%d+)'))
+    removed = removed + redis.call('XTRIM', key, 'MINID', (seq + 1) .. '-0')
+  end
+end
 return removed
 "#,
             ),
@@ -397,6 +450,36 @@ fn revocation_from(entry: &Value) -> Result<Revocation> {
 /// While Redis is down a call should fail fast (UNAVAILABLE) rather than wait
 /// out a long reconnect: one quick retry per attempt; every later call tries
 /// again, so service resumes as soon as Redis answers.
+/// The actor's session id as a script argument ('' when none).
+fn sid(actor: &Actor) -> String {
+    actor.session_id.map(|i| i.to_string()).unwrap_or_default()
+}
+
+fn audit_from(org: &str, entry: &Value) -> Result<AuditRecord> {
+    let Value::Array(parts) = entry else {
+        return Err(corrupt("audit record"));
+    };
+    let (Some(id), Some(body)) = (parts.first().and_then(text), parts.get(1)) else {
+        return Err(corrupt("audit record"));
+    };
+    let f = fields(body).ok_or_else(|| corrupt("audit record"))?;
+    let reason: String = get(&f, "reason")?;
+    Ok(AuditRecord {
+        id: id
+            .split('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| corrupt("audit id"))?,
+        at: get(&f, "at")?,
+        org: org.to_owned(),
+        actor: get(&f, "actor")?,
+        actor_session_id: f.get("sid").and_then(|s| s.parse().ok()),
+        reason: reason.parse().map_err(|_| corrupt("reason"))?,
+        target: get(&f, "target")?,
+        ended: get(&f, "ended")?,
+    })
+}
+
 fn connection_config(response_timeout: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -632,12 +715,24 @@ impl Store for RedisStore {
         Ok(n == 1)
     }
 
-    async fn set_disabled(&self, username: &str, disabled: bool, now: Millis) -> Result<bool> {
+    async fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        now: Millis,
+        actor: &Actor,
+    ) -> Result<bool> {
         let flag = if disabled { "1" } else { "0" };
         let n = self
             .int(
                 &self.inner.scripts.set_disabled,
-                &[username.to_owned(), flag.to_owned(), now.to_string()],
+                &[
+                    username.to_owned(),
+                    flag.to_owned(),
+                    now.to_string(),
+                    actor.name.clone(),
+                    sid(actor),
+                ],
             )
             .await?;
         Ok(n >= 0)
@@ -708,6 +803,7 @@ impl Store for RedisStore {
         target: EndTarget,
         reason: EndReason,
         now: Millis,
+        audit: &Audit,
     ) -> Result<Option<Session>> {
         let reply = self
             .run(
@@ -721,6 +817,9 @@ impl Store for RedisStore {
                         .kind
                         .map(|k| k.as_str().to_owned())
                         .unwrap_or_default(),
+                    audit.actor.name.clone(),
+                    sid(&audit.actor),
+                    audit.target.clone(),
                 ],
             )
             .await?;
@@ -736,8 +835,21 @@ impl Store for RedisStore {
         kinds: &[Kind],
         reason: EndReason,
         now: Millis,
+        audit: &Audit,
     ) -> Result<u32> {
-        let mut args = vec![reason.as_str().to_owned(), now.to_string()];
+        let (org, uid) = match &scope {
+            Scope::Org(org) => (org.clone(), String::new()),
+            Scope::User(uid) => (String::new(), uid.to_string()),
+        };
+        let mut args = vec![
+            reason.as_str().to_owned(),
+            now.to_string(),
+            audit.actor.name.clone(),
+            sid(&audit.actor),
+            audit.target.clone(),
+            org,
+            uid,
+        ];
         for kind in kinds {
             args.push(match &scope {
                 Scope::User(uid) => key(&format!("live:u:{kind}:{uid}")),
@@ -798,7 +910,12 @@ impl Store for RedisStore {
         Ok(out)
     }
 
-    async fn sweep(&self, now: Millis, purge_before: Millis) -> Result<SweepReport> {
+    async fn sweep(
+        &self,
+        now: Millis,
+        purge_before: Millis,
+        audit_purge_before: Millis,
+    ) -> Result<SweepReport> {
         let mut report = SweepReport::default();
         loop {
             let reply = self
@@ -831,7 +948,30 @@ impl Store for RedisStore {
                 break;
             }
         }
+        let removed = self
+            .int(
+                &self.inner.scripts.purge_audit,
+                &[audit_purge_before.to_string(), PURGE_BATCH.to_string()],
+            )
+            .await?;
+        report.purged += u32::try_from(removed).unwrap_or(0);
         Ok(report)
+    }
+
+    async fn list_audit(&self, org: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let reply: Value = ::redis::cmd("XRANGE")
+            .arg(key(&format!("audit:{org}")))
+            .arg(format!("{}-0", after.saturating_add(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let Value::Array(entries) = reply else {
+            return Ok(Vec::new());
+        };
+        entries.iter().map(|e| audit_from(org, e)).collect()
     }
 
     async fn live_counts(&self, now: Millis) -> Result<Vec<(Kind, u64)>> {

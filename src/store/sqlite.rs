@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row,
 
 use super::{EndTarget, ListQuery, Scope, Store, SweepReport};
 use crate::domain::{
-    AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession, NewUser, Result,
-    Revocation, Session, TokenDigest, User, UserRecord,
+    Actor, Audit, AuditRecord, AuthFailure, ClientInfo, EndReason, Error, Kind, Millis, NewSession,
+    NewUser, Result, Revocation, Session, TokenDigest, User, UserRecord,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
@@ -76,6 +76,21 @@ INSERT INTO meta (key, value) VALUES ('purged_through', 0);
 ALTER TABLE sessions ADD COLUMN role TEXT NOT NULL DEFAULT 'user';
 UPDATE sessions SET role = (SELECT role FROM users WHERE users.id = sessions.user_id);
 "#,
+    r#"
+-- One record per call (or sweep) that ended sessions: who, what, why, how many.
+CREATE TABLE audit (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    at               INTEGER NOT NULL,
+    org              TEXT NOT NULL,
+    actor            TEXT NOT NULL,
+    actor_session_id INTEGER,
+    reason           TEXT NOT NULL,
+    target           TEXT NOT NULL,
+    ended            INTEGER NOT NULL
+);
+CREATE INDEX audit_org ON audit(org, id);
+CREATE INDEX audit_at ON audit(at);
+"#,
 ];
 
 /// Spelled out in full where used on the hot path (below): a literal needs
@@ -118,7 +133,27 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
+/// How a write transaction is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsync at commit (WAL): survives power loss once acknowledged.
+    Full = 2,
+    /// No fsync of its own: survives a process crash, not a power cut.
+    Normal = 1,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
 struct Inner {
+    /// The writer connection's current `synchronous` mode (a `Durability`).
+    writer_sync: std::sync::atomic::AtomicU8,
     /// One permit per reader connection (and one for the writer), taken before
     /// going to the blocking pool: a burst waits here, not as a pile of
     /// blocking threads contending for connection locks.
@@ -297,6 +332,45 @@ fn end_matching(
     Ok(u32::try_from(ended).unwrap_or(u32::MAX))
 }
 
+/// Writes one audit record, in the caller's transaction.
+fn record_audit(
+    tx: &Transaction<'_>,
+    at: Millis,
+    org: &str,
+    audit: &Audit,
+    reason: EndReason,
+    ended: u32,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO audit (at, org, actor, actor_session_id, reason, target, ended) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        at,
+        org,
+        audit.actor.name,
+        audit.actor.session_id,
+        reason.as_str(),
+        audit.target,
+        ended
+    ])?;
+    Ok(())
+}
+
+fn row_to_audit(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    let reason: String = r.get(5)?;
+    Ok(AuditRecord {
+        id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+        at: r.get(1)?,
+        org: r.get(2)?,
+        actor: r.get(3)?,
+        actor_session_id: r.get(4)?,
+        reason: reason.parse().map_err(|e| conversion_error(5, e))?,
+        target: r.get(6)?,
+        ended: r.get(7)?,
+    })
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database file.
     pub async fn open(path: &Path) -> Result<Self> {
@@ -342,6 +416,7 @@ impl SqliteStore {
     fn from_parts(writer: Connection, readers: Vec<Mutex<Connection>>) -> Self {
         SqliteStore {
             inner: Arc::new(Inner {
+                writer_sync: std::sync::atomic::AtomicU8::new(Durability::Full as u8),
                 read_slots: Arc::new(tokio::sync::Semaphore::new(readers.len().max(1))),
                 write_slot: Arc::new(tokio::sync::Semaphore::new(1)),
                 events: tokio::sync::watch::Sender::new(0),
@@ -407,7 +482,17 @@ impl SqliteStore {
         self.inner.events.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// A durable write: committed with `synchronous=FULL`, so it survives a
+    /// crash or power loss once this returns (endings, user administration).
     async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        self.write_as(Durability::Full, f).await
+    }
+
+    async fn write_as<T, F>(&self, sync: Durability, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
@@ -423,6 +508,10 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let mut conn = lock(&inner.writer);
+            if inner.writer_sync.swap(sync as u8, Ordering::Relaxed) != sync as u8 {
+                conn.pragma_update(None, "synchronous", sync.pragma())
+                    .map_err(map_err)?;
+            }
             // IMMEDIATE: take the write lock up front, so a concurrent CLI
             // writer makes us wait (busy_timeout) rather than fail mid-way.
             let tx = conn
@@ -518,8 +607,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_disabled(&self, username: &str, disabled: bool, now: Millis) -> Result<bool> {
+    async fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        now: Millis,
+        actor: &Actor,
+    ) -> Result<bool> {
         let username = username.to_owned();
+        let audit = Audit {
+            actor: actor.clone(),
+            target: format!("user:{username}"),
+        };
         let found = self
             .write(move |tx| {
                 let Some(rec) = find_user_tx(tx, &username).map_err(map_err)? else {
@@ -531,12 +630,21 @@ impl Store for SqliteStore {
                 )
                 .map_err(map_err)?;
                 if disabled {
-                    end_matching(
+                    let ended = end_matching(
                         tx,
                         &format!("s.user_id = :user AND {LIVE}"),
                         &[(":user", &rec.user.id), (":now", &now)],
                         EndReason::LogoffOther,
                         now,
+                    )
+                    .map_err(map_err)?;
+                    record_audit(
+                        tx,
+                        now,
+                        &rec.user.org,
+                        &audit,
+                        EndReason::LogoffOther,
+                        ended,
                     )
                     .map_err(map_err)?;
                 }
@@ -548,7 +656,9 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, new: NewSession) -> Result<Session> {
-        self.write(move |tx| {
+        // A login lost to a power cut means logging in again; not worth an
+        // fsync each. (The next durable commit flushes it anyway.)
+        self.write_as(Durability::Normal, move |tx| {
             let user = tx
                 .prepare_cached(
                     "SELECT id, username, org, role, disabled, created_at FROM users WHERE id = ?1",
@@ -618,7 +728,7 @@ impl Store for SqliteStore {
     }
 
     async fn touch_session(&self, id: i32, now: Millis, idle_deadline: Millis) -> Result<()> {
-        self.write(move |tx| {
+        self.write_as(Durability::Normal, move |tx| {
             tx.prepare_cached(
                 "UPDATE sessions SET last_seen_at = ?1, idle_deadline = ?2 \
                  WHERE id = ?3 AND ended_at IS NULL AND idle_deadline < ?2 \
@@ -636,7 +746,9 @@ impl Store for SqliteStore {
         target: EndTarget,
         reason: EndReason,
         now: Millis,
+        audit: &Audit,
     ) -> Result<Option<Session>> {
+        let audit = audit.clone();
         let ended = self
             .write(move |tx| {
                 let mut filter = format!("s.id = :id AND {LIVE}");
@@ -658,8 +770,9 @@ impl Store for SqliteStore {
                     ))
                     .and_then(|mut s| s.query_row(params.as_slice(), row_to_session).optional())
                     .map_err(map_err)?;
-                if found.is_some() {
+                if let Some(s) = &found {
                     end_matching(tx, &filter, &params, reason, now).map_err(map_err)?;
+                    record_audit(tx, now, &s.org, &audit, reason, 1).map_err(map_err)?;
                 }
                 Ok(found)
             })
@@ -676,10 +789,20 @@ impl Store for SqliteStore {
         kinds: &[Kind],
         reason: EndReason,
         now: Millis,
+        audit: &Audit,
     ) -> Result<u32> {
         let kinds = kinds_clause(kinds);
+        let audit = audit.clone();
         let ended = self
             .write(move |tx| {
+                let org = match &scope {
+                    Scope::Org(org) => org.clone(),
+                    Scope::User(id) => tx
+                        .query_row("SELECT org FROM users WHERE id = ?1", [id], |r| r.get(0))
+                        .optional()
+                        .map_err(map_err)?
+                        .unwrap_or_default(),
+                };
                 let n = match &scope {
                     Scope::User(user_id) => end_matching(
                         tx,
@@ -697,6 +820,7 @@ impl Store for SqliteStore {
                     ),
                 }
                 .map_err(map_err)?;
+                record_audit(tx, now, &org, &audit, reason, n).map_err(map_err)?;
                 Ok(n)
             })
             .await?;
@@ -704,6 +828,21 @@ impl Store for SqliteStore {
             self.notify_events();
         }
         Ok(ended)
+    }
+
+    async fn list_audit(&self, org: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let org = org.to_owned();
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, at, org, actor, actor_session_id, reason, target, ended FROM audit \
+                 WHERE org = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![org, after, limit], row_to_audit)?;
+            rows.collect()
+        })
+        .await
     }
 
     async fn list_sessions(&self, query: ListQuery, now: Millis) -> Result<Vec<Session>> {
@@ -735,21 +874,59 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn sweep(&self, now: Millis, purge_before: Millis) -> Result<SweepReport> {
+    async fn sweep(
+        &self,
+        now: Millis,
+        purge_before: Millis,
+        audit_purge_before: Millis,
+    ) -> Result<SweepReport> {
         let mut report = SweepReport::default();
+        let system = Audit {
+            actor: Actor::user("system", None),
+            target: "expired".into(),
+        };
         loop {
+            let system = system.clone();
             let expired = self
                 .write(move |tx| {
-                    end_matching(
+                    // The batch is fixed once, so the audit counts and the
+                    // endings cover exactly the same sessions.
+                    tx.execute_batch(
+                        "CREATE TEMP TABLE IF NOT EXISTS sweep_ids (id INTEGER PRIMARY KEY); \
+                         DELETE FROM sweep_ids;",
+                    )
+                    .map_err(map_err)?;
+                    tx.execute(
+                        "INSERT INTO sweep_ids SELECT id FROM ( \
+                         SELECT id FROM sessions WHERE ended_at IS NULL AND expires_at <= ?1 \
+                         UNION SELECT id FROM sessions WHERE ended_at IS NULL AND idle_deadline <= ?1) \
+                         LIMIT ?2",
+                        params![now, SWEEP_BATCH],
+                    )
+                    .map_err(map_err)?;
+                    let per_org = tx
+                        .prepare(
+                            "SELECT org, COUNT(*) FROM sessions \
+                             WHERE id IN (SELECT id FROM sweep_ids) GROUP BY org",
+                        )
+                        .and_then(|mut s| {
+                            s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
+                                .collect::<rusqlite::Result<Vec<_>>>()
+                        })
+                        .map_err(map_err)?;
+                    let n = end_matching(
                         tx,
-                        "s.id IN (SELECT id FROM sessions WHERE ended_at IS NULL AND expires_at <= :now \
-                         UNION SELECT id FROM sessions WHERE ended_at IS NULL AND idle_deadline <= :now \
-                         LIMIT :batch)",
-                        &[(":now", &now), (":batch", &SWEEP_BATCH)],
+                        "s.id IN (SELECT id FROM sweep_ids)",
+                        &[],
                         EndReason::Expired,
                         now,
                     )
-                    .map_err(map_err)
+                    .map_err(map_err)?;
+                    for (org, count) in per_org {
+                        record_audit(tx, now, &org, &system, EndReason::Expired, count)
+                            .map_err(map_err)?;
+                    }
+                    Ok(n)
                 })
                 .await?;
             report.expired += expired;
@@ -780,7 +957,10 @@ impl Store for SqliteStore {
                 let events = tx
                     .execute("DELETE FROM revocations WHERE at < ?1", [purge_before])
                     .map_err(map_err)?;
-                Ok(u32::try_from(sessions + events).unwrap_or(u32::MAX))
+                let audit = tx
+                    .execute("DELETE FROM audit WHERE at < ?1", [audit_purge_before])
+                    .map_err(map_err)?;
+                Ok(u32::try_from(sessions + events + audit).unwrap_or(u32::MAX))
             })
             .await?;
         Ok(report)
