@@ -34,6 +34,8 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// gRPC calls in progress at once before new ones are shed.
     pub max_in_flight: usize,
+    /// A call that waited longer than this to start is shed.
+    pub max_queue_delay: Duration,
     /// When set, both listeners speak TLS.
     pub tls: Option<crate::tls::TlsFiles>,
 }
@@ -52,6 +54,7 @@ impl Default for Config {
             audit_retention: Duration::from_secs(90 * 24 * 60 * 60),
             trusted_proxies: Vec::new(),
             max_in_flight: crate::grpc::DEFAULT_MAX_IN_FLIGHT,
+            max_queue_delay: crate::grpc::DEFAULT_MAX_QUEUE_DELAY,
             tls: None,
         }
     }
@@ -111,6 +114,9 @@ pub struct ServeArgs {
     /// Length of the failure-counting window, in seconds (default 300).
     #[arg(long, env = "SESSIOND_FAILURE_WINDOW_SECS")]
     pub failure_window_secs: Option<u64>,
+    /// A call that waited longer than this (ms) to start is shed with RESOURCE_EXHAUSTED (default 50).
+    #[arg(long, env = "SESSIOND_MAX_QUEUE_DELAY_MS")]
+    pub max_queue_delay_ms: Option<u64>,
     /// PEM certificate chain: with --tls-key, both listeners speak TLS.
     #[arg(long, env = "SESSIOND_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -156,6 +162,7 @@ struct FileConfig {
     service_credential_file: Option<PathBuf>,
     trusted_proxies: Option<Vec<std::net::IpAddr>>,
     max_in_flight: Option<usize>,
+    max_queue_delay_ms: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     #[serde(default)]
@@ -280,6 +287,9 @@ impl ServeArgs {
             (None, None) => None,
             _ => return Err(ConfigError("--tls-cert and --tls-key go together".into())),
         };
+        if let Some(ms) = self.max_queue_delay_ms.or(file.max_queue_delay_ms) {
+            c.max_queue_delay = Duration::from_millis(ms.max(1));
+        }
         if let Some(n) = self.max_in_flight.or(file.max_in_flight) {
             c.max_in_flight = n.max(1);
         }

@@ -118,7 +118,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let grpc = SessionGrpc::new(sessions.clone(), shutdown_rx.clone())
         .trusting(&config.trusted_proxies)
-        .admitting(config.max_in_flight);
+        .admitting(config.max_in_flight)
+        .max_queue_delay(config.max_queue_delay);
 
     let rest = match config.rest_addr {
         None => None,
@@ -128,6 +129,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             tracing::info!("rest listening on {rest_addr}");
             let upstream = match &config.upstream {
                 Some(url) => rest::remote(url, None).map_err(ServeError::Config)?,
+                // In-process calls start right away inside the REST handler:
+                // no queue in between to stamp (in-flight admission still applies).
                 None => rest::in_process(SessionServiceServer::new(grpc.clone())),
             };
             let task = tokio::spawn(rest::serve(
@@ -246,7 +249,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(SessionServiceServer::new(grpc))
+        .add_service(SessionServiceServer::with_interceptor(
+            grpc,
+            crate::grpc::stamp_arrival,
+        ))
         .serve_with_incoming_shutdown(incoming, stopped(shutdown_rx.clone()));
 
     let task = tokio::spawn(async move {

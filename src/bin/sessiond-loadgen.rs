@@ -82,6 +82,9 @@ struct Args {
     /// Sessions of other orgs present (bulk).
     #[arg(long, default_value_t = 0)]
     unrelated: usize,
+    /// Rounds of seeding and ending the target org (bulk); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Print one CSV line instead of the report.
     #[arg(long)]
     csv: bool,
@@ -451,65 +454,79 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let started = Instant::now();
     seed(other.id, sessiond::domain::Kind::Api, args.unrelated).await?;
-    seed(target.id, sessiond::domain::Kind::Api, args.sessions).await?;
-    let mail = (args.sessions / 10).max(1);
-    seed(target.id, sessiond::domain::Kind::Imap, mail).await?;
     eprintln!(
-        "seeded {} sessions in {:?}",
-        args.unrelated + args.sessions + mail,
+        "seeded {} unrelated sessions in {:?}",
+        args.unrelated,
         started.elapsed()
     );
-
+    let mail = (args.sessions / 10).max(1);
     let mut c = SessionServiceClient::connect(format!("http://{}", running.grpc_addr)).await?;
-    let t = Instant::now();
-    let user = c
-        .logout_user(pb::LogoutUserRequest {
-            credentials: Some(pb::Credentials {
+    let (mut all_times, mut user_times) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds.max(1) {
+        seed(target.id, sessiond::domain::Kind::Api, args.sessions).await?;
+        seed(target.id, sessiond::domain::Kind::Imap, mail).await?;
+        let t = Instant::now();
+        let user = c
+            .logout_user(pb::LogoutUserRequest {
+                credentials: Some(pb::Credentials {
+                    user: "bulk@bulk.example".into(),
+                    secret: Some(pb::credentials::Secret::Password("bulk-pass-1".into())),
+                    client: String::new(),
+                }),
                 user: "bulk@bulk.example".into(),
-                secret: Some(pb::credentials::Secret::Password("bulk-pass-1".into())),
-                client: String::new(),
-            }),
-            user: "bulk@bulk.example".into(),
-        })
-        .await?
-        .into_inner()
-        .ended;
-    let user_time = t.elapsed();
-    let t = Instant::now();
-    let all = c
-        .logout_all(pb::LogoutAllRequest {
-            username: "bulk@bulk.example".into(),
-            password: "bulk-pass-1".into(),
-        })
-        .await?
-        .into_inner()
-        .ended;
-    let all_time = t.elapsed();
-    if user as usize != mail || all as usize != args.sessions {
-        return Err(format!(
-            "ended {user} mail and {all} API sessions; expected {mail} and {}",
-            args.sessions
-        )
-        .into());
+            })
+            .await?
+            .into_inner()
+            .ended;
+        user_times.push(t.elapsed());
+        let t = Instant::now();
+        let all = c
+            .logout_all(pb::LogoutAllRequest {
+                username: "bulk@bulk.example".into(),
+                password: "bulk-pass-1".into(),
+            })
+            .await?
+            .into_inner()
+            .ended;
+        all_times.push(t.elapsed());
+        if user as usize != mail || all as usize != args.sessions {
+            return Err(format!(
+                "ended {user} mail and {all} API sessions; expected {mail} and {}",
+                args.sessions
+            )
+            .into());
+        }
     }
+    all_times.sort();
+    user_times.sort();
+    let (all_time, user_time) = (
+        all_times[all_times.len() / 2],
+        user_times[user_times.len() / 2],
+    );
     if args.csv {
         println!(
-            "{},{},{},{},{:.1},{},{:.1}",
+            "{},{},{},{:.2},{:.0},{},{:.2},{}",
             args.label,
             args.unrelated,
-            all,
+            args.sessions,
             all_time.as_secs_f64() * 1000.0,
-            all as f64 / all_time.as_secs_f64(),
-            user,
-            user_time.as_secs_f64() * 1000.0
+            args.sessions as f64 / all_time.as_secs_f64(),
+            mail,
+            user_time.as_secs_f64() * 1000.0,
+            all_times.len()
         );
     } else {
         println!(
-            "store {}  unrelated sessions {}",
-            args.store, args.unrelated
+            "store {}  unrelated sessions {}  rounds {}",
+            args.store,
+            args.unrelated,
+            all_times.len()
         );
-        println!("  LogoutAll  ended {all} API sessions in {all_time:?}");
-        println!("  LogoutUser ended {user} IMAP sessions in {user_time:?}");
+        println!(
+            "  LogoutAll  ended {} API sessions: median {all_time:?}",
+            args.sessions
+        );
+        println!("  LogoutUser ended {mail} IMAP sessions: median {user_time:?}");
     }
     running.shutdown().await?;
     Ok(())

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,7 +39,27 @@ pub struct SessionGrpc {
     trusted_proxies: Arc<[IpAddr]>,
     /// Calls in progress (admission control).
     admission: Arc<Semaphore>,
+    /// Longest wait between a call's arrival and its start before it is shed.
+    max_queue_delay: Duration,
 }
+
+/// When a call arrived, stamped by [`stamp_arrival`] as tonic dispatches it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived(pub Instant);
+
+/// The interceptor every `SessionService` server is wrapped in: it runs when
+/// the request is dispatched, before any queueing in front of the handler.
+pub fn stamp_arrival(mut req: Request<()>) -> Result<Request<()>, Status> {
+    req.extensions_mut().insert(Arrived(Instant::now()));
+    Ok(req)
+}
+
+fn arrived<T>(req: &Request<T>) -> Option<Instant> {
+    req.extensions().get::<Arrived>().map(|a| a.0)
+}
+
+/// Longest wait before a call is shed, by default.
+pub const DEFAULT_MAX_QUEUE_DELAY: Duration = Duration::from_millis(50);
 
 /// Calls in progress at once before new ones are shed.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
@@ -51,6 +71,7 @@ impl SessionGrpc {
             shutdown,
             trusted_proxies: Arc::from(Vec::new()),
             admission: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+            max_queue_delay: DEFAULT_MAX_QUEUE_DELAY,
         }
     }
 
@@ -62,16 +83,31 @@ impl SessionGrpc {
         self
     }
 
+    /// A call that waited longer than this between arriving and starting is
+    /// shed: under a flood the queue is in front of the handlers (runtime
+    /// tasks, HTTP/2 streams), where an in-flight count cannot see it.
+    pub fn max_queue_delay(mut self, delay: Duration) -> Self {
+        self.max_queue_delay = delay;
+        self
+    }
+
     /// Runs one call under admission control and records its metrics.
     async fn observed<T>(
         &self,
         rpc: &'static str,
+        arrived: Option<Instant>,
         call: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
-        let result = match self.admission.try_acquire() {
-            Ok(_permit) => call.await,
-            Err(_) => {
+        let waited_too_long = arrived.is_some_and(|t| started - t > self.max_queue_delay);
+        let permit = if waited_too_long {
+            None
+        } else {
+            self.admission.try_acquire().ok()
+        };
+        let result = match permit {
+            Some(_permit) => call.await,
+            None => {
                 telemetry::record_shed(rpc);
                 Err(to_status(Error::Overloaded))
             }
@@ -336,29 +372,35 @@ impl SessionService for SessionGrpc {
         &self,
         req: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        self.observed("Login", self.login_inner(req)).await
+        self.observed("Login", arrived(&req), self.login_inner(req))
+            .await
     }
 
     async fn validate_session(
         &self,
         req: Request<pb::ValidateSessionRequest>,
     ) -> Result<Response<pb::ValidateSessionResponse>, Status> {
-        self.observed("ValidateSession", self.validate_session_inner(req))
-            .await
+        self.observed(
+            "ValidateSession",
+            arrived(&req),
+            self.validate_session_inner(req),
+        )
+        .await
     }
 
     async fn logoff(
         &self,
         req: Request<pb::LogoffRequest>,
     ) -> Result<Response<pb::LogoffResponse>, Status> {
-        self.observed("Logoff", self.logoff_inner(req)).await
+        self.observed("Logoff", arrived(&req), self.logoff_inner(req))
+            .await
     }
 
     async fn logoff_other(
         &self,
         req: Request<pb::LogoffOtherRequest>,
     ) -> Result<Response<pb::LogoffOtherResponse>, Status> {
-        self.observed("LogoffOther", self.logoff_other_inner(req))
+        self.observed("LogoffOther", arrived(&req), self.logoff_other_inner(req))
             .await
     }
 
@@ -366,7 +408,7 @@ impl SessionService for SessionGrpc {
         &self,
         req: Request<pb::LogoutUserRequest>,
     ) -> Result<Response<pb::LogoutUserResponse>, Status> {
-        self.observed("LogoutUser", self.logout_user_inner(req))
+        self.observed("LogoutUser", arrived(&req), self.logout_user_inner(req))
             .await
     }
 
@@ -374,30 +416,39 @@ impl SessionService for SessionGrpc {
         &self,
         req: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutAllResponse>, Status> {
-        self.observed("LogoutAll", self.logout_all_inner(req)).await
+        self.observed("LogoutAll", arrived(&req), self.logout_all_inner(req))
+            .await
     }
 
     async fn watch_revocations(
         &self,
         req: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        self.observed("WatchRevocations", self.watch_revocations_inner(req))
-            .await
+        self.observed(
+            "WatchRevocations",
+            arrived(&req),
+            self.watch_revocations_inner(req),
+        )
+        .await
     }
 
     async fn list_audit_records(
         &self,
         req: Request<pb::ListAuditRecordsRequest>,
     ) -> Result<Response<pb::ListAuditRecordsResponse>, Status> {
-        self.observed("ListAuditRecords", self.list_audit_records_inner(req))
-            .await
+        self.observed(
+            "ListAuditRecords",
+            arrived(&req),
+            self.list_audit_records_inner(req),
+        )
+        .await
     }
 
     async fn list_sessions(
         &self,
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        self.observed("ListSessions", self.list_sessions_inner(req))
+        self.observed("ListSessions", arrived(&req), self.list_sessions_inner(req))
             .await
     }
 }

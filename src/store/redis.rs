@@ -82,6 +82,63 @@ local function field(h, name)
   for i = 1, #h, 2 do if h[i] == name then return h[i + 1] end end
   return nil
 end
+-- Calls redis command `cmd` on `key` with `args` in chunks (Lua's unpack has a
+-- stack limit; variadic calls are far cheaper than one call per element).
+local function chunked(cmd, key, args)
+  for i = 1, #args, 1000 do
+    local stop = math.min(i + 999, #args)
+    if key then
+      redis.call(cmd, key, unpack(args, i, stop))
+    else
+      redis.call(cmd, unpack(args, i, stop))
+    end
+  end
+end
+-- Ends the sessions among `ids` (live ones only when `require_live`): one
+-- event each, in one sequence reservation, with batched deletes. Stale ids
+-- (hash already gone) are dropped from `idx`. Returns the count ended and
+-- the count per org.
+local function end_many(ids, reason, now, require_live, idx)
+  local n = tonumber(now)
+  local ended = {}
+  local stale = {}
+  for _, id in ipairs(ids) do
+    local v = redis.call('HMGET', P .. ':s:' .. id,
+      'digest', 'kind', 'user_id', 'username', 'org', 'idle', 'expires')
+    if not v[1] then
+      stale[#stale + 1] = id
+    elseif (not require_live) or (tonumber(v[6]) > n and tonumber(v[7]) > n) then
+      ended[#ended + 1] = {id, v}
+    end
+  end
+  if #stale > 0 then
+    if idx then chunked('ZREM', idx, stale) end
+    chunked('ZREM', P .. ':deadlines', stale)
+  end
+  local per_org = {}
+  if #ended == 0 then return 0, per_org end
+  local seq = redis.call('INCRBY', P .. ':seq:event', #ended) - #ended
+  local keys, ids_only, by_index = {}, {}, {}
+  for _, e in ipairs(ended) do
+    local id, v = e[1], e[2]
+    seq = seq + 1
+    redis.call('XADD', P .. ':events', seq .. '-0', 'session_id', id, 'username', v[4],
+      'org', v[5], 'kind', v[2], 'reason', reason, 'at', now)
+    keys[#keys + 1] = P .. ':s:' .. id
+    keys[#keys + 1] = P .. ':t:' .. v[1]
+    ids_only[#ids_only + 1] = id
+    for _, ix in ipairs({P .. ':live:u:' .. v[2] .. ':' .. v[3], P .. ':live:o:' .. v[2] .. ':' .. v[5],
+                         P .. ':live:k:' .. v[2]}) do
+      by_index[ix] = by_index[ix] or {}
+      table.insert(by_index[ix], id)
+    end
+    per_org[v[5]] = (per_org[v[5]] or 0) + 1
+  end
+  chunked('DEL', nil, keys)
+  chunked('ZREM', P .. ':deadlines', ids_only)
+  for ix, members in pairs(by_index) do chunked('ZREM', ix, members) end
+  return #ended, per_org
+end
 -- One audit record per call, in the org's audit stream (ids store-wide).
 local function audit(org, actor, sid, reason, target, ended, now)
   local id = redis.call('INCR', P .. ':seq:audit')
@@ -224,10 +281,7 @@ return r
 local n = 0
 for i = 9, #ARGV do
   local idx = ARGV[i]
-  for _, id in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-    local r = end_one(id, ARGV[2], ARGV[3], true, '', '')
-    if r then n = n + 1 elseif r == nil then redis.call('ZREM', idx, id) end
-  end
+  n = n + end_many(redis.call('ZRANGE', idx, 0, -1), ARGV[2], ARGV[3], true, idx)
 end
 local org = ARGV[7]
 if org == '' then
@@ -240,17 +294,8 @@ return n
             ),
             sweep: with_end(
                 r#"
-local n = 0
-local per_org = {}
 local due = redis.call('ZRANGEBYSCORE', P .. ':deadlines', '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
-for _, id in ipairs(due) do
-  local r = end_one(id, 'EXPIRED', ARGV[2], false, '', '')
-  if r then
-    n = n + 1
-    local org = field(r, 'org')
-    per_org[org] = (per_org[org] or 0) + 1
-  end
-end
+local n, per_org = end_many(due, 'EXPIRED', ARGV[2], false, nil)
 for org, count in pairs(per_org) do
   audit(org, 'system', '', 'EXPIRED', 'expired', count, ARGV[2])
 end
