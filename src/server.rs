@@ -38,6 +38,9 @@ pub enum ServeError {
     Config(String),
 }
 
+/// HTTP/2 streams a client may have open on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
 /// How often the health watch pings the store.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -239,7 +242,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
 
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-    let mut builder = Server::builder();
+    // hyper's default (200 streams per connection) keeps a flood waiting in
+    // the clients' own queues, where it can be neither seen nor shed; let it
+    // reach the server, whose queue-delay shedding answers it at once.
+    let mut builder = Server::builder().max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     if let Some(t) = &tls {
         let identity = tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem);
         builder =

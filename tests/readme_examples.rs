@@ -74,6 +74,7 @@ fn readme_grpcurl_and_curl_examples_run_against_serve_demo() {
         "\"ended\": 1",
         "\"sessionId\"",
         "\"reason\": \"END_REASON_LOGOUT_USER\"",
+        "\"target\": \"mailbox:joe_user@example.com\"",
         "rejected as expected",
     ] {
         assert!(
