@@ -11,7 +11,7 @@
 //! {sessiond}:uid:<id>              string -> username
 //! {sessiond}:users                 set of usernames
 //! {sessiond}:s:<id>                hash  one live session (deleted when it ends)
-//! {sessiond}:t:<sha256 hex>        string -> session id
+//! {sessiond}:t:<sha256 hex>        hash  a copy of the session (validation reads only this)
 //! {sessiond}:live:u:<KIND>:<uid>   zset  live session ids of a user, by kind
 //! {sessiond}:live:o:<KIND>:<org>   zset  live session ids of an org, by kind
 //! {sessiond}:deadlines             zset  id scored by min(idle deadline, expiry)
@@ -163,7 +163,6 @@ struct Scripts {
     set_password: Script,
     set_disabled: Script,
     create_session: Script,
-    find_live: Script,
     touch: Script,
     end_one: Script,
     end_scope: Script,
@@ -234,29 +233,16 @@ redis.call('HSET', k, 'id', id, 'digest', ARGV[3], 'kind', ARGV[4], 'user_id', A
   'username', username, 'org', u[2], 'role', u[3], 'created', ARGV[5], 'seen', ARGV[5],
   'idle', ARGV[6], 'expires', ARGV[7], 'addr', ARGV[8], 'ua', ARGV[9])
 redis.call('PEXPIREAT', k, ttl_at)
-redis.call('SET', P .. ':t:' .. ARGV[3], id, 'PXAT', ttl_at)
+-- The token key holds a copy of the session: validation is one HGETALL.
+local h = redis.call('HGETALL', k)
+local t = P .. ':t:' .. ARGV[3]
+redis.call('HSET', t, unpack(h))
+redis.call('PEXPIREAT', t, ttl_at)
 redis.call('ZADD', P .. ':live:u:' .. ARGV[4] .. ':' .. ARGV[2], id, id)
 redis.call('ZADD', P .. ':live:o:' .. ARGV[4] .. ':' .. u[2], id, id)
 redis.call('ZADD', P .. ':deadlines', deadline, id)
 redis.call('HINCRBY', P .. ':live:counts', ARGV[4], 1)
-return redis.call('HGETALL', k)
-"#,
-            ),
-            find_live: Script::new(
-                r#"
--- The hot path: check the three fields that decide, then return the hash.
--- (No user lookup: disabling a user ends its sessions in the same script,
--- and create_session refuses a disabled user.)
-local P = ARGV[1]
-local id = redis.call('GET', P .. ':t:' .. ARGV[2])
-if not id then return false end
-local k = P .. ':s:' .. id
-local v = redis.call('HMGET', k, 'idle', 'expires', 'digest')
-local now = tonumber(ARGV[3])
-if not v[1] or tonumber(v[1]) <= now or tonumber(v[2]) <= now or v[3] ~= ARGV[2] then
-  return false
-end
-return redis.call('HGETALL', k)
+return h
 "#,
             ),
             touch: Script::new(
@@ -268,6 +254,7 @@ if not v[1] then return 0 end
 local idle = tonumber(v[1])
 if idle <= tonumber(ARGV[3]) or idle >= tonumber(ARGV[4]) then return 0 end
 redis.call('HSET', k, 'seen', ARGV[3], 'idle', ARGV[4])
+redis.call('HSET', P .. ':t:' .. v[3], 'seen', ARGV[3], 'idle', ARGV[4])
 local deadline = math.min(tonumber(ARGV[4]), tonumber(v[2]))
 local ttl_at = deadline + tonumber(ARGV[5])
 redis.call('PEXPIREAT', k, ttl_at)
@@ -834,14 +821,20 @@ impl Store for RedisStore {
         digest: &TokenDigest,
         now: Millis,
     ) -> Result<Option<Session>> {
-        let reply = self
-            .run(
-                &self.inner.scripts.find_live,
-                &[hex(digest), now.to_string()],
-            )
-            .await?;
+        // The hot path: one plain HGETALL of the token's copy of the session
+        // (no script), the deadlines checked here. The copy is deleted with
+        // the session by every ending, in the same script.
+        let digest = hex(digest);
+        let reply: Value = ::redis::cmd("HGETALL")
+            .arg(key(&format!("t:{digest}")))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
         match fields(&reply) {
-            Some(m) if !m.is_empty() => session_from(&m).map(Some),
+            Some(m) if !m.is_empty() && m.get("digest") == Some(&digest) => {
+                let session = session_from(&m)?;
+                Ok(session.is_live_at(now).then_some(session))
+            }
             _ => Ok(None),
         }
     }
