@@ -474,6 +474,13 @@ impl SqliteStore {
                 return f(&conn).map_err(map_err);
             }
         }
+        // In memory there are no readers: the writer's connection serves
+        // reads too, inline when no write holds it.
+        if self.inner.readers.is_empty() {
+            if let Ok(conn) = self.inner.writer.try_lock() {
+                return f(&conn).map_err(map_err);
+            }
+        }
         self.read(f).await
     }
 
