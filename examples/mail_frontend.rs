@@ -153,14 +153,7 @@ async fn serve(stream: TcpStream, mut client: SessionServiceClient<Channel>, con
             ("NOOP", _) => format!("{tag} OK NOOP"),
             ("LOGOUT", _) => {
                 if let Some((id, token)) = session.take() {
-                    if let Ok(mut c) = conns.lock() {
-                        c.remove(&id);
-                    }
-                    let mut req = tonic::Request::new(pb::LogoffRequest {});
-                    if let Ok(v) = format!("Bearer {token}").parse() {
-                        req.metadata_mut().insert("authorization", v);
-                    }
-                    let _ = client.logoff(req).await;
+                    log_off(&mut client, &conns, id, &token).await;
                 }
                 let _ = write
                     .write_all(format!("* BYE\r\n{tag} OK LOGOUT\r\n").as_bytes())
@@ -179,15 +172,25 @@ async fn serve(stream: TcpStream, mut client: SessionServiceClient<Channel>, con
     }
     // The client went away: its session ends with it.
     if let Some((id, token)) = session {
-        if let Ok(mut c) = conns.lock() {
-            c.remove(&id);
-        }
-        let mut req = tonic::Request::new(pb::LogoffRequest {});
-        if let Ok(v) = format!("Bearer {token}").parse() {
-            req.metadata_mut().insert("authorization", v);
-        }
-        let _ = client.logoff(req).await;
+        log_off(&mut client, &conns, id, &token).await;
     }
+}
+
+/// Forgets the connection's session and ends it in sessiond.
+async fn log_off(
+    client: &mut SessionServiceClient<Channel>,
+    conns: &Connections,
+    id: i32,
+    token: &str,
+) {
+    if let Ok(mut c) = conns.lock() {
+        c.remove(&id);
+    }
+    let mut req = tonic::Request::new(pb::LogoffRequest {});
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        req.metadata_mut().insert("authorization", v);
+    }
+    let _ = client.logoff(req).await;
 }
 
 async fn login(

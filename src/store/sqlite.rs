@@ -190,6 +190,17 @@ fn map_err(e: rusqlite::Error) -> Error {
     }
 }
 
+/// A permit to use a connection on the blocking pool.
+async fn take_slot(
+    slots: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Error::Internal("store closed".into()))
+}
+
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding a connection cannot leave it half-written: SQLite
     // rolls back the open transaction when the Transaction guard drops.
@@ -433,13 +444,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        let slot = self
-            .inner
-            .read_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Internal("store closed".into()))?;
+        let slot = take_slot(&self.inner.read_slots).await?;
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             if inner.readers.is_empty() {
@@ -505,13 +510,7 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        let slot = self
-            .inner
-            .write_slot
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Internal("store closed".into()))?;
+        let slot = take_slot(&self.inner.write_slot).await?;
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let mut conn = lock(&inner.writer);
