@@ -82,21 +82,7 @@ async fn no_validation_succeeds_after_an_acknowledged_logoff_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_validation_succeeds_on_any_replica_after_an_acknowledged_logoff_redis() {
     let redis = RedisServer::start();
-    let replica = || {
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--store".into(),
-            redis.url(),
-            "--grpc-addr".into(),
-            "127.0.0.1:0".into(),
-            "--rest-addr".into(),
-            "off".into(),
-            "--demo".into(),
-        ];
-        args.extend(CHEAP_HASH_FLAGS.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        ServerProcess::spawn(&refs)
-    };
+    let replica = || redis_replica(&redis, false, &[]);
     let (a, b) = (replica(), replica());
     let mut ca = connect(&a.url()).await;
     for _ in 0..5 {

@@ -16,21 +16,11 @@ use tonic::Code;
 const SERVICE_SECRET: &str = "replica-test-service-credential-0123456789";
 
 fn replica(redis: &RedisServer, rest: bool) -> ServerProcess {
-    let mut args: Vec<String> = vec![
-        "serve".into(),
-        "--store".into(),
-        redis.url(),
-        "--grpc-addr".into(),
-        "127.0.0.1:0".into(),
-        "--rest-addr".into(),
-        if rest { "127.0.0.1:0" } else { "off" }.into(),
-        "--demo".into(),
-        "--sweep-interval-secs".into(),
-        "1".into(),
-    ];
-    args.extend(CHEAP_HASH_FLAGS.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    ServerProcess::spawn_env(&refs, &[("SESSIOND_SERVICE_CREDENTIAL", SERVICE_SECRET)])
+    redis_replica(
+        redis,
+        rest,
+        &[("SESSIOND_SERVICE_CREDENTIAL", SERVICE_SECRET)],
+    )
 }
 
 async fn logout_joe(c: &mut Client) -> u32 {
@@ -300,15 +290,7 @@ async fn a_redis_outage_fails_closed_and_heals_by_itself() {
         (200, Some(0)),
         "{body}"
     );
-    let (status, _, body) = json_of(
-        http()
-            .post(format!("{base}/api/Session/logon"))
-            .json(&json!({"username": DOMAIN_ADMIN.0, "password": DOMAIN_ADMIN.1}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = ras_logon(&base, DOMAIN_ADMIN).await;
     assert_eq!(status, 503, "{body}");
     let outage_answers = t0.elapsed();
     assert!(

@@ -10,16 +10,7 @@ use support::*;
 const RAS_JSON: &str = "application/json; api-version=1.0";
 
 async fn logon(base: &str, user: (&str, &str)) -> (u16, String, Value) {
-    json_of(
-        http()
-            .post(format!("{base}/api/Session/logon"))
-            .header("content-type", "application/json")
-            .json(&json!({"username": user.0, "password": user.1}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    ras_logon(base, user).await
 }
 
 async fn token_of(base: &str, user: (&str, &str)) -> (String, i64) {

@@ -25,15 +25,7 @@ async fn the_shim_alone_serves_every_vendor_through_grpc() {
     let mut c = connect(&backend.url()).await;
 
     // RAS logon + logoff.
-    let (status, _, body) = json_of(
-        http()
-            .post(format!("{base}/api/Session/logon"))
-            .json(&json!({"username": DOMAIN_ADMIN.0, "password": DOMAIN_ADMIN.1}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = ras_logon(&base, DOMAIN_ADMIN).await;
     assert_eq!(status, 200, "{body}");
     let token = body["authToken"].as_str().unwrap().to_owned();
     assert!(

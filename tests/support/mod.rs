@@ -450,3 +450,37 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A `sessiond serve` process on `redis` (ports 0, demo users, cheap
+/// hashing), with the REST shim when `rest`; extra environment as given.
+pub fn redis_replica(redis: &RedisServer, rest: bool, env: &[(&str, &str)]) -> ServerProcess {
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--store".into(),
+        redis.url(),
+        "--grpc-addr".into(),
+        "127.0.0.1:0".into(),
+        "--rest-addr".into(),
+        if rest { "127.0.0.1:0" } else { "off" }.into(),
+        "--demo".into(),
+        "--sweep-interval-secs".into(),
+        "1".into(),
+    ];
+    args.extend(CHEAP_HASH_FLAGS.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServerProcess::spawn_env(&refs, env)
+}
+
+/// RAS `POST /api/Session/logon` as `who` against the shim at `base`.
+pub async fn ras_logon(base: &str, who: (&str, &str)) -> (u16, String, serde_json::Value) {
+    json_of(
+        http()
+            .post(format!("{base}/api/Session/logon"))
+            .header("content-type", "application/json")
+            .json(&serde_json::json!({"username": who.0, "password": who.1}))
+            .send()
+            .await
+            .expect("HTTP request"),
+    )
+    .await
+}
