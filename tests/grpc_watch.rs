@@ -56,21 +56,6 @@ async fn quiet(stream: &mut Streaming<pb::WatchRevocationsResponse>) {
     }
 }
 
-async fn logout_joe(c: &mut Client) -> u32 {
-    c.logout_user(pb::LogoutUserRequest {
-        credentials: Some(pb::Credentials {
-            user: DOMAIN_ADMIN.0.into(),
-            secret: Some(pb::credentials::Secret::Password(DOMAIN_ADMIN.1.into())),
-            client: String::new(),
-        }),
-        user: JOE.0.into(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .ended
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_sees_its_orgs_endings_as_they_happen() {
     let server = server().await;

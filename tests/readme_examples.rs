@@ -33,6 +33,21 @@ fn require(tool: &str, hint: &str) {
     );
 }
 
+/// Runs a README block with bash (`-euo pipefail`); (stdout, stderr).
+fn run_block(name: &str, script: &str) -> (String, String) {
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "README {name} examples failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
 #[test]
 fn readme_grpcurl_and_curl_examples_run_against_serve_demo() {
     require(
@@ -54,16 +69,7 @@ fn readme_grpcurl_and_curl_examples_run_against_serve_demo() {
         .replace("127.0.0.1:50051", &server.grpc_addr().to_string());
     let curl_script = readme_block("curl-examples")
         .replace("127.0.0.1:8080", &server.rest_addr.unwrap().to_string());
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script])
-        .output()
-        .expect("bash");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "README examples failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let (stdout, stderr) = run_block("grpcurl", &script);
     for expected in [
         "session.v1.SessionService",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -88,16 +94,7 @@ fn readme_grpcurl_and_curl_examples_run_against_serve_demo() {
         "curl",
         "Install it with `apt-get install -y curl` (.ci/run does).",
     );
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &curl_script])
-        .output()
-        .expect("bash");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "README curl examples failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let (stdout, _) = run_block("curl", &curl_script);
     for expected in [
         "\"sessionId\":",
         "\"user\":\"domain_admin@example.com\"",

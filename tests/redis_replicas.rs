@@ -23,21 +23,6 @@ fn replica(redis: &RedisServer, rest: bool) -> ServerProcess {
     )
 }
 
-async fn logout_joe(c: &mut Client) -> u32 {
-    c.logout_user(pb::LogoutUserRequest {
-        credentials: Some(pb::Credentials {
-            user: DOMAIN_ADMIN.0.into(),
-            secret: Some(pb::credentials::Secret::Password(DOMAIN_ADMIN.1.into())),
-            client: String::new(),
-        }),
-        user: JOE.0.into(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .ended
-}
-
 async fn watch(
     c: &mut Client,
     after: Option<u64>,

@@ -484,3 +484,22 @@ pub async fn ras_logon(base: &str, who: (&str, &str)) -> (u16, String, serde_jso
     )
     .await
 }
+
+/// The seed's OpenSRS call over gRPC: the demo admin logs out joe's mail
+/// sessions; returns how many ended.
+pub async fn logout_joe(c: &mut Client) -> u32 {
+    c.logout_user(sessiond::pb::LogoutUserRequest {
+        credentials: Some(sessiond::pb::Credentials {
+            user: DOMAIN_ADMIN.0.into(),
+            secret: Some(sessiond::pb::credentials::Secret::Password(
+                DOMAIN_ADMIN.1.into(),
+            )),
+            client: String::new(),
+        }),
+        user: JOE.0.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .ended
+}
