@@ -4,6 +4,7 @@
 //! Data flows one way: REST JSON -> `rest::<vendor>` -> gRPC -> `grpc` ->
 //! `sessions` -> `store`.
 
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod grpc;

@@ -1,89 +1,17 @@
-//! The `sessiond` command line: parses arguments and hands over to the library.
+//! The `sessiond` binary: parses the command line (`sessiond::cli`), layers
+//! the settings, and hands over to the library.
 
 use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
-use sessiond::config::ServeArgs;
-use sessiond::domain::password::HashCost;
-use sessiond::domain::Role;
-use sessiond::sessions::{Policy, Sessions};
-use sessiond::store::StoreUrl;
-
-#[derive(Parser)]
-#[command(
-    name = "sessiond",
-    version,
-    about = "Session management service (gRPC + REST shim)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the gRPC service (and the REST shim).
-    Serve(Box<ServeArgs>),
-    /// Run the REST shim alone, in front of any sessiond.
-    Rest {
-        /// The sessiond gRPC endpoint, e.g. http://127.0.0.1:50051.
-        #[arg(long, env = "SESSIOND_UPSTREAM")]
-        upstream: String,
-        /// REST listen address; port 0 picks a free port.
-        #[arg(long, env = "SESSIOND_REST_ADDR", default_value = "127.0.0.1:8080")]
-        rest_addr: std::net::SocketAddr,
-        /// CA certificate (PEM) that an https:// upstream's certificate must chain to.
-        #[arg(long, env = "SESSIOND_UPSTREAM_CA")]
-        upstream_ca: Option<std::path::PathBuf>,
-        /// PEM certificate chain: with --tls-key, the shim speaks HTTPS.
-        #[arg(long, env = "SESSIOND_TLS_CERT", requires = "tls_key")]
-        tls_cert: Option<std::path::PathBuf>,
-        /// PEM private key for --tls-cert.
-        #[arg(long, env = "SESSIOND_TLS_KEY", requires = "tls_cert")]
-        tls_key: Option<std::path::PathBuf>,
-    },
-    /// User administration on a store.
-    User {
-        /// Store: sqlite://PATH or redis://HOST:PORT/.
-        #[arg(
-            long,
-            env = "SESSIOND_STORE",
-            default_value = "sqlite://sessiond.db",
-            global = true
-        )]
-        store: String,
-        /// Argon2id memory cost for new password hashes, KiB.
-        #[arg(long, env = "SESSIOND_ARGON2_MEMORY_KIB", global = true)]
-        argon2_memory_kib: Option<u32>,
-        /// Argon2id passes for new password hashes.
-        #[arg(long, env = "SESSIOND_ARGON2_ITERATIONS", global = true)]
-        argon2_iterations: Option<u32>,
-        #[command(subcommand)]
-        action: UserAction,
-    },
-}
-
-#[derive(Subcommand)]
-enum UserAction {
-    /// Add a user; the password is read from stdin (or prompted on a terminal).
-    Add {
-        username: String,
-        #[arg(long)]
-        org: String,
-        #[arg(long, default_value = "user")]
-        role: Role,
-    },
-    /// List users.
-    List,
-    /// Set a user's password (read from stdin, or prompted on a terminal).
-    Passwd { username: String },
-    /// Disable a user: its live sessions end and it can no longer log in.
-    Disable { username: String },
-    /// Enable a disabled user again.
-    Enable { username: String },
-}
+use clap::ArgMatches;
+use sessiond::cli::{BackupArgs, Command, RestArgs, ServeArgs, UserAction, UserArgs};
+use sessiond::config::Settings;
+use sessiond::domain::Error;
+use sessiond::sessions::Sessions;
+use sessiond::store::{OpenOptions, StoreUrl};
 
 fn read_password() -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
@@ -124,32 +52,79 @@ async fn shutdown_signal() {
     }
 }
 
-async fn user_command(store: &str, cost: HashCost, action: UserAction) -> anyhow::Result<()> {
-    let url: StoreUrl = store.parse().map_err(anyhow::Error::msg)?;
-    let store = sessiond::store::open(&url)
-        .await
-        .with_context(|| format!("opening {url}"))?;
-    let policy = Policy {
-        hash_cost: cost,
-        ..Policy::default()
+async fn serve(args: &ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
+    let config = Settings::layered(args, m, args.config.as_deref())?.serve_config()?;
+    sessiond::server::serve_until(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn rest(args: &RestArgs, m: &ArgMatches) -> anyhow::Result<()> {
+    let s = Settings::layered(args, m, args.config.as_deref())?;
+    let Some(upstream) = s.upstream.clone() else {
+        bail!(
+            "sessiond rest needs --upstream (or SESSIOND_UPSTREAM, or upstream in the config file)"
+        );
     };
-    let sessions = Arc::new(Sessions::new(store, policy)?);
-    match action {
+    let rest_addr = match &s.rest_addr {
+        Some(a) => sessiond::config::parse_rest_addr(a)?
+            .context("sessiond rest cannot run with --rest-addr off")?,
+        None => bail!("sessiond rest needs --rest-addr"),
+    };
+    sessiond::server::serve_rest_until(
+        rest_addr,
+        &upstream,
+        s.upstream_ca.as_deref(),
+        s.tls_files()?.as_ref(),
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn user(args: &UserArgs, m: &ArgMatches) -> anyhow::Result<()> {
+    let s = Settings::layered(args, m, args.config.as_deref())?;
+    let url = s.store_url()?;
+    let create = matches!(args.action, UserAction::Add { create: true, .. });
+    let options = OpenOptions {
+        must_exist: !create,
+        ..s.store_options()?
+    };
+    let store = match sessiond::store::open_with(&url, &options).await {
+        Ok(store) => store,
+        Err(Error::Unavailable(why))
+            if !create && matches!(url, StoreUrl::SqliteFile(ref p) if !p.exists()) =>
+        {
+            bail!("{why}: pass --store or --config to name an existing store, or `sessiond user add --create …` to start a new one")
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening store {url}")),
+    };
+    let sessions = Arc::new(Sessions::new(store, s.policy()?)?);
+    let in_store = |name: &str| format!("user {name} in store {url}");
+    match &args.action {
         UserAction::Add {
             username,
             org,
             role,
+            ..
         } => {
             let password = read_password()?;
-            let user = sessions.add_user(&username, &org, role, &password).await?;
+            let user = sessions
+                .add_user(username, org, *role, &password)
+                .await
+                .with_context(|| format!("cannot add {}", in_store(username)))?;
             println!(
-                "added {} (org {}, role {})",
+                "added {} (org {}, role {}) to {url}",
                 user.username, user.org, user.role
             );
         }
         UserAction::List => {
             println!("{:<40} {:<24} {:<6} status", "username", "org", "role");
-            for u in sessions.store().list_users().await? {
+            for u in sessions
+                .store()
+                .list_users()
+                .await
+                .with_context(|| format!("listing users of {url}"))?
+            {
                 let status = if u.disabled { "disabled" } else { "active" };
                 println!(
                     "{:<40} {:<24} {:<6} {status}",
@@ -161,23 +136,64 @@ async fn user_command(store: &str, cost: HashCost, action: UserAction) -> anyhow
         }
         UserAction::Passwd { username } => {
             let password = read_password()?;
-            sessions.set_password(&username, &password).await?;
+            sessions
+                .set_password(username, &password)
+                .await
+                .with_context(|| format!("cannot change the password of {}", in_store(username)))?;
             println!("password changed for {username}");
         }
         UserAction::Disable { username } => {
-            sessions.set_disabled(&username, true).await?;
+            sessions
+                .set_disabled(username, true)
+                .await
+                .with_context(|| format!("cannot disable {}", in_store(username)))?;
             println!("disabled {username}; its sessions have ended");
         }
         UserAction::Enable { username } => {
-            sessions.set_disabled(&username, false).await?;
+            sessions
+                .set_disabled(username, false)
+                .await
+                .with_context(|| format!("cannot enable {}", in_store(username)))?;
             println!("enabled {username}");
+        }
+        UserAction::Delete { username } => {
+            sessions
+                .delete_user(username)
+                .await
+                .with_context(|| format!("cannot delete {}", in_store(username)))?;
+            println!("deleted {username}; its sessions have ended");
         }
     }
     Ok(())
 }
 
+fn backup(args: &BackupArgs, m: &ArgMatches) -> anyhow::Result<()> {
+    let s = Settings::layered(args, m, args.config.as_deref())?;
+    let url = s.store_url()?;
+    let StoreUrl::SqliteFile(path) = &url else {
+        bail!("sessiond backup copies a SQLite store (sqlite://PATH), not {url}; back up Redis with its own persistence (RDB/AOF)");
+    };
+    sessiond::store::sqlite::backup(path, &args.to)?;
+    println!("backed up {url} to {}", args.to.display());
+    Ok(())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let (cli, matches) =
+        sessiond::cli::parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let Some((_, m)) = matches.subcommand() else {
+        bail!("no command given; see sessiond --help");
+    };
+    match &cli.command {
+        Command::Serve(args) => serve(args, m).await,
+        Command::Rest(args) => rest(args, m).await,
+        Command::User(args) => user(args, m).await,
+        Command::Backup(args) => backup(args, m),
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -186,42 +202,17 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => {
-            let config = (*args).into_config()?;
-            sessiond::server::serve_until(config, shutdown_signal()).await?;
-        }
-        Command::Rest {
-            upstream,
-            rest_addr,
-            upstream_ca,
-            tls_cert,
-            tls_key,
-        } => {
-            let tls = tls_cert
-                .zip(tls_key)
-                .map(|(cert, key)| sessiond::tls::TlsFiles { cert, key });
-            sessiond::server::serve_rest_until(
-                rest_addr,
-                &upstream,
-                upstream_ca.as_deref(),
-                tls.as_ref(),
-                shutdown_signal(),
-            )
-            .await?
-        }
-        Command::User {
-            store,
-            argon2_memory_kib,
-            argon2_iterations,
-            action,
-        } => {
-            let mut cost = HashCost::default();
-            cost.memory_kib = argon2_memory_kib.unwrap_or(cost.memory_kib);
-            cost.iterations = argon2_iterations.unwrap_or(cost.iterations);
-            user_command(&store, cost, action).await?
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain on one line; the backtrace only when asked for
+            // (RUST_BACKTRACE is often set machine-wide, so it is not asking).
+            if std::env::var_os("SESSIOND_BACKTRACE").is_some_and(|v| v == "1") {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
         }
     }
-    Ok(())
 }

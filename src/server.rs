@@ -30,6 +30,11 @@ pub enum ServeError {
     },
     #[error("store: {0}")]
     Store(#[from] crate::domain::Error),
+    #[error("cannot open store {store}")]
+    StoreOpen {
+        store: String,
+        source: crate::domain::Error,
+    },
     #[error("reflection: {0}")]
     Reflection(String),
     #[error("grpc server: {0}")]
@@ -101,18 +106,25 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     // Metrics recorded before the recorder exists are dropped: install it first.
     crate::telemetry::handle();
+    log_startup(&config);
     let tls = config
         .tls
         .as_ref()
         .map(crate::tls::Tls::load)
         .transpose()
         .map_err(ServeError::Config)?;
-    let store = store::open(&config.store).await?;
+    let store = store::open_with(&config.store, &config.store_options)
+        .await
+        .map_err(|e| ServeError::StoreOpen {
+            store: config.store.to_string(),
+            source: e,
+        })?;
     let sessions = Arc::new(Sessions::new(store, config.policy.clone())?);
     if config.demo {
         let created = sessions.ensure_demo_users().await?;
         tracing::info!(created, "demo users present");
     }
+    warn_if_demo_users(&sessions).await;
 
     let grpc_listener = bind("gRPC", config.grpc_addr).await?;
     let grpc_addr = local_addr("gRPC", config.grpc_addr, &grpc_listener)?;
@@ -148,98 +160,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let rest_addr = rest.as_ref().map(|(a, _)| *a);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<SessionServiceServer<SessionGrpc>>()
-        .await;
-    // Both reflection versions: grpcurl before 1.8.8 and many GUI clients speak
-    // only v1alpha. Each lists the other too, so either shows every service.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            )
-            // An explicit list replaces the derived one: name every service served.
-            .with_service_name(<SessionServiceServer<SessionGrpc> as NamedService>::NAME)
-            .with_service_name("grpc.health.v1.Health")
-            .with_service_name("grpc.reflection.v1.ServerReflection")
-            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
-    };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
-
-    // Background: expiry sweeper and store health watch, both stop with the server.
-    let sweeper = {
-        let sessions = sessions.clone();
-        let mut rx = shutdown_rx.clone();
-        let (every, retention, audit_retention) = (
-            config.sweep_interval,
-            config.retention,
-            config.audit_retention,
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = rx.wait_for(|s| *s) => break,
-                }
-                match sessions.sweep(retention, audit_retention).await {
-                    Ok(r) if r.expired > 0 || r.purged > 0 => {
-                        tracing::info!(expired = r.expired, purged = r.purged, "sweep");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
-                }
-                if let Ok(counts) = sessions
-                    .store()
-                    .live_counts(crate::sessions::now_millis())
-                    .await
-                {
-                    for (kind, n) in counts {
-                        crate::telemetry::set_live_sessions(kind, n);
-                    }
-                }
-            }
-        })
-    };
-    let health_watch = {
-        let sessions = sessions.clone();
-        let health = health.clone();
-        let mut rx = shutdown_rx.clone();
-        tokio::spawn(async move {
-            let mut serving = true;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
-                    _ = rx.wait_for(|s| *s) => break,
-                }
-                let ok = sessions.store().ping().await.is_ok();
-                if ok != serving {
-                    serving = ok;
-                    if ok {
-                        tracing::info!("store reachable again: SERVING");
-                        health
-                            .set_serving::<SessionServiceServer<SessionGrpc>>()
-                            .await;
-                    } else {
-                        tracing::warn!("store unreachable: NOT_SERVING");
-                        health
-                            .set_not_serving::<SessionServiceServer<SessionGrpc>>()
-                            .await;
-                    }
-                }
-            }
-        })
-    };
+    set_health(&health, true).await;
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
+    let sweeper = spawn_sweeper(sessions.clone(), &config, shutdown_rx.clone());
+    let health_watch = spawn_health_watch(sessions.clone(), health, shutdown_rx.clone());
 
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     // hyper's default (200 streams per connection) keeps a flood waiting in
@@ -261,6 +185,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ))
         .serve_with_incoming_shutdown(incoming, stopped(shutdown_rx.clone()));
 
+    let closing = sessions.clone();
     let task = tokio::spawn(async move {
         let result = grpc_server.await;
         if let Some((_, rest)) = rest {
@@ -272,6 +197,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         let _ = sweeper.await;
         let _ = health_watch.await;
+        if let Err(e) = closing.store().close().await {
+            tracing::warn!(error = %e, "closing the store");
+        }
         tracing::info!("stopped");
         result.map_err(ServeError::from)
     });
@@ -282,6 +210,178 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         sessions,
         shutdown: shutdown_tx,
         task,
+    })
+}
+
+/// One line that says what this process is about to run with.
+fn log_startup(config: &Config) {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        store = %config.store,
+        config_file = %config
+            .config_file
+            .as_deref()
+            .map_or_else(|| "none".into(), |p| p.display().to_string()),
+        tls = if config.tls.is_some() { "on" } else { "off" },
+        "sessiond starting"
+    );
+}
+
+/// The demo users' passwords are published: say so while any is active.
+async fn warn_if_demo_users(sessions: &Sessions) {
+    let Ok(users) = sessions.store().list_users().await else {
+        return;
+    };
+    let demo: Vec<&str> = users
+        .iter()
+        .filter(|u| !u.disabled && crate::sessions::is_demo_user(&u.username))
+        .map(|u| u.username.as_str())
+        .collect();
+    if !demo.is_empty() {
+        tracing::warn!(
+            users = %demo.join(","),
+            "this store holds demo users whose passwords are published: \
+             `sessiond user delete` them before real use"
+        );
+    }
+}
+
+/// Both the service's status and the server's overall one (the empty
+/// service name, which load balancers ask for) follow the store.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    health
+        .set_service_status(
+            <SessionServiceServer<SessionGrpc> as NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
+}
+
+/// Both reflection versions: grpcurl before 1.8.8 and many GUI clients speak
+/// only v1alpha. Each lists the other too, so either shows every service.
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServeError,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            // An explicit list replaces the derived one: name every service served.
+            .with_service_name(<SessionServiceServer<SessionGrpc> as NamedService>::NAME)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let v1 = builder()
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let v1alpha = builder()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    Ok((v1, v1alpha))
+}
+
+/// Ends expired sessions, purges what retention no longer keeps and
+/// refreshes the live-session gauge, every `sweep_interval`.
+fn spawn_sweeper(
+    sessions: Arc<Sessions>,
+    config: &Config,
+    mut rx: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let (every, retention, audit_retention) = (
+        config.sweep_interval,
+        config.retention,
+        config.audit_retention,
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = rx.wait_for(|s| *s) => break,
+            }
+            match sessions.sweep(retention, audit_retention).await {
+                Ok(r) if r.expired > 0 || r.purged > 0 => {
+                    tracing::info!(expired = r.expired, purged = r.purged, "sweep");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            }
+            if let Ok(counts) = sessions
+                .store()
+                .live_counts(crate::sessions::now_millis())
+                .await
+            {
+                for (kind, n) in counts {
+                    crate::telemetry::set_live_sessions(kind, n);
+                }
+            }
+        }
+    })
+}
+
+/// Pings the store every [`HEALTH_INTERVAL`]: health follows it, and a store
+/// that held data and now holds none (a Redis restarted without
+/// persistence: every login would fail as bad credentials) is reported.
+fn spawn_health_watch(
+    sessions: Arc<Sessions>,
+    health: tonic_health::server::HealthReporter,
+    mut rx: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut serving = true;
+        let mut held_data = sessions.store().holds_data().await.unwrap_or(false);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+                _ = rx.wait_for(|s| *s) => break,
+            }
+            let ok = sessions.store().ping().await.is_ok();
+            if ok != serving {
+                serving = ok;
+                if ok {
+                    tracing::info!("store reachable again: SERVING");
+                } else {
+                    tracing::warn!("store unreachable: NOT_SERVING");
+                }
+                set_health(&health, ok).await;
+            }
+            if !ok {
+                continue;
+            }
+            match sessions.store().holds_data().await {
+                Ok(true) => held_data = true,
+                Ok(false) if held_data => {
+                    held_data = false;
+                    tracing::warn!(
+                        "the store lost its data: it holds no users and no sessions any more \
+                         (a Redis restarted without persistence?); every login fails until \
+                         users are restored"
+                    );
+                }
+                _ => {}
+            }
+        }
     })
 }
 

@@ -51,6 +51,8 @@ pub struct Policy {
     pub throttle_address: Limit,
     /// A secret that lets a service (not a person) watch every org's revocations.
     pub service_credential: Option<ServiceCredential>,
+    /// Shortest password a new or changed password may be, in characters.
+    pub min_password_length: usize,
 }
 
 /// The configured service credential. Only its SHA-256 digest is kept; a
@@ -105,6 +107,7 @@ impl Default for Policy {
                 window: Duration::from_secs(300),
             },
             service_credential: None,
+            min_password_length: 8,
         }
     }
 }
@@ -222,7 +225,14 @@ impl Sessions {
         address: Option<&str>,
     ) -> Result<UserRecord> {
         let _slot = self.hashing_slot().await?;
-        self.throttle.check(username, address)?;
+        if let Err(e) = self.throttle.check(username, address) {
+            tracing::warn!(
+                user = %crate::domain::limits::log_name(username),
+                address = address.unwrap_or("-"),
+                "credential check refused: locked out after repeated failures"
+            );
+            return Err(e);
+        }
         let record = self.store.find_user(username).await?;
         let stored = record.as_ref().map(|r| r.password_hash.clone());
         let password = password.to_owned();
@@ -236,6 +246,11 @@ impl Sessions {
             }
             // A store outage returned early above: it is not counted.
             _ => {
+                tracing::info!(
+                    user = %crate::domain::limits::log_name(username),
+                    address = address.unwrap_or("-"),
+                    "credential check failed"
+                );
                 self.throttle.record_failure(username, address);
                 Err(Error::Unauthenticated(AuthFailure::BadCredentials))
             }
@@ -557,6 +572,7 @@ impl Sessions {
     ) -> Result<User> {
         let username = limits::username("username", username)?;
         let org = limits::org(org)?;
+        self.check_new_password(password)?;
         let password_hash = self.hash_password(password).await?;
         self.store
             .create_user(NewUser {
@@ -571,8 +587,35 @@ impl Sessions {
 
     pub async fn set_password(&self, username: &str, password: &str) -> Result<()> {
         let username = limits::username("username", username)?;
+        self.check_new_password(password)?;
         let hash = self.hash_password(password).await?;
         if self.store.set_password(&username, hash).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound(NotFound::User))
+        }
+    }
+
+    /// A new password: at least the configured length (in characters).
+    fn check_new_password(&self, password: &str) -> Result<()> {
+        let min = self.policy.min_password_length;
+        if password.chars().count() < min {
+            return Err(Error::invalid(
+                "password",
+                format!("shorter than {min} characters"),
+            ));
+        }
+        limits::password("password", password)
+    }
+
+    /// Ends the user's live sessions and removes it (user administration).
+    pub async fn delete_user(&self, username: &str) -> Result<()> {
+        let username = limits::username("username", username)?;
+        if self
+            .store
+            .delete_user(&username, now_millis(), &Actor::operator())
+            .await?
+        {
             Ok(())
         } else {
             Err(Error::NotFound(NotFound::User))
@@ -752,7 +795,13 @@ impl Sessions {
     }
 }
 
-/// The demo users of SPEC §4, taken from the seeds' own examples.
+/// Whether `username` is one of [`DEMO_USERS`] (whose passwords are published).
+pub fn is_demo_user(username: &str) -> bool {
+    DEMO_USERS.iter().any(|(name, ..)| *name == username)
+}
+
+/// The demo users, taken from the examples in the vendors' documentation
+/// (OpenSRS Email API, Informatica Cloud REST API v2).
 pub const DEMO_USERS: &[(&str, &str, &str, Role)] = &[
     (
         "domain_admin@example.com",

@@ -137,21 +137,57 @@ fn cli(db: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, Strin
 async fn user_cli_administers_the_store_of_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("users.db");
+    // A store that does not exist is created only when asked.
+    let add_ops = [
+        "add",
+        "Ops@Example.org",
+        "--org",
+        "example.org",
+        "--role",
+        "admin",
+    ];
+    let (ok, out) = cli(&db, &add_ops, Some("s3cret-pass\n"));
+    assert!(
+        !ok && out.contains("does not exist") && out.contains("--create"),
+        "{out}"
+    );
+    assert!(!db.exists(), "a refused command created {}", db.display());
+    let (ok, out) = cli(
+        &db,
+        &[&add_ops[..], &["--create"]].concat(),
+        Some("s3cret-pass\n"),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = cli(
+        &db,
+        &["add", "ops@example.org", "--org", "x"],
+        Some("long-enough\n"),
+    );
+    assert!(!ok && out.contains("already exists"), "{out}");
+    assert!(
+        out.contains("ops@example.org") && out.contains(&db.display().to_string()),
+        "names user and store: {out}"
+    );
+    let (ok, out) = cli(
+        &db,
+        &["add", "short@example.org", "--org", "x"],
+        Some("1234567\n"),
+    );
+    assert!(!ok && out.contains("shorter than 8"), "{out}");
     let (ok, out) = cli(
         &db,
         &[
             "add",
-            "Ops@Example.org",
+            "short@example.org",
             "--org",
-            "example.org",
-            "--role",
-            "admin",
+            "x",
+            "--min-password-length",
+            "4",
         ],
-        Some("s3cret-pass\n"),
+        Some("1234567\n"),
     );
     assert!(ok, "{out}");
-    let (ok, out) = cli(&db, &["add", "ops@example.org", "--org", "x"], Some("pw\n"));
-    assert!(!ok && out.contains("already exists"), "{out}");
+    assert!(!out.contains("Stack backtrace"), "{out}");
     let (ok, out) = cli(&db, &["add", "nopass@example.org", "--org", "x"], Some(""));
     assert!(!ok && out.contains("no password"), "{out}");
     let (ok, out) = cli(
@@ -195,6 +231,31 @@ async fn user_cli_administers_the_store_of_a_running_server() {
 
     let (ok, out) = cli(&db, &["disable", "ghost@example.org"], None);
     assert!(!ok && out.contains("no such user"), "{out}");
+    assert!(
+        out.contains("ghost@example.org") && out.contains("users.db"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Stack backtrace"),
+        "no backtrace unless asked: {out}"
+    );
+
+    // Deleting ends the live sessions at once and frees the name.
+    let (token, _) = login(&mut c, ("ops@example.org", "new-pass-2"), Kind::Admin).await;
+    let (ok, out) = cli(&db, &["delete", "ops@example.org"], None);
+    assert!(ok, "{out}");
+    assert!(!is_valid(&mut c, &token).await);
+    let (ok, out) = cli(&db, &["list"], None);
+    assert!(ok && !out.contains("ops@example.org"), "{out}");
+    let (ok, out) = cli(&db, &["delete", "ops@example.org"], None);
+    assert!(!ok && out.contains("no such user"), "{out}");
+    let (ok, out) = cli(
+        &db,
+        &["add", "ops@example.org", "--org", "example.org"],
+        Some("another-pass\n"),
+    );
+    assert!(ok, "{out}");
+    login(&mut c, ("ops@example.org", "another-pass"), Kind::Api).await;
     drop(c);
     assert!(server.terminate().success());
 }

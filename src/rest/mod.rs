@@ -91,9 +91,32 @@ pub fn remote(url: &str, ca_pem: Option<&[u8]>) -> Result<Upstream, String> {
             .map_err(|e| format!("upstream TLS: {e}"))?;
     }
     let channel = endpoint.connect_lazy();
+    let upstream = url.to_owned();
     Ok(SessionServiceClient::new(BoxCloneSyncService::new(
-        channel.map_err(UpstreamError),
+        channel.map_err(move |e| {
+            // The caller only sees a 503 in its vendor's shape; the operator
+            // needs the reason (refused, timed out, certificate rejected).
+            tracing::warn!(
+                upstream = %upstream,
+                error = %error_chain(&e),
+                "cannot reach the gRPC upstream"
+            );
+            UpstreamError(e)
+        }),
     )))
+}
+
+/// An error and all its sources on one line (a transport error's own text
+/// is just "transport error"; the cause is further down).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Shared state of every handler.

@@ -77,6 +77,11 @@ pub trait Store: Send + Sync + 'static {
         actor: &Actor,
     ) -> Result<bool>;
 
+    /// Ends the user's live sessions (recorded like a disable) and removes
+    /// the user, so its name can be reused; events and audit records stay.
+    /// False when there is no such user.
+    async fn delete_user(&self, username: &str, now: Millis, actor: &Actor) -> Result<bool>;
+
     /// Fails with `Unauthenticated(BadCredentials)` if the user was disabled or
     /// removed meanwhile; ids are positive, increasing and never reused.
     async fn create_session(&self, new: NewSession) -> Result<Session>;
@@ -130,6 +135,19 @@ pub trait Store: Send + Sync + 'static {
     /// Returns once an event newer than `after` may exist, or after `timeout`.
     /// Spurious returns are allowed; callers re-read with `revocations_after`.
     async fn wait_for_revocation(&self, after: u64, timeout: Duration) -> Result<()>;
+
+    /// Called once after a clean stop, when no call is in flight any more
+    /// (SQLite checkpoints its WAL into the main file).
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether the store holds any user or ever created a session. A store
+    /// that did and then does not lost its data (a Redis restarted without
+    /// persistence); the health watch reports that.
+    async fn holds_data(&self) -> Result<bool> {
+        Ok(true)
+    }
 }
 
 /// Where the data lives, parsed from `--store`.
@@ -165,17 +183,85 @@ impl std::fmt::Display for StoreUrl {
         match self {
             StoreUrl::SqliteFile(p) => write!(f, "sqlite://{}", p.display()),
             StoreUrl::SqliteMemory => f.write_str("sqlite::memory:"),
-            // Never print credentials that may be in a redis URL.
-            StoreUrl::Redis(_) => f.write_str("redis://<redacted>"),
+            // Host and database, never the password a redis URL may hold.
+            StoreUrl::Redis(url) => f.write_str(&redact_userinfo(url)),
         }
     }
 }
 
-/// Opens the store a URL names.
+/// `scheme://user:secret@host/…` → `scheme://<redacted>@host/…`.
+fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<redacted>".into();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// How a store is opened, beyond its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Prefix of every Redis key (inside the hash tag), so two deployments
+    /// can share one Redis.
+    pub redis_prefix: String,
+    /// Refuse to create a SQLite file that does not exist yet (the `user`
+    /// command, so a typo in a path cannot start an empty store).
+    pub must_exist: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            redis_prefix: "sessiond".into(),
+            must_exist: false,
+        }
+    }
+}
+
+/// Opens the store a URL names, with the default options.
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
+    open_with(url, &OpenOptions::default()).await
+}
+
+/// Opens the store a URL names. A SQLite file must be writable: a store
+/// that cannot record an ending is refused here, with the OS's reason,
+/// rather than answering UNAVAILABLE to every call later.
+pub async fn open_with(url: &StoreUrl, options: &OpenOptions) -> Result<Arc<dyn Store>> {
     match url {
-        StoreUrl::SqliteFile(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreUrl::SqliteFile(path) => {
+            if options.must_exist && !path.exists() {
+                return Err(crate::domain::Error::Unavailable(format!(
+                    "store {url} does not exist"
+                )));
+            }
+            Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+        }
         StoreUrl::SqliteMemory => Ok(Arc::new(sqlite::SqliteStore::open_memory().await?)),
-        StoreUrl::Redis(url) => Ok(Arc::new(self::redis::RedisStore::open(url).await?)),
+        StoreUrl::Redis(u) => Ok(Arc::new(
+            self::redis::RedisStore::open_prefixed(u, &options.redis_prefix).await?,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_print_without_secrets() {
+        for (url, shown) in [
+            (
+                "redis://:hunter2@10.0.0.1:6379/0",
+                "redis://<redacted>@10.0.0.1:6379/0",
+            ),
+            ("rediss://u:p@h:1/", "rediss://<redacted>@h:1/"),
+            ("redis://127.0.0.1:6379/", "redis://127.0.0.1:6379/"),
+        ] {
+            let parsed: StoreUrl = url.parse().unwrap();
+            assert_eq!(parsed.to_string(), shown);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The shared store: Redis (or Redis Cluster), for many stateless replicas.
 //!
-//! Layout. Every key starts with the hash tag `{sessiond}`, so all of them live
+//! Layout. Every key starts with the hash tag `{sessiond}` (`{<prefix>}` with
+//! `--redis-prefix`), so all of them live
 //! in one slot: each change is one Lua script, atomic across sessions, indexes
 //! and the revocation stream, and the event sequence is strictly increasing
 //! store-wide. Scripts name one key in KEYS (for routing) and derive the rest
@@ -46,7 +47,25 @@ use crate::domain::{
     NewUser, Result, Revocation, Role, Session, TokenDigest, User, UserRecord,
 };
 
-const PREFIX: &str = "{sessiond}";
+/// Longest `--redis-prefix` accepted.
+const MAX_PREFIX: usize = 64;
+
+/// A `--redis-prefix` that can neither leave its hash tag nor split a key:
+/// letters, digits, `-`, `_` and `.` only.
+pub fn check_prefix(prefix: &str) -> std::result::Result<String, String> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= MAX_PREFIX
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(prefix.to_owned())
+    } else {
+        Err(format!(
+            "redis prefix {prefix:?}: 1 to {MAX_PREFIX} letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
 /// How long session keys outlive their deadline before Redis drops them.
 const TTL_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
 const SWEEP_BATCH: usize = 1_000;
@@ -162,6 +181,7 @@ struct Scripts {
     create_user: Script,
     set_password: Script,
     set_disabled: Script,
+    delete_user: Script,
     create_session: Script,
     touch: Script,
     end_one: Script,
@@ -215,6 +235,19 @@ if ARGV[3] == '1' then
   audit(redis.call('HGET', k, 'org'), ARGV[5], ARGV[6], 'LOGOFF_OTHER', 'user:' .. ARGV[2], n, ARGV[4])
 end
 return n
+"#,
+            ),
+            // Run after set_disabled ended the sessions: a login racing the
+            // two steps is refused (disabled), then finds no user at all.
+            delete_user: Script::new(
+                r#"
+local P = ARGV[1]
+local k = P .. ':user:' .. ARGV[2]
+if redis.call('EXISTS', k) == 0 then return 0 end
+redis.call('DEL', P .. ':uid:' .. redis.call('HGET', k, 'id'))
+redis.call('DEL', k)
+redis.call('SREM', P .. ':users', ARGV[2])
+return 1
 "#,
             ),
             create_session: Script::new(
@@ -360,6 +393,8 @@ pub struct RedisStore {
 }
 
 struct Inner {
+    /// `{<prefix>}`: the hash tag every key starts with.
+    tag: String,
     client: ::redis::Client,
     conn: ConnectionManager,
     scripts: Scripts,
@@ -379,10 +414,6 @@ fn map_err(e: RedisError) -> Error {
         RetryMethod::NoRetry => Error::Internal(format!("redis: {e}")),
         _ => Error::Unavailable(format!("redis: {e}")),
     }
-}
-
-fn key(suffix: &str) -> String {
-    format!("{PREFIX}:{suffix}")
 }
 
 fn hex(d: &TokenDigest) -> String {
@@ -542,6 +573,13 @@ impl RedisStore {
     /// Connects lazily: a Redis that is down now makes calls UNAVAILABLE
     /// until it is back, rather than keeping the service from starting.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_prefixed(url, "sessiond").await
+    }
+
+    /// [`RedisStore::open`] with every key under `{<prefix>}` (see
+    /// [`check_prefix`]).
+    pub async fn open_prefixed(url: &str, prefix: &str) -> Result<Self> {
+        let prefix = check_prefix(prefix).map_err(Error::Internal)?;
         let client = ::redis::Client::open(url)
             .map_err(|e| Error::Internal(format!("bad redis URL: {e}")))?;
         let conn = ConnectionManager::new_lazy_with_config(
@@ -551,6 +589,7 @@ impl RedisStore {
         .map_err(map_err)?;
         let store = RedisStore {
             inner: Arc::new(Inner {
+                tag: format!("{{{prefix}}}"),
                 client,
                 conn,
                 scripts: Scripts::new(),
@@ -582,13 +621,17 @@ impl RedisStore {
         }
     }
 
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.inner.tag)
+    }
+
     fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
     }
 
     async fn run(&self, script: &Script, args: &[String]) -> Result<Value> {
-        let mut invocation = script.key(key("seq:session"));
-        invocation.arg(PREFIX);
+        let mut invocation = script.key(self.key("seq:session"));
+        invocation.arg(&self.inner.tag);
         for a in args {
             invocation.arg(a);
         }
@@ -620,7 +663,7 @@ impl RedisStore {
                 .map_err(map_err)?;
                 let start = self.last_sequence().await.unwrap_or(0);
                 let (tx, rx) = watch::channel(start);
-                tokio::spawn(tail(conn, tx, start));
+                tokio::spawn(tail(conn, self.key("events"), tx, start));
                 Ok::<_, Error>(rx)
             })
             .await?;
@@ -633,7 +676,7 @@ impl RedisStore {
         }
         let mut pipe = ::redis::pipe();
         for id in ids {
-            pipe.cmd("HGETALL").arg(key(&format!("s:{id}")));
+            pipe.cmd("HGETALL").arg(self.key(&format!("s:{id}")));
         }
         let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
         Ok(replies
@@ -645,8 +688,7 @@ impl RedisStore {
 
 /// Follows the event stream (XREAD BLOCK on its own connection) and publishes
 /// the newest sequence, waking every watcher of this replica at once.
-async fn tail(mut conn: ConnectionManager, tx: watch::Sender<u64>, mut last: u64) {
-    let stream = key("events");
+async fn tail(mut conn: ConnectionManager, stream: String, tx: watch::Sender<u64>, mut last: u64) {
     while !tx.is_closed() {
         let reply: std::result::Result<Value, RedisError> = ::redis::cmd("XREAD")
             .arg("BLOCK")
@@ -684,6 +726,16 @@ async fn tail(mut conn: ConnectionManager, tx: watch::Sender<u64>, mut last: u64
 
 #[async_trait]
 impl Store for RedisStore {
+    async fn holds_data(&self) -> Result<bool> {
+        let n: i64 = ::redis::cmd("EXISTS")
+            .arg(self.key("users"))
+            .arg(self.key("seq:session"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        Ok(n > 0)
+    }
+
     async fn ping(&self) -> Result<()> {
         ::redis::cmd("PING")
             .query_async::<String>(&mut self.conn())
@@ -721,7 +773,7 @@ impl Store for RedisStore {
 
     async fn find_user(&self, username: &str) -> Result<Option<UserRecord>> {
         let reply: Value = ::redis::cmd("HGETALL")
-            .arg(key(&format!("user:{username}")))
+            .arg(self.key(&format!("user:{username}")))
             .query_async(&mut self.conn())
             .await
             .map_err(map_err)?;
@@ -733,7 +785,7 @@ impl Store for RedisStore {
 
     async fn list_users(&self) -> Result<Vec<User>> {
         let names: Vec<String> = ::redis::cmd("SMEMBERS")
-            .arg(key("users"))
+            .arg(self.key("users"))
             .query_async(&mut self.conn())
             .await
             .map_err(map_err)?;
@@ -742,7 +794,7 @@ impl Store for RedisStore {
         }
         let mut pipe = ::redis::pipe();
         for n in &names {
-            pipe.cmd("HGETALL").arg(key(&format!("user:{n}")));
+            pipe.cmd("HGETALL").arg(self.key(&format!("user:{n}")));
         }
         let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
         let mut users = replies
@@ -787,6 +839,16 @@ impl Store for RedisStore {
         Ok(n >= 0)
     }
 
+    async fn delete_user(&self, username: &str, now: Millis, actor: &Actor) -> Result<bool> {
+        if !self.set_disabled(username, true, now, actor).await? {
+            return Ok(false);
+        }
+        let n = self
+            .int(&self.inner.scripts.delete_user, &[username.to_owned()])
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn create_session(&self, new: NewSession) -> Result<Session> {
         let reply = self
             .run(
@@ -826,7 +888,7 @@ impl Store for RedisStore {
         // the session by every ending, in the same script.
         let digest = hex(digest);
         let reply: Value = ::redis::cmd("HGETALL")
-            .arg(key(&format!("t:{digest}")))
+            .arg(self.key(&format!("t:{digest}")))
             .query_async(&mut self.conn())
             .await
             .map_err(map_err)?;
@@ -907,8 +969,8 @@ impl Store for RedisStore {
         ];
         for kind in kinds {
             args.push(match &scope {
-                Scope::User(uid) => key(&format!("live:u:{kind}:{uid}")),
-                Scope::Org(org) => key(&format!("live:o:{kind}:{org}")),
+                Scope::User(uid) => self.key(&format!("live:u:{kind}:{uid}")),
+                Scope::Org(org) => self.key(&format!("live:o:{kind}:{org}")),
             });
         }
         let n = self.int(&self.inner.scripts.end_scope, &args).await?;
@@ -921,13 +983,13 @@ impl Store for RedisStore {
             Some(name) => match self.find_user(name).await? {
                 Some(r) if r.user.org == query.org => kinds
                     .iter()
-                    .map(|k| key(&format!("live:u:{k}:{}", r.user.id)))
+                    .map(|k| self.key(&format!("live:u:{k}:{}", r.user.id)))
                     .collect(),
                 _ => return Ok(Vec::new()),
             },
             None => kinds
                 .iter()
-                .map(|k| key(&format!("live:o:{k}:{}", query.org)))
+                .map(|k| self.key(&format!("live:o:{k}:{}", query.org)))
                 .collect(),
         };
         let mut out = Vec::new();
@@ -1015,7 +1077,7 @@ impl Store for RedisStore {
 
     async fn list_audit(&self, org: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
         let reply: Value = ::redis::cmd("XRANGE")
-            .arg(key(&format!("audit:{org}")))
+            .arg(self.key(&format!("audit:{org}")))
             .arg(format!("{}-0", after.saturating_add(1)))
             .arg("+")
             .arg("COUNT")
@@ -1033,7 +1095,7 @@ impl Store for RedisStore {
     /// it, within one sweep interval).
     async fn live_counts(&self, _now: Millis) -> Result<Vec<(Kind, u64)>> {
         let counts: HashMap<String, i64> = ::redis::cmd("HGETALL")
-            .arg(key("live:counts"))
+            .arg(self.key("live:counts"))
             .query_async(&mut self.conn())
             .await
             .map_err(map_err)?;
@@ -1048,7 +1110,7 @@ impl Store for RedisStore {
 
     async fn last_sequence(&self) -> Result<u64> {
         let n: Option<u64> = ::redis::cmd("GET")
-            .arg(key("seq:event"))
+            .arg(self.key("seq:event"))
             .query_async(&mut self.conn())
             .await
             .map_err(map_err)?;

@@ -387,6 +387,7 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self> {
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || {
+            writable(&path)?;
             let mut writer = Connection::open(&path).map_err(map_err)?;
             let mode: String = writer
                 .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -399,6 +400,14 @@ impl SqliteStore {
             }
             configure(&writer, true).map_err(map_err)?;
             migrate(&mut writer)?;
+            // Opening can succeed where writing fails (a read-only mount):
+            // find out now, not on the first login.
+            writer
+                .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+                .and_then(|v| writer.pragma_update(None, "user_version", v))
+                .map_err(|e| {
+                    Error::Unavailable(format!("cannot write to {}: {e}", path.display()))
+                })?;
             let readers = (0..READERS)
                 .map(|_| {
                     let c = Connection::open_with_flags(
@@ -532,6 +541,50 @@ impl SqliteStore {
     }
 }
 
+/// The file (created if missing) can be opened for writing; otherwise the
+/// path and the operating system's reason.
+fn writable(path: &Path) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map(drop)
+        .map_err(|e| Error::Unavailable(format!("cannot open {} for writing: {e}", path.display())))
+}
+
+/// Copies the database at `source` into a new file `dest` with SQLite's
+/// online backup: a consistent snapshot, taken while a server keeps serving
+/// (in WAL mode a reader blocks no writer). Refuses to overwrite `dest`.
+pub fn backup(source: &Path, dest: &Path) -> Result<()> {
+    if !source.exists() {
+        return Err(Error::Unavailable(format!(
+            "store {} does not exist",
+            source.display()
+        )));
+    }
+    let src = Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", source.display())))?;
+    src.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(map_err)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dest.display())))?;
+    let mut dst = Connection::open(dest)
+        .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", dest.display())))?;
+    // One step copies every page under one read snapshot.
+    rusqlite::backup::Backup::new(&src, &mut dst)
+        .and_then(|b| b.run_to_completion(-1, std::time::Duration::ZERO, None))
+        .map_err(|e| Error::Unavailable(format!("backup to {}: {e}", dest.display())))?;
+    // The copy stands alone: no -wal beside it.
+    dst.pragma_update(None, "journal_mode", "DELETE")
+        .map_err(map_err)?;
+    Ok(())
+}
+
 fn find_user_tx(conn: &Connection, username: &str) -> rusqlite::Result<Option<UserRecord>> {
     conn.prepare_cached(
         "SELECT id, username, org, role, disabled, created_at, password_hash \
@@ -550,6 +603,21 @@ fn find_user_tx(conn: &Connection, username: &str) -> rusqlite::Result<Option<Us
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        let slot = take_slot(&self.inner.write_slot).await?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            // TRUNCATE: the main file holds everything and the -wal is empty,
+            // so copying the .db alone after a clean stop loses nothing.
+            lock(&inner.writer)
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(map_err)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
     }
 
     async fn create_user(&self, user: NewUser) -> Result<User> {
@@ -654,6 +722,47 @@ impl Store for SqliteStore {
                     )
                     .map_err(map_err)?;
                 }
+                Ok(true)
+            })
+            .await;
+        self.notify_events();
+        found
+    }
+
+    async fn delete_user(&self, username: &str, now: Millis, actor: &Actor) -> Result<bool> {
+        let username = username.to_owned();
+        let audit = Audit {
+            actor: actor.clone(),
+            target: format!("user:{username}"),
+        };
+        let found = self
+            .write(move |tx| {
+                let Some(rec) = find_user_tx(tx, &username).map_err(map_err)? else {
+                    return Ok(false);
+                };
+                let ended = end_matching(
+                    tx,
+                    &format!("s.user_id = :user AND {LIVE}"),
+                    &[(":user", &rec.user.id), (":now", &now)],
+                    EndReason::LogoffOther,
+                    now,
+                )
+                .map_err(map_err)?;
+                record_audit(
+                    tx,
+                    now,
+                    &rec.user.org,
+                    &audit,
+                    EndReason::LogoffOther,
+                    ended,
+                )
+                .map_err(map_err)?;
+                // Ended rows go with the user (they only await the purge);
+                // their revocation events stay for watchers.
+                tx.execute("DELETE FROM sessions WHERE user_id = ?1", [rec.user.id])
+                    .map_err(map_err)?;
+                tx.execute("DELETE FROM users WHERE id = ?1", [rec.user.id])
+                    .map_err(map_err)?;
                 Ok(true)
             })
             .await;

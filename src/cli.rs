@@ -1,0 +1,262 @@
+//! The command line (clap). Each command's flags are named like the settings
+//! keys they set (`--grpc-addr` sets `grpc_addr`), and every one also reads
+//! `SESSIOND_<KEY>`; [`crate::config::Settings::layered`] puts them over the
+//! TOML file and the defaults. Lives in the library so tests can check the
+//! README's configuration table against it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::domain::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "sessiond",
+    version,
+    about = "Session management service (gRPC + REST shim)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gRPC service (and the REST shim).
+    Serve(Box<ServeArgs>),
+    /// Run the REST shim alone, in front of any sessiond.
+    Rest(RestArgs),
+    /// User administration on a store.
+    User(UserArgs),
+    /// Copy a SQLite store to a file while it is in use (online backup).
+    Backup(BackupArgs),
+}
+
+/// Parses `args` (the first is the program name); also returns the raw
+/// matches, which say where each value came from.
+pub fn parse_from<I, T>(args: I) -> Result<(Cli, ArgMatches), clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok((cli, matches))
+}
+
+/// Flags of `sessiond serve`.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct ServeArgs {
+    /// TOML file with the same keys as the flags (snake_case), plus [kinds.<kind>].
+    #[arg(long, env = "SESSIOND_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address; port 0 picks a free port.
+    #[arg(long, env = "SESSIOND_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// REST shim listen address, or `off`.
+    #[arg(long, env = "SESSIOND_REST_ADDR", default_value = "127.0.0.1:8080")]
+    pub rest_addr: Option<String>,
+    /// Store: sqlite://PATH, sqlite::memory: or redis://[:PASSWORD@]HOST:PORT/[DB].
+    #[arg(long, env = "SESSIOND_STORE", default_value = "sqlite://sessiond.db")]
+    pub store: Option<String>,
+    /// Prefix of every Redis key, so deployments can share one Redis.
+    #[arg(long, env = "SESSIOND_REDIS_PREFIX", default_value = "sessiond")]
+    pub redis_prefix: Option<String>,
+    /// Where the REST shim sends gRPC [default: this process, in-process].
+    #[arg(long, env = "SESSIOND_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Create the demo users if absent (1/0, yes/no, true/false in the environment).
+    #[arg(long, env = "SESSIOND_DEMO", value_parser = BoolishValueParser::new())]
+    pub demo: bool,
+    /// Idle timeout of every kind, in seconds.
+    #[arg(long, env = "SESSIOND_IDLE_TIMEOUT_SECS", default_value = "1800")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Absolute lifetime of every kind, in seconds.
+    #[arg(long, env = "SESSIOND_LIFETIME_SECS", default_value = "43200")]
+    pub lifetime_secs: Option<u64>,
+    /// At most one idle-timer write per session per this many seconds.
+    #[arg(long, env = "SESSIOND_TOUCH_INTERVAL_SECS", default_value = "60")]
+    pub touch_interval_secs: Option<u64>,
+    /// Seconds between expiry sweeps.
+    #[arg(long, env = "SESSIOND_SWEEP_INTERVAL_SECS", default_value = "30")]
+    pub sweep_interval_secs: Option<u64>,
+    /// Seconds ended sessions and revocation events are kept.
+    #[arg(long, env = "SESSIOND_RETENTION_SECS", default_value = "86400")]
+    pub retention_secs: Option<u64>,
+    /// Seconds audit records are kept (90 days).
+    #[arg(long, env = "SESSIOND_AUDIT_RETENTION_SECS", default_value = "7776000")]
+    pub audit_retention_secs: Option<u64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub hashing: HashArgs,
+    /// Failed credential attempts per username, within the window, before a lockout.
+    #[arg(long, env = "SESSIOND_MAX_FAILURES_PER_USER", default_value = "10")]
+    pub max_failures_per_user: Option<u32>,
+    /// Failed credential attempts per client address, within the window, before a lockout.
+    #[arg(long, env = "SESSIOND_MAX_FAILURES_PER_ADDRESS", default_value = "100")]
+    pub max_failures_per_address: Option<u32>,
+    /// Length of the failure-counting window, in seconds.
+    #[arg(long, env = "SESSIOND_FAILURE_WINDOW_SECS", default_value = "300")]
+    pub failure_window_secs: Option<u64>,
+    /// gRPC calls in progress at once; more are shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SESSIOND_MAX_IN_FLIGHT", default_value = "1024")]
+    pub max_in_flight: Option<usize>,
+    /// A call that waited longer than this (ms) to start is shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SESSIOND_MAX_QUEUE_DELAY_MS", default_value = "50")]
+    pub max_queue_delay_ms: Option<u64>,
+    /// Comma-separated IPs of REST shims (`sessiond rest`) whose
+    /// x-forwarded-for is trusted for per-address throttling.
+    #[arg(long, env = "SESSIOND_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// File holding the service credential that may watch every org's
+    /// revocations (or set SESSIOND_SERVICE_CREDENTIAL; never on the command line).
+    #[arg(long, env = "SESSIOND_SERVICE_CREDENTIAL_FILE")]
+    pub service_credential_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The Argon2id cost of new password hashes, and the shortest password accepted.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct HashArgs {
+    /// Argon2id memory cost for new password hashes, KiB.
+    #[arg(long, env = "SESSIOND_ARGON2_MEMORY_KIB", default_value = "19456")]
+    pub argon2_memory_kib: Option<u32>,
+    /// Argon2id passes for new password hashes.
+    #[arg(long, env = "SESSIOND_ARGON2_ITERATIONS", default_value = "2")]
+    pub argon2_iterations: Option<u32>,
+    /// Shortest password `user add` and `user passwd` accept, in characters.
+    #[arg(long, env = "SESSIOND_MIN_PASSWORD_LENGTH", default_value = "8")]
+    pub min_password_length: Option<usize>,
+}
+
+/// TLS for the listeners.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct TlsArgs {
+    /// PEM certificate chain: with --tls-key, the listeners speak TLS.
+    #[arg(long, env = "SESSIOND_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SESSIOND_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Flags of `sessiond rest`.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct RestArgs {
+    /// TOML file (the same file `serve` reads; only the shim's keys are used).
+    #[arg(long, env = "SESSIOND_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The sessiond gRPC endpoint, e.g. http://127.0.0.1:50051 (required here or in the file).
+    #[arg(long, env = "SESSIOND_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// REST listen address; port 0 picks a free port.
+    #[arg(long, env = "SESSIOND_REST_ADDR", default_value = "127.0.0.1:8080")]
+    pub rest_addr: Option<String>,
+    /// CA certificate (PEM) that an https:// upstream's certificate must chain to.
+    #[arg(long, env = "SESSIOND_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Flags of `sessiond user`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct UserArgs {
+    /// TOML file (the same file `serve` reads).
+    #[arg(long, env = "SESSIOND_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Store: sqlite://PATH or redis://[:PASSWORD@]HOST:PORT/[DB].
+    #[arg(
+        long,
+        env = "SESSIOND_STORE",
+        default_value = "sqlite://sessiond.db",
+        global = true
+    )]
+    pub store: Option<String>,
+    /// Prefix of every Redis key.
+    #[arg(
+        long,
+        env = "SESSIOND_REDIS_PREFIX",
+        default_value = "sessiond",
+        global = true
+    )]
+    pub redis_prefix: Option<String>,
+    /// Argon2id memory cost for new password hashes, KiB.
+    #[arg(
+        long,
+        env = "SESSIOND_ARGON2_MEMORY_KIB",
+        default_value = "19456",
+        global = true
+    )]
+    pub argon2_memory_kib: Option<u32>,
+    /// Argon2id passes for new password hashes.
+    #[arg(
+        long,
+        env = "SESSIOND_ARGON2_ITERATIONS",
+        default_value = "2",
+        global = true
+    )]
+    pub argon2_iterations: Option<u32>,
+    /// Shortest password accepted, in characters.
+    #[arg(
+        long,
+        env = "SESSIOND_MIN_PASSWORD_LENGTH",
+        default_value = "8",
+        global = true
+    )]
+    pub min_password_length: Option<usize>,
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub action: UserAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserAction {
+    /// Add a user; the password is read from stdin (or prompted on a terminal).
+    Add {
+        username: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "user")]
+        role: Role,
+        /// Create the store if it does not exist yet.
+        #[arg(long)]
+        create: bool,
+    },
+    /// List users.
+    List,
+    /// Set a user's password (read from stdin, or prompted on a terminal).
+    Passwd { username: String },
+    /// Disable a user: its live sessions end and it can no longer log in.
+    Disable { username: String },
+    /// Enable a disabled user again.
+    Enable { username: String },
+    /// Delete a user: its live sessions end first (recorded like a disable).
+    Delete { username: String },
+}
+
+/// Flags of `sessiond backup`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct BackupArgs {
+    /// TOML file (the same file `serve` reads).
+    #[arg(long, env = "SESSIOND_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The store to copy: sqlite://PATH.
+    #[arg(long, env = "SESSIOND_STORE", default_value = "sqlite://sessiond.db")]
+    pub store: Option<String>,
+    /// The file to write (must not exist yet).
+    #[arg(long)]
+    #[serde(skip)]
+    pub to: PathBuf,
+}
