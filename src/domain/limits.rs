@@ -97,6 +97,16 @@ pub fn optional_text(
     Ok(Some(value.to_owned()))
 }
 
+/// A username as it may appear in a log line: a short SHA-256 prefix, never
+/// the name itself (people type passwords into username fields). An
+/// operator matches it with `printf %s NAME | sha256sum | cut -c1-12`, after
+/// lower-casing the name.
+pub fn log_name(username: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(username.to_lowercase().as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,12 +144,3 @@ mod tests {
     }
 }
 
-/// A username as it may appear in a log line: a short SHA-256 prefix, never
-/// the name itself (people type passwords into username fields). An
-/// operator matches it with `printf %s NAME | sha256sum | cut -c1-12`, after
-/// lower-casing the name.
-pub fn log_name(username: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(username.to_lowercase().as_bytes());
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
-}
