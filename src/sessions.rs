@@ -415,13 +415,10 @@ impl Sessions {
         let target = if caller.username == mailbox {
             caller.clone()
         } else {
-            self.store
-                .find_user(&mailbox)
-                .await?
-                .ok_or(Error::NotFound(NotFound::Mailbox))?
-                .user
+            let found = self.store.find_user(&mailbox).await?.map(|r| r.user);
+            policy::may_reach_user((&caller).into(), &mailbox, found.as_ref())?;
+            found.ok_or(Error::NotFound(NotFound::Mailbox))?
         };
-        policy::may_logout_mailbox(&caller, &target)?;
         let ended = self
             .store
             .end_sessions(
@@ -503,6 +500,12 @@ impl Sessions {
             .as_deref()
             .map(|u| limits::username("user", u))
             .transpose()?;
+        if let Some(name) = username.as_deref().filter(|n| *n != caller.username) {
+            // A user of another org, and a name that would be there, are
+            // refused alike; a missing name of the caller's own org lists nothing.
+            let found = self.store.find_user(name).await?.map(|r| r.user);
+            policy::may_reach_user((&caller).into(), name, found.as_ref())?;
+        }
         let limit = match filter.page_size {
             0 => limits::DEFAULT_PAGE_SIZE,
             n => n.min(limits::MAX_PAGE_SIZE),
