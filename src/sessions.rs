@@ -335,10 +335,12 @@ impl Sessions {
 
     /// An admin holding an ADMIN session ends an ADMIN session of its own org.
     pub async fn logoff_other(&self, token: Option<&str>, session_id: i32) -> Result<Session> {
+        // Authenticate before validating: an anonymous caller learns nothing
+        // about what a valid request would look like.
+        let caller = self.session_of(token).await?;
         if session_id <= 0 {
             return Err(Error::invalid("session_id", "must be a positive int32"));
         }
-        let caller = self.session_of(token).await?;
         policy::may_logoff_other(&caller)?;
         let ended = self
             .store
