@@ -77,8 +77,14 @@ enum UserAction {
     },
     /// List users.
     List,
-    /// Set a user's password (read from stdin, or prompted on a terminal).
-    Passwd { username: String },
+    /// Set a user's password (read from stdin, or prompted on a terminal);
+    /// every session of the user ends, unless --keep-sessions.
+    Passwd {
+        username: String,
+        /// Leave the user's live sessions alone.
+        #[arg(long)]
+        keep_sessions: bool,
+    },
     /// Disable a user: its live sessions end and it can no longer log in.
     Disable { username: String },
     /// Enable a disabled user again.
@@ -159,10 +165,15 @@ async fn user_command(store: &str, cost: HashCost, action: UserAction) -> anyhow
                 );
             }
         }
-        UserAction::Passwd { username } => {
+        UserAction::Passwd {
+            username,
+            keep_sessions,
+        } => {
             let password = read_password()?;
-            sessions.set_password(&username, &password).await?;
-            println!("password changed for {username}");
+            let ended = sessions
+                .set_password(&username, &password, keep_sessions)
+                .await?;
+            println!("password changed for {username}; {ended} session(s) ended");
         }
         UserAction::Disable { username } => {
             sessions.set_disabled(&username, true).await?;

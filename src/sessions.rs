@@ -282,8 +282,39 @@ impl Sessions {
                 client,
             })
             .await?;
+        self.undo_if_password_changed(&record, &session).await?;
         tracing::info!(session = session.id, user = %session.username, kind = %kind, "login");
         Ok((token, session))
+    }
+
+    /// A password change ends the sessions that exist when it lands. A login
+    /// that checked the old password before the change but created its
+    /// session after that ending would outlive it: it is ended here instead.
+    async fn undo_if_password_changed(
+        &self,
+        checked: &UserRecord,
+        session: &Session,
+    ) -> Result<()> {
+        let current = self.store.find_user(&checked.user.username).await?;
+        if current.is_some_and(|c| c.password_hash == checked.password_hash) {
+            return Ok(());
+        }
+        self.store
+            .end_session(
+                EndTarget {
+                    id: session.id,
+                    org: None,
+                    kind: None,
+                },
+                EndReason::PasswordChanged,
+                now_millis(),
+                &Audit {
+                    actor: Actor::user("system", None),
+                    target: format!("session:{}", session.id),
+                },
+            )
+            .await?;
+        Err(Error::Unauthenticated(AuthFailure::BadCredentials))
     }
 
     /// The hot path: digest, one indexed lookup, and a write only when the
@@ -574,14 +605,155 @@ impl Sessions {
             .await
     }
 
-    pub async fn set_password(&self, username: &str, password: &str) -> Result<()> {
+    /// Sets a user's password (user administration). Every live session of
+    /// the user then ends (PASSWORD_CHANGED), unless `keep_sessions`: a
+    /// password is changed because it may be known to someone else, whose
+    /// sessions must not outlive it. Returns how many sessions ended.
+    pub async fn set_password(
+        &self,
+        username: &str,
+        password: &str,
+        keep_sessions: bool,
+    ) -> Result<u32> {
         let username = limits::username("username", username)?;
         let hash = self.hash_password(password).await?;
-        if self.store.set_password(&username, hash).await? {
-            Ok(())
-        } else {
-            Err(Error::NotFound(NotFound::User))
+        let user = self
+            .store
+            .find_user(&username)
+            .await?
+            .ok_or(Error::NotFound(NotFound::User))?
+            .user;
+        if !self.store.set_password(&username, hash).await? {
+            return Err(Error::NotFound(NotFound::User));
         }
+        if keep_sessions {
+            return Ok(0);
+        }
+        self.end_after_password_change(&user, None, &Actor::operator())
+            .await
+    }
+
+    /// Ends the user's sessions after its password changed, all but `keep`.
+    async fn end_after_password_change(
+        &self,
+        user: &User,
+        keep: Option<i32>,
+        actor: &Actor,
+    ) -> Result<u32> {
+        let scope = match keep {
+            Some(keep) => Scope::UserExcept {
+                user: user.id,
+                keep,
+            },
+            None => Scope::User(user.id),
+        };
+        let ended = self
+            .store
+            .end_sessions(
+                scope,
+                &Kind::ALL,
+                EndReason::PasswordChanged,
+                now_millis(),
+                &Audit {
+                    actor: actor.clone(),
+                    target: format!("user:{}", user.username),
+                },
+            )
+            .await?;
+        tracing::info!(user = %user.username, by = %actor.name, ended, "password changed");
+        telemetry::record_revocations(EndReason::PasswordChanged, u64::from(ended));
+        Ok(ended)
+    }
+
+    /// The caller (by its session token) changes its own password: the
+    /// current one is checked like every credential (throttled), then every
+    /// other session of the user ends. Returns how many ended.
+    pub async fn change_password(
+        &self,
+        token: Option<&str>,
+        current_password: &str,
+        new_password: &str,
+        address: Option<&str>,
+    ) -> Result<u32> {
+        let caller = self.session_of(token).await?;
+        limits::password("current_password", current_password)?;
+        limits::password("new_password", new_password)?;
+        let record = self
+            .authenticate(&caller.username, current_password, address)
+            .await?;
+        if record.user.id != caller.user_id {
+            return Err(Error::Unauthenticated(AuthFailure::TokenInvalid));
+        }
+        let hash = self.hash_password(new_password).await?;
+        if !self.store.set_password(&caller.username, hash).await? {
+            return Err(Error::Unauthenticated(AuthFailure::TokenInvalid));
+        }
+        self.end_after_password_change(
+            &record.user,
+            Some(caller.id),
+            &Actor::user(&caller.username, Some(caller.id)),
+        )
+        .await
+    }
+
+    /// Ends the live sessions of one user (of `kinds`, or every kind when
+    /// empty): the user itself, optionally keeping the calling session, or
+    /// an admin of the user's org. Returns how many ended.
+    pub async fn end_user_sessions(
+        &self,
+        token: Option<&str>,
+        user: &str,
+        kinds: &[Kind],
+        keep_current: bool,
+    ) -> Result<u32> {
+        let caller = self.session_of(token).await?;
+        let name = limits::username("user", user)?;
+        if kinds.len() > Kind::ALL.len() {
+            return Err(Error::invalid(
+                "kinds",
+                format!("at most {} entries", Kind::ALL.len()),
+            ));
+        }
+        let own = name == caller.username;
+        let (target_id, target_org) = if own {
+            (caller.user_id, caller.org.clone())
+        } else {
+            let found = self.store.find_user(&name).await?.map(|r| r.user);
+            policy::may_reach_user((&caller).into(), &name, found.as_ref())?;
+            let t = found.ok_or(Error::NotFound(NotFound::User))?;
+            (t.id, t.org)
+        };
+        let mut kinds = if kinds.is_empty() {
+            Kind::ALL.to_vec()
+        } else {
+            kinds.to_vec()
+        };
+        kinds.sort();
+        kinds.dedup();
+        let scope = if own && keep_current {
+            Scope::UserExcept {
+                user: target_id,
+                keep: caller.id,
+            }
+        } else {
+            Scope::User(target_id)
+        };
+        let ended = self
+            .store
+            .end_sessions(
+                scope,
+                &kinds,
+                EndReason::EndUserSessions,
+                now_millis(),
+                &Audit {
+                    actor: Actor::user(&caller.username, Some(caller.id)),
+                    target: format!("user:{name}"),
+                },
+            )
+            .await?;
+        tracing::info!(user = %name, org = %target_org, by = %caller.username, ended, "end user sessions");
+        telemetry::record_revocations(EndReason::EndUserSessions, u64::from(ended));
+        Ok(ended)
     }
 
     pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<()> {
