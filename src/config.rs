@@ -38,6 +38,8 @@ pub struct Config {
     pub max_queue_delay: Duration,
     /// When set, both listeners speak TLS.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// The base of Informatica's `serverUrl` behind a proxy (checked, no trailing slash).
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             max_in_flight: crate::grpc::DEFAULT_MAX_IN_FLIGHT,
             max_queue_delay: crate::grpc::DEFAULT_MAX_QUEUE_DELAY,
             tls: None,
+            public_url: None,
         }
     }
 }
@@ -134,6 +137,10 @@ pub struct ServeArgs {
     /// revocations (or set SESSIOND_SERVICE_CREDENTIAL; never on the command line).
     #[arg(long, env = "SESSIOND_SERVICE_CREDENTIAL_FILE")]
     pub service_credential_file: Option<PathBuf>,
+    /// Base URL clients use to reach the REST shim behind a proxy, e.g.
+    /// https://sessions.example.com (Informatica's serverUrl is built from it).
+    #[arg(long, env = "SESSIOND_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// Environment variable holding the service credential itself.
@@ -165,6 +172,7 @@ struct FileConfig {
     max_queue_delay_ms: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    public_url: Option<String>,
     #[serde(default)]
     kinds: HashMap<String, KindFile>,
 }
@@ -221,6 +229,10 @@ impl ServeArgs {
             c.store = s.parse().map_err(ConfigError)?;
         }
         c.upstream = self.upstream.or(file.upstream);
+        c.public_url = (self.public_url.or(file.public_url).as_deref())
+            .map(crate::rest::parse_public_url)
+            .transpose()
+            .map_err(ConfigError)?;
         c.demo = self.demo || file.demo.unwrap_or(false);
 
         let idle = self.idle_timeout_secs.or(file.idle_timeout_secs);

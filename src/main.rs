@@ -43,6 +43,9 @@ enum Command {
         /// PEM private key for --tls-cert.
         #[arg(long, env = "SESSIOND_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<std::path::PathBuf>,
+        /// Base URL clients use to reach this shim behind a proxy (Informatica's serverUrl).
+        #[arg(long, env = "SESSIOND_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// User administration on a store.
     User {
@@ -209,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
             upstream_ca,
             tls_cert,
             tls_key,
+            public_url,
         } => {
             let tls = tls_cert
                 .zip(tls_key)
@@ -218,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
                 &upstream,
                 upstream_ca.as_deref(),
                 tls.as_ref(),
+                public_url.as_deref(),
                 shutdown_signal(),
             )
             .await?
