@@ -50,6 +50,9 @@ fn from_status(status: &tonic::Status) -> Response {
         Code::Unauthenticated => ("INVALID_SESSION", "Invalid or expired session."),
         Code::PermissionDenied => ("FORBIDDEN", "Not allowed."),
         Code::InvalidArgument | Code::OutOfRange => ("BAD_REQUEST", status.message()),
+        Code::ResourceExhausted if super::is_overloaded(status) => {
+            ("SERVER_OVERLOADED", super::OVERLOADED_TEXT)
+        }
         Code::ResourceExhausted => (
             "TOO_MANY_REQUESTS",
             "Too many failed attempts; retry later.",

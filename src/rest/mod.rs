@@ -435,6 +435,20 @@ pub fn http_status(code: Code) -> StatusCode {
     }
 }
 
+/// A call shed because the server is overloaded (ErrorInfo OVERLOADED): it
+/// shares RESOURCE_EXHAUSTED with credential throttling, but says nothing
+/// about the caller's credentials, and every vendor's shape must say so.
+pub fn is_overloaded(status: &tonic::Status) -> bool {
+    use tonic_types::StatusExt;
+    status.code() == Code::ResourceExhausted
+        && status
+            .get_details_error_info()
+            .is_some_and(|i| i.reason == crate::grpc::status::reason::OVERLOADED)
+}
+
+/// The words every vendor's shape uses for a shed call.
+pub const OVERLOADED_TEXT: &str = "Server overloaded; retry shortly.";
+
 /// Seconds to put in `Retry-After`, from a status's RetryInfo.
 pub fn retry_after(status: &tonic::Status) -> Option<u64> {
     use tonic_types::StatusExt;

@@ -68,7 +68,12 @@ fn ok(status: StatusCode, body: Value) -> Response {
 }
 
 fn from_status(status: &tonic::Status, instance: &str) -> Response {
-    let mut response = problem(http_status(status.code()), status.message(), instance);
+    let detail = if super::is_overloaded(status) {
+        super::OVERLOADED_TEXT
+    } else {
+        status.message()
+    };
+    let mut response = problem(http_status(status.code()), detail, instance);
     if let Some(secs) = retry_after(status) {
         response
             .headers_mut()
