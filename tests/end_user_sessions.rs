@@ -386,3 +386,63 @@ async fn racing_logins_do_not_survive_end_user_sessions_on_redis() {
     let server = TestServer::start_with(|c| c.store = StoreUrl::Redis(redis.url())).await;
     racing_logins_do_not_survive(server).await;
 }
+
+/// Logins with the old password race a ChangePassword: once it has
+/// returned and the logins have finished, no session opened with the old
+/// password is live, whenever its login ran.
+async fn old_password_logins_do_not_survive_a_change(server: TestServer) {
+    let mut c = server.client().await;
+    let (me, _) = login(&mut c, JOE, Kind::Api).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loggers = Vec::new();
+    for _ in 0..4 {
+        let (stop, url) = (stop.clone(), server.url());
+        loggers.push(tokio::spawn(async move {
+            let mut c = connect(&url).await;
+            let mut made = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match try_login(&mut c, JOE, Kind::Imap).await {
+                    Ok(r) => made.push(r.token),
+                    // Refused after the change (and locked out after many refusals).
+                    Err(s)
+                        if matches!(s.code(), Code::Unauthenticated | Code::ResourceExhausted) => {}
+                    Err(s) => panic!("unexpected {s:?}"),
+                }
+            }
+            made
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.change_password(authed(change_req(JOE.1, "raced-pass-9"), &me))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut opened = 0;
+    for l in loggers {
+        for token in l.await.unwrap() {
+            opened += 1;
+            assert!(
+                !is_valid(&mut c, &token).await,
+                "a session opened with the old password outlived the change"
+            );
+        }
+    }
+    assert!(opened > 0, "the race opened sessions with the old password");
+    assert!(is_valid(&mut c, &me).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_password_logins_do_not_survive_a_change_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("race.db");
+    let server = TestServer::start_with(|c| c.store = StoreUrl::SqliteFile(path)).await;
+    old_password_logins_do_not_survive_a_change(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_password_logins_do_not_survive_a_change_on_redis() {
+    let redis = RedisServer::start();
+    let server = TestServer::start_with(|c| c.store = StoreUrl::Redis(redis.url())).await;
+    old_password_logins_do_not_survive_a_change(server).await;
+}
