@@ -225,3 +225,24 @@ fn a_bad_public_url_is_refused_at_start() {
         }
     }
 }
+
+#[test]
+fn public_url_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        "public_url = \"https://file.example.com:8443/base/\"\n",
+    )
+    .unwrap();
+    let config = sessiond::config::ServeArgs {
+        config: Some(path),
+        ..Default::default()
+    }
+    .into_config()
+    .unwrap();
+    assert_eq!(
+        config.public_url.as_deref(),
+        Some("https://file.example.com:8443/base")
+    );
+}
