@@ -331,19 +331,21 @@ async fn user_passwd_ends_every_session_unless_told_not_to() {
 }
 
 /// Logins race an admin's EndUserSessions: every session whose login
-/// returned before the call began is gone once it returns.
-async fn racing_logins_do_not_survive(server: TestServer) {
-    let mut c = server.client().await;
+/// returned before the call began is gone once it returns. Logins alternate
+/// between `urls` (replicas of one store); the ending goes to the first.
+async fn racing_logins_do_not_survive(urls: [String; 2]) {
+    let mut c = connect(&urls[0]).await;
     let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut loggers = Vec::new();
-    for _ in 0..4 {
-        let (stop, url) = (stop.clone(), server.url());
+    for i in 0..4 {
+        let (stop, url) = (stop.clone(), urls[i % 2].clone());
         loggers.push(tokio::spawn(async move {
             let mut c = connect(&url).await;
             let mut made = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let (token, _) = login(&mut c, JOE, Kind::Api).await;
+                let kind = [Kind::Api, Kind::Imap][made.len() % 2];
+                let (token, _) = login(&mut c, JOE, kind).await;
                 made.push((Instant::now(), token));
             }
             made
@@ -351,24 +353,31 @@ async fn racing_logins_do_not_survive(server: TestServer) {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let began = Instant::now();
-    c.end_user_sessions(authed(end_req(JOE.0, &[], false), &admin))
+    let ended = c
+        .end_user_sessions(authed(end_req(JOE.0, &[], false), &admin))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner()
+        .ended;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
     let mut before = 0;
+    let mut other = connect(&urls[1]).await;
     for l in loggers {
         for (made, token) in l.await.unwrap() {
             if made < began {
                 before += 1;
                 assert!(
-                    !is_valid(&mut c, &token).await,
+                    !is_valid(&mut other, &token).await,
                     "a session whose login returned before EndUserSessions survived it"
                 );
             }
         }
     }
-    assert!(before > 0, "the race produced sessions before the ending");
+    assert!(
+        before > 0 && ended as usize >= before,
+        "ended {ended}, created before {before}"
+    );
     assert!(is_valid(&mut c, &admin).await);
 }
 
@@ -377,14 +386,15 @@ async fn racing_logins_do_not_survive_end_user_sessions_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("race.db");
     let server = TestServer::start_with(|c| c.store = StoreUrl::SqliteFile(path)).await;
-    racing_logins_do_not_survive(server).await;
+    racing_logins_do_not_survive([server.url(), server.url()]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_logins_do_not_survive_end_user_sessions_on_redis() {
+async fn racing_logins_on_two_replicas_do_not_survive_end_user_sessions_on_redis() {
     let redis = RedisServer::start();
-    let server = TestServer::start_with(|c| c.store = StoreUrl::Redis(redis.url())).await;
-    racing_logins_do_not_survive(server).await;
+    let a = redis_replica(&redis, false, &[]);
+    let b = redis_replica(&redis, false, &[]);
+    racing_logins_do_not_survive([a.url(), b.url()]).await;
 }
 
 /// Logins with the old password race a ChangePassword: once it has
