@@ -70,6 +70,10 @@ async fn http1_uses_the_host_header() {
     // A Host that is not a plausible authority is not echoed back.
     let user = curl_login(&["-H", "Host: evil.test/x?y"], &format!("{base}{LOGIN}"));
     assert_eq!(user["serverUrl"], format!("{base}/saas"), "{user}");
+
+    // HTTP/1.0 without Host names no authority: the listener's own address.
+    let user = curl_login(&["--http1.0", "-H", "Host:"], &format!("{base}{LOGIN}"));
+    assert_eq!(user["serverUrl"], format!("{base}/saas"), "{user}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,6 +162,10 @@ fn server_url(reachable: &Reachable, uri: &Uri, headers: &HeaderMap) -> String {
         });
     match authority {
         Some(a) => format!("{scheme}://{a}/saas"),
+        // A wildcard bind address names no host a client could use.
+        None if reachable.local.ip().is_unspecified() => {
+            format!("{scheme}://localhost:{}/saas", reachable.local.port())
+        }
         None => format!("{scheme}://{}/saas", reachable.local),
     }
 }
