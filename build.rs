@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "session.v1.Credentials",
             "session.v1.Credentials.secret",
             "session.v1.LogoutAllRequest",
+            "session.v1.ChangePasswordRequest",
         ])
         .compile_fds(fds)?;
     Ok(())

@@ -98,6 +98,24 @@ impl SessionService for Constant {
         ))
     }
 
+    async fn end_user_sessions(
+        &self,
+        _: Request<EndUserSessionsRequest>,
+    ) -> Result<Response<EndUserSessionsResponse>, Status> {
+        Err(Status::unimplemented(
+            "baseline answers Login, ValidateSession and Logoff only",
+        ))
+    }
+
+    async fn change_password(
+        &self,
+        _: Request<ChangePasswordRequest>,
+    ) -> Result<Response<ChangePasswordResponse>, Status> {
+        Err(Status::unimplemented(
+            "baseline answers Login, ValidateSession and Logoff only",
+        ))
+    }
+
     async fn list_audit_records(
         &self,
         _: Request<ListAuditRecordsRequest>,

@@ -120,6 +120,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub tls: TlsArgs,
+    /// Base URL clients use to reach the REST shim behind a proxy, e.g.
+    /// https://sessions.example.com (Informatica's serverUrl is built from it)
+    /// [default: the listener's scheme and the authority the client used].
+    #[arg(long, env = "SESSIOND_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// The Argon2id cost of new password hashes, and the shortest password accepted.
@@ -166,6 +171,9 @@ pub struct RestArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub tls: TlsArgs,
+    /// Base URL clients use to reach this shim behind a proxy (Informatica's serverUrl).
+    #[arg(long, env = "SESSIOND_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// Flags of `sessiond user`.
@@ -235,8 +243,14 @@ pub enum UserAction {
     },
     /// List users.
     List,
-    /// Set a user's password (read from stdin, or prompted on a terminal).
-    Passwd { username: String },
+    /// Set a user's password (read from stdin, or prompted on a terminal);
+    /// every session of the user ends, unless --keep-sessions.
+    Passwd {
+        username: String,
+        /// Leave the user's live sessions alone.
+        #[arg(long)]
+        keep_sessions: bool,
+    },
     /// Disable a user: its live sessions end and it can no longer log in.
     Disable { username: String },
     /// Enable a disabled user again.

@@ -47,6 +47,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// The TOML file these settings came from, if any (logged at start).
     pub config_file: Option<PathBuf>,
+    /// The base of Informatica's `serverUrl` behind a proxy (checked, no trailing slash).
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             max_queue_delay: crate::grpc::DEFAULT_MAX_QUEUE_DELAY,
             tls: None,
             config_file: None,
+            public_url: None,
         }
     }
 }
@@ -102,6 +105,7 @@ pub struct Settings {
     pub service_credential_file: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub public_url: Option<String>,
     /// Per-kind lifetimes (`[kinds.imap]`; kind names in any case). File only.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,
@@ -221,6 +225,15 @@ impl Settings {
         cost
     }
 
+    /// `--public-url`, checked.
+    pub fn public_url(&self) -> Result<Option<String>, ConfigError> {
+        self.public_url
+            .as_deref()
+            .map(crate::rest::parse_public_url)
+            .transpose()
+            .map_err(ConfigError)
+    }
+
     pub fn tls_files(&self) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
@@ -318,6 +331,7 @@ impl Settings {
             store: self.store_url()?,
             store_options: self.store_options()?,
             tls: self.tls_files()?,
+            public_url: self.public_url()?,
             ..Config::default()
         };
         if let Some(a) = self.grpc_addr {
@@ -349,20 +363,31 @@ impl Settings {
     }
 }
 
+/// The configuration `sessiond serve ARGS…` would run with (flags,
+/// environment, file and defaults, layered and validated).
+pub fn serve_config_from<I, T>(args: I) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv = ["sessiond".into(), "serve".into()]
+        .into_iter()
+        .chain(args.into_iter().map(Into::into));
+    let (cli, matches) = crate::cli::parse_from(argv).map_err(|e| ConfigError(e.to_string()))?;
+    let (crate::cli::Command::Serve(serve), Some(sub)) =
+        (cli.command, matches.subcommand_matches("serve"))
+    else {
+        return Err(ConfigError("not a serve command".into()));
+    };
+    Settings::layered(&*serve, sub, serve.config.as_deref())?.serve_config()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{parse_from, Command};
 
     fn serve(args: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec!["sessiond", "serve"];
-        argv.extend_from_slice(args);
-        let (cli, matches) = parse_from(argv).unwrap();
-        let Command::Serve(serve) = cli.command else {
-            panic!("not serve")
-        };
-        let sub = matches.subcommand_matches("serve").unwrap();
-        Settings::layered(&*serve, sub, serve.config.as_deref())?.serve_config()
+        serve_config_from(args)
     }
 
     #[test]

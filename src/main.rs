@@ -75,6 +75,7 @@ async fn rest(args: &RestArgs, m: &ArgMatches) -> anyhow::Result<()> {
         &upstream,
         s.upstream_ca.as_deref(),
         s.tls_files()?.as_ref(),
+        s.public_url()?.as_deref(),
         shutdown_signal(),
     )
     .await?;
@@ -134,13 +135,16 @@ async fn user(args: &UserArgs, m: &ArgMatches) -> anyhow::Result<()> {
                 );
             }
         }
-        UserAction::Passwd { username } => {
+        UserAction::Passwd {
+            username,
+            keep_sessions,
+        } => {
             let password = read_password()?;
-            sessions
-                .set_password(username, &password)
+            let ended = sessions
+                .set_password(username, &password, *keep_sessions)
                 .await
                 .with_context(|| format!("cannot change the password of {}", in_store(username)))?;
-            println!("password changed for {username}");
+            println!("password changed for {username}; {ended} session(s) ended");
         }
         UserAction::Disable { username } => {
             sessions

@@ -152,6 +152,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 listener,
                 upstream,
                 tls.as_ref().map(|t| t.rustls.clone()),
+                config.public_url.clone(),
                 stopped(shutdown_rx.clone()),
             ));
             Some((rest_addr, task))
@@ -402,14 +403,20 @@ pub async fn serve_until(
 
 /// `sessiond rest`: the shim alone, in front of the sessiond at `upstream`
 /// (verified against `upstream_ca` when it is `https://`), over TLS when
-/// `tls` is given. Serves until `signal` completes.
+/// `tls` is given, telling Informatica clients `public_url` when set. Serves
+/// until `signal` completes.
 pub async fn serve_rest_until(
     rest_addr: SocketAddr,
     upstream: &str,
     upstream_ca: Option<&std::path::Path>,
     tls: Option<&crate::tls::TlsFiles>,
+    public_url: Option<&str>,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let public_url = public_url
+        .map(rest::parse_public_url)
+        .transpose()
+        .map_err(ServeError::Config)?;
     let ca = upstream_ca
         .map(|p| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())))
         .transpose()
@@ -423,10 +430,16 @@ pub async fn serve_rest_until(
     let bound = local_addr("REST", rest_addr, &listener)?;
     tracing::info!("rest listening on {bound}");
     tracing::info!("forwarding to gRPC upstream {upstream}");
-    rest::serve(listener, client, tls.map(|t| t.rustls), async move {
-        signal.await;
-        tracing::info!("shutdown requested: draining in-flight requests");
-    })
+    rest::serve(
+        listener,
+        client,
+        tls.map(|t| t.rustls),
+        public_url,
+        async move {
+            signal.await;
+            tracing::info!("shutdown requested: draining in-flight requests");
+        },
+    )
     .await
     .map_err(|source| ServeError::Bind {
         what: "REST",

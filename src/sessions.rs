@@ -297,8 +297,39 @@ impl Sessions {
                 client,
             })
             .await?;
+        self.undo_if_password_changed(&record, &session).await?;
         tracing::info!(session = session.id, user = %session.username, kind = %kind, "login");
         Ok((token, session))
+    }
+
+    /// A password change ends the sessions that exist when it lands. A login
+    /// that checked the old password before the change but created its
+    /// session after that ending would outlive it: it is ended here instead.
+    async fn undo_if_password_changed(
+        &self,
+        checked: &UserRecord,
+        session: &Session,
+    ) -> Result<()> {
+        let current = self.store.find_user(&checked.user.username).await?;
+        if current.is_some_and(|c| c.password_hash == checked.password_hash) {
+            return Ok(());
+        }
+        self.store
+            .end_session(
+                EndTarget {
+                    id: session.id,
+                    org: None,
+                    kind: None,
+                },
+                EndReason::PasswordChanged,
+                now_millis(),
+                &Audit {
+                    actor: Actor::user("system", None),
+                    target: format!("session:{}", session.id),
+                },
+            )
+            .await?;
+        Err(Error::Unauthenticated(AuthFailure::BadCredentials))
     }
 
     /// The hot path: digest, one indexed lookup, and a write only when the
@@ -350,10 +381,12 @@ impl Sessions {
 
     /// An admin holding an ADMIN session ends an ADMIN session of its own org.
     pub async fn logoff_other(&self, token: Option<&str>, session_id: i32) -> Result<Session> {
+        // Authenticate before validating: an anonymous caller learns nothing
+        // about what a valid request would look like.
+        let caller = self.session_of(token).await?;
         if session_id <= 0 {
             return Err(Error::invalid("session_id", "must be a positive int32"));
         }
-        let caller = self.session_of(token).await?;
         policy::may_logoff_other(&caller)?;
         let ended = self
             .store
@@ -430,13 +463,10 @@ impl Sessions {
         let target = if caller.username == mailbox {
             caller.clone()
         } else {
-            self.store
-                .find_user(&mailbox)
-                .await?
-                .ok_or(Error::NotFound(NotFound::Mailbox))?
-                .user
+            let found = self.store.find_user(&mailbox).await?.map(|r| r.user);
+            policy::may_reach_user((&caller).into(), &mailbox, found.as_ref())?;
+            found.ok_or(Error::NotFound(NotFound::Mailbox))?
         };
-        policy::may_logout_mailbox(&caller, &target)?;
         let ended = self
             .store
             .end_sessions(
@@ -518,6 +548,12 @@ impl Sessions {
             .as_deref()
             .map(|u| limits::username("user", u))
             .transpose()?;
+        if let Some(name) = username.as_deref().filter(|n| *n != caller.username) {
+            // A user of another org, and a name that would be there, are
+            // refused alike; a missing name of the caller's own org lists nothing.
+            let found = self.store.find_user(name).await?.map(|r| r.user);
+            policy::may_reach_user((&caller).into(), name, found.as_ref())?;
+        }
         let limit = match filter.page_size {
             0 => limits::DEFAULT_PAGE_SIZE,
             n => n.min(limits::MAX_PAGE_SIZE),
@@ -585,15 +621,156 @@ impl Sessions {
             .await
     }
 
-    pub async fn set_password(&self, username: &str, password: &str) -> Result<()> {
+    /// Sets a user's password (user administration). Every live session of
+    /// the user then ends (PASSWORD_CHANGED), unless `keep_sessions`: a
+    /// password is changed because it may be known to someone else, whose
+    /// sessions must not outlive it. Returns how many sessions ended.
+    pub async fn set_password(
+        &self,
+        username: &str,
+        password: &str,
+        keep_sessions: bool,
+    ) -> Result<u32> {
         let username = limits::username("username", username)?;
         self.check_new_password(password)?;
         let hash = self.hash_password(password).await?;
-        if self.store.set_password(&username, hash).await? {
-            Ok(())
-        } else {
-            Err(Error::NotFound(NotFound::User))
+        let user = self
+            .store
+            .find_user(&username)
+            .await?
+            .ok_or(Error::NotFound(NotFound::User))?
+            .user;
+        if !self.store.set_password(&username, hash).await? {
+            return Err(Error::NotFound(NotFound::User));
         }
+        if keep_sessions {
+            return Ok(0);
+        }
+        self.end_after_password_change(&user, None, &Actor::operator())
+            .await
+    }
+
+    /// Ends the user's sessions after its password changed, all but `keep`.
+    async fn end_after_password_change(
+        &self,
+        user: &User,
+        keep: Option<i32>,
+        actor: &Actor,
+    ) -> Result<u32> {
+        let scope = match keep {
+            Some(keep) => Scope::UserExcept {
+                user: user.id,
+                keep,
+            },
+            None => Scope::User(user.id),
+        };
+        let ended = self
+            .store
+            .end_sessions(
+                scope,
+                &Kind::ALL,
+                EndReason::PasswordChanged,
+                now_millis(),
+                &Audit {
+                    actor: actor.clone(),
+                    target: format!("user:{}", user.username),
+                },
+            )
+            .await?;
+        tracing::info!(user = %user.username, by = %actor.name, ended, "password changed");
+        telemetry::record_revocations(EndReason::PasswordChanged, u64::from(ended));
+        Ok(ended)
+    }
+
+    /// The caller (by its session token) changes its own password: the
+    /// current one is checked like every credential (throttled), then every
+    /// other session of the user ends. Returns how many ended.
+    pub async fn change_password(
+        &self,
+        token: Option<&str>,
+        current_password: &str,
+        new_password: &str,
+        address: Option<&str>,
+    ) -> Result<u32> {
+        let caller = self.session_of(token).await?;
+        limits::password("current_password", current_password)?;
+        limits::password("new_password", new_password)?;
+        let record = self
+            .authenticate(&caller.username, current_password, address)
+            .await?;
+        if record.user.id != caller.user_id {
+            return Err(Error::Unauthenticated(AuthFailure::TokenInvalid));
+        }
+        let hash = self.hash_password(new_password).await?;
+        if !self.store.set_password(&caller.username, hash).await? {
+            return Err(Error::Unauthenticated(AuthFailure::TokenInvalid));
+        }
+        self.end_after_password_change(
+            &record.user,
+            Some(caller.id),
+            &Actor::user(&caller.username, Some(caller.id)),
+        )
+        .await
+    }
+
+    /// Ends the live sessions of one user (of `kinds`, or every kind when
+    /// empty): the user itself, optionally keeping the calling session, or
+    /// an admin of the user's org. Returns how many ended.
+    pub async fn end_user_sessions(
+        &self,
+        token: Option<&str>,
+        user: &str,
+        kinds: &[Kind],
+        keep_current: bool,
+    ) -> Result<u32> {
+        let caller = self.session_of(token).await?;
+        let name = limits::username("user", user)?;
+        if kinds.len() > Kind::ALL.len() {
+            return Err(Error::invalid(
+                "kinds",
+                format!("at most {} entries", Kind::ALL.len()),
+            ));
+        }
+        let own = name == caller.username;
+        let (target_id, target_org) = if own {
+            (caller.user_id, caller.org.clone())
+        } else {
+            let found = self.store.find_user(&name).await?.map(|r| r.user);
+            policy::may_reach_user((&caller).into(), &name, found.as_ref())?;
+            let t = found.ok_or(Error::NotFound(NotFound::User))?;
+            (t.id, t.org)
+        };
+        let mut kinds = if kinds.is_empty() {
+            Kind::ALL.to_vec()
+        } else {
+            kinds.to_vec()
+        };
+        kinds.sort();
+        kinds.dedup();
+        let scope = if own && keep_current {
+            Scope::UserExcept {
+                user: target_id,
+                keep: caller.id,
+            }
+        } else {
+            Scope::User(target_id)
+        };
+        let ended = self
+            .store
+            .end_sessions(
+                scope,
+                &kinds,
+                EndReason::EndUserSessions,
+                now_millis(),
+                &Audit {
+                    actor: Actor::user(&caller.username, Some(caller.id)),
+                    target: format!("user:{name}"),
+                },
+            )
+            .await?;
+        tracing::info!(user = %name, org = %target_org, by = %caller.username, ended, "end user sessions");
+        telemetry::record_revocations(EndReason::EndUserSessions, u64::from(ended));
+        Ok(ended)
     }
 
     /// A new password: at least the configured length (in characters).

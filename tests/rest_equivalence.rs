@@ -76,6 +76,9 @@ enum Action {
     OmaLogoutUser((&'static str, &'static str), &'static str),
     /// Informatica `logoutall` vs LogoutAll.
     IcLogoutAll((&'static str, &'static str)),
+    /// RAS `POST /api/Session/abc/logoff` vs LogoffOther with id 0, with
+    /// this caller's token or none: authentication comes first.
+    RasLogoffOtherBadId(Option<&'static str>),
 }
 
 async fn via_grpc(c: &mut Client, f: &Fixture, action: Action) -> Outcome {
@@ -111,6 +114,14 @@ async fn via_grpc(c: &mut Client, f: &Fixture, action: Action) -> Outcome {
             })
             .await
             .map(|_| ()),
+        Action::RasLogoffOtherBadId(caller) => {
+            let msg = pb::LogoffOtherRequest { session_id: 0 };
+            match caller {
+                Some(who) => c.logoff_other(authed(msg, &f[who].0)).await,
+                None => c.logoff_other(msg).await,
+            }
+            .map(|_| ())
+        }
     };
     result.map_or_else(|s| from_code(s.code()), |()| Outcome::Ok)
 }
@@ -158,6 +169,13 @@ async fn via_rest(base: &str, f: &Fixture, action: Action) -> Outcome {
             )
             .await;
             ic_outcome(status, &answer)
+        }
+        Action::RasLogoffOtherBadId(caller) => {
+            let mut r = post("/api/Session/abc/logoff");
+            if let Some(who) = caller {
+                r = r.header("auth_token", &f[who].0);
+            }
+            ras_outcome(r.send().await.unwrap().status().as_u16())
         }
     }
 }
@@ -251,6 +269,40 @@ async fn rest_and_grpc_end_the_same_sessions_with_the_same_outcome() {
         ),
         (
             Action::OmaLogoutUser(DOMAIN_ADMIN, "not-an-address"),
+            InvalidArgument,
+            &[],
+        ),
+        // Authorization before existence: outside its authority a caller
+        // gets the same refusal for existing and missing mailboxes.
+        (
+            Action::OmaLogoutUser(JOE, "useremail@company.com"),
+            PermissionDenied,
+            &[],
+        ),
+        (
+            Action::OmaLogoutUser(JOE, "nobody@company.com"),
+            PermissionDenied,
+            &[],
+        ),
+        (
+            Action::OmaLogoutUser(JOE, "ghost@example.com"),
+            PermissionDenied,
+            &[],
+        ),
+        (
+            Action::OmaLogoutUser(COMPANY_ADMIN, "ghost@example.com"),
+            PermissionDenied,
+            &[],
+        ),
+        (
+            Action::OmaLogoutUser(DOMAIN_ADMIN, "nobody@nowhere.org"),
+            PermissionDenied,
+            &[],
+        ),
+        // Authentication before validation.
+        (Action::RasLogoffOtherBadId(None), Unauthenticated, &[]),
+        (
+            Action::RasLogoffOtherBadId(Some("admin_console")),
             InvalidArgument,
             &[],
         ),

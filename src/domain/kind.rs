@@ -82,6 +82,10 @@ pub enum EndReason {
     LogoutUser,
     LogoutAll,
     Expired,
+    /// EndUserSessions: the user itself or an admin of its org ended them.
+    EndUserSessions,
+    /// The user's password changed (ChangePassword, `sessiond user passwd`).
+    PasswordChanged,
 }
 
 impl EndReason {
@@ -92,6 +96,8 @@ impl EndReason {
             EndReason::LogoutUser => "LOGOUT_USER",
             EndReason::LogoutAll => "LOGOUT_ALL",
             EndReason::Expired => "EXPIRED",
+            EndReason::EndUserSessions => "END_USER_SESSIONS",
+            EndReason::PasswordChanged => "PASSWORD_CHANGED",
         }
     }
 }
@@ -105,6 +111,8 @@ impl FromStr for EndReason {
             EndReason::LogoutUser,
             EndReason::LogoutAll,
             EndReason::Expired,
+            EndReason::EndUserSessions,
+            EndReason::PasswordChanged,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)

@@ -29,17 +29,59 @@ pub fn may_logoff_other(caller: &Session) -> Result<(), Error> {
     Ok(())
 }
 
-/// LogoutUser: the mailbox itself, or an admin of the mailbox's org.
-pub fn may_logout_mailbox(caller: &User, mailbox: &User) -> Result<(), Error> {
-    if caller.id == mailbox.id {
-        return Ok(());
+/// Who is asking, for decisions about another user.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub id: i64,
+    pub role: Role,
+    pub org: &'a str,
+}
+
+impl<'a> From<&'a User> for Caller<'a> {
+    fn from(u: &'a User) -> Self {
+        Caller {
+            id: u.id,
+            role: u.role,
+            org: &u.org,
+        }
     }
-    if caller.role == Role::Admin && caller.org == mailbox.org {
-        return Ok(());
+}
+
+impl<'a> From<&'a Session> for Caller<'a> {
+    fn from(s: &'a Session) -> Self {
+        Caller {
+            id: s.user_id,
+            role: s.role,
+            org: &s.org,
+        }
     }
-    Err(Error::PermissionDenied(
-        "only the mailbox itself or an admin of its organization may log it out",
-    ))
+}
+
+/// The one refusal for every call that names another user: the same text
+/// whether or not that user exists.
+const NOT_YOURS: &str = "only the user itself or an admin of its organization may do this";
+
+/// Authority over a named user (LogoutUser, EndUserSessions, the ListSessions
+/// user filter): the user itself, or an admin of its org. Decided before
+/// existence is revealed: a caller without authority is refused whether or
+/// not `name` exists. A missing name belongs to the org its mail domain
+/// names (`x@example.com` to `example.com`), so only an admin of that org
+/// may learn that it does not exist; a name without a domain belongs to none.
+pub fn may_reach_user(caller: Caller<'_>, name: &str, target: Option<&User>) -> Result<(), Error> {
+    let entitled = match target {
+        Some(t) => caller.id == t.id || (caller.role == Role::Admin && caller.org == t.org),
+        None => {
+            caller.role == Role::Admin
+                && name
+                    .rsplit_once('@')
+                    .is_some_and(|(_, domain)| domain == caller.org)
+        }
+    };
+    if entitled {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied(NOT_YOURS))
+    }
 }
 
 /// ListSessions: admins only, and only their own org (the query is scoped).

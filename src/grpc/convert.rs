@@ -53,6 +53,8 @@ pub fn reason_to_pb(reason: EndReason) -> pb::EndReason {
         EndReason::LogoutUser => pb::EndReason::LogoutUser,
         EndReason::LogoutAll => pb::EndReason::LogoutAll,
         EndReason::Expired => pb::EndReason::Expired,
+        EndReason::EndUserSessions => pb::EndReason::EndUserSessions,
+        EndReason::PasswordChanged => pb::EndReason::PasswordChanged,
     }
 }
 
@@ -187,6 +189,15 @@ impl fmt::Debug for pb::LogoutAllRequest {
         f.debug_struct("LogoutAllRequest")
             .field("username", &self.username)
             .field("password", &Redacted)
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::ChangePasswordRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangePasswordRequest")
+            .field("current_password", &Redacted)
+            .field("new_password", &Redacted)
             .finish()
     }
 }

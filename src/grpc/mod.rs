@@ -345,6 +345,53 @@ impl SessionGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn end_user_sessions_inner(
+        &self,
+        req: Request<pb::EndUserSessionsRequest>,
+    ) -> Result<Response<pb::EndUserSessionsResponse>, Status> {
+        let token = token_of(&req)?;
+        let msg = req.get_ref();
+        // Bounded before parsing: the list is read once, and its length checked again below.
+        if msg.kinds.len() > crate::domain::Kind::ALL.len() {
+            return Err(to_status(Error::invalid(
+                "kinds",
+                format!("at most {} entries", crate::domain::Kind::ALL.len()),
+            )));
+        }
+        let kinds = msg
+            .kinds
+            .iter()
+            .map(|k| kind_from_pb("kinds", *k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(to_status)?;
+        let ended = self
+            .sessions
+            .end_user_sessions(token.as_deref(), &msg.user, &kinds, msg.keep_current)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::EndUserSessionsResponse { ended }))
+    }
+
+    async fn change_password_inner(
+        &self,
+        req: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let token = token_of(&req)?;
+        let address = self.throttle_address(&req);
+        let msg = req.get_ref();
+        let ended = self
+            .sessions
+            .change_password(
+                token.as_deref(),
+                &msg.current_password,
+                &msg.new_password,
+                address.as_deref(),
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ChangePasswordResponse { ended }))
+    }
+
     async fn list_sessions_inner(
         &self,
         req: Request<pb::ListSessionsRequest>,
@@ -440,6 +487,30 @@ impl SessionService for SessionGrpc {
             "ListAuditRecords",
             arrived(&req),
             self.list_audit_records_inner(req),
+        )
+        .await
+    }
+
+    async fn end_user_sessions(
+        &self,
+        req: Request<pb::EndUserSessionsRequest>,
+    ) -> Result<Response<pb::EndUserSessionsResponse>, Status> {
+        self.observed(
+            "EndUserSessions",
+            arrived(&req),
+            self.end_user_sessions_inner(req),
+        )
+        .await
+    }
+
+    async fn change_password(
+        &self,
+        req: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        self.observed(
+            "ChangePassword",
+            arrived(&req),
+            self.change_password_inner(req),
         )
         .await
     }

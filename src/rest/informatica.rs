@@ -5,7 +5,7 @@
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tonic::Code;
 
 use super::{check_json_content_type, http_status, parse_json, retry_after, string_field};
-use super::{BodyError, Caller, RestState};
+use super::{BodyError, Caller, Reachable, RestState};
 use crate::pb;
 
 /// Informatica's code for bad credentials, with its documented text.
@@ -50,6 +50,9 @@ fn from_status(status: &tonic::Status) -> Response {
         Code::Unauthenticated => ("INVALID_SESSION", "Invalid or expired session."),
         Code::PermissionDenied => ("FORBIDDEN", "Not allowed."),
         Code::InvalidArgument | Code::OutOfRange => ("BAD_REQUEST", status.message()),
+        Code::ResourceExhausted if super::is_overloaded(status) => {
+            ("SERVER_OVERLOADED", super::OVERLOADED_TEXT)
+        }
         Code::ResourceExhausted => (
             "TOO_MANY_REQUESTS",
             "Too many failed attempts; retry later.",
@@ -132,23 +135,45 @@ pub fn credentials_body(
     ))
 }
 
-/// Where later v2 calls go: this shim's `/saas` base, as the client reached it.
-fn server_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or("localhost");
-    format!("http://{host}/saas")
+/// Where later v2 calls go: this shim's `/saas` base. With `--public-url`
+/// that base; otherwise the scheme this listener serves and the authority the
+/// client used (`:authority` on HTTP/2, which hyper puts in the URI; `Host`
+/// on HTTP/1.1), or the listener's own address when the client named none.
+fn server_url(reachable: &Reachable, uri: &Uri, headers: &HeaderMap) -> String {
+    if let Some(base) = &reachable.public_url {
+        return format!("{base}/saas");
+    }
+    let scheme = if reachable.tls { "https" } else { "http" };
+    let plausible = |h: &&str| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+    };
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str())
+        .filter(plausible)
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(plausible)
+        });
+    match authority {
+        Some(a) => format!("{scheme}://{a}/saas"),
+        // A wildcard bind address names no host a client could use.
+        None if reachable.local.ip().is_unspecified() => {
+            format!("{scheme}://localhost:{}/saas", reachable.local.port())
+        }
+        None => format!("{scheme}://{}/saas", reachable.local),
+    }
 }
 
 async fn login(
     State(state): State<RestState>,
     caller: Caller,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -180,7 +205,7 @@ async fn login(
                     "email": s.user,
                     "createTime": created,
                     "icSessionId": r.token,
-                    "serverUrl": server_url(&headers),
+                    "serverUrl": server_url(&state.reachable, &uri, &headers),
                     "sessionId": s.id,
                 })),
             )

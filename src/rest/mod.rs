@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::BytesRejection;
@@ -119,14 +120,54 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Where clients reach this shim: what Informatica's `serverUrl` is built from.
+#[derive(Debug, Clone)]
+pub struct Reachable {
+    /// `--public-url`: the base clients use (behind a proxy), verbatim.
+    pub public_url: Option<Arc<str>>,
+    /// Whether the listener serves TLS (the scheme when there is no public URL).
+    pub tls: bool,
+    /// The listener's address, when the client named no authority at all.
+    pub local: SocketAddr,
+}
+
+/// Longest `--public-url` accepted.
+const MAX_PUBLIC_URL: usize = 2048;
+
+/// Checks a `--public-url`: an absolute http(s) URL with a host and no
+/// query, fragment or user info. Returned without a trailing slash.
+pub fn parse_public_url(s: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("public URL {s:?}: {why}");
+    if s.len() > MAX_PUBLIC_URL {
+        return Err(bad(&format!("longer than {MAX_PUBLIC_URL} bytes")));
+    }
+    let uri: Uri = s.parse().map_err(|e| bad(&format!("{e}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(bad("must start with http:// or https://")),
+    }
+    let authority = uri.authority().ok_or_else(|| bad("must name a host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("must not hold user info"));
+    }
+    if authority.host().is_empty() {
+        return Err(bad("must name a host"));
+    }
+    if uri.query().is_some() || s.contains('#') {
+        return Err(bad("must not have a query or fragment"));
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct RestState {
     pub upstream: Upstream,
+    pub reachable: Reachable,
 }
 
 /// The shim's router, before path normalisation (see [`app`]).
-pub fn router(upstream: Upstream) -> Router {
+pub fn router(upstream: Upstream, reachable: Reachable) -> Router {
     Router::new()
         .merge(ras::routes())
         .merge(informatica::routes())
@@ -136,7 +177,10 @@ pub fn router(upstream: Upstream) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
-        .with_state(RestState { upstream })
+        .with_state(RestState {
+            upstream,
+            reachable,
+        })
 }
 
 /// Prometheus text exposition of this process's metrics.
@@ -222,14 +266,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Instance {
 }
 
 /// Serves the shim on `listener` (over TLS when given) until `shutdown`
-/// completes; in-flight requests are drained.
+/// completes; in-flight requests are drained. `public_url` (already checked
+/// by [`parse_public_url`]) is the base clients are told to use, when set.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     upstream: Upstream,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    public_url: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router(upstream);
+    let reachable = Reachable {
+        public_url: public_url.map(Arc::from),
+        tls: tls.is_some(),
+        local: listener.local_addr()?,
+    };
+    let router = router(upstream, reachable);
     match tls {
         None => {
             let app = tower::ServiceBuilder::new()
@@ -406,6 +457,20 @@ pub fn http_status(code: Code) -> StatusCode {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
+
+/// A call shed because the server is overloaded (ErrorInfo OVERLOADED): it
+/// shares RESOURCE_EXHAUSTED with credential throttling, but says nothing
+/// about the caller's credentials, and every vendor's shape must say so.
+pub fn is_overloaded(status: &tonic::Status) -> bool {
+    use tonic_types::StatusExt;
+    status.code() == Code::ResourceExhausted
+        && status
+            .get_details_error_info()
+            .is_some_and(|i| i.reason == crate::grpc::status::reason::OVERLOADED)
+}
+
+/// The words every vendor's shape uses for a shed call.
+pub const OVERLOADED_TEXT: &str = "Server overloaded; retry shortly.";
 
 /// Seconds to put in `Retry-After`, from a status's RetryInfo.
 pub fn retry_after(status: &tonic::Status) -> Option<u64> {

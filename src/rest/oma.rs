@@ -63,12 +63,9 @@ pub(super) fn from_body_error(e: &BodyError) -> Response {
 }
 
 fn from_status(status: &tonic::Status) -> Response {
-    use tonic_types::StatusExt;
-    let overloaded = status
-        .get_details_error_info()
-        .is_some_and(|i| i.reason == crate::grpc::status::reason::OVERLOADED);
-    if overloaded {
-        return failure(SERVER_ERROR, None);
+    // OMA has no overload number: a server error that says so, not error 1.
+    if super::is_overloaded(status) {
+        return failure(SERVER_ERROR, Some(super::OVERLOADED_TEXT));
     }
     match status.code() {
         Code::Unauthenticated | Code::ResourceExhausted => failure(INVALID_CREDENTIALS, None),

@@ -68,7 +68,12 @@ fn ok(status: StatusCode, body: Value) -> Response {
 }
 
 fn from_status(status: &tonic::Status, instance: &str) -> Response {
-    let mut response = problem(http_status(status.code()), status.message(), instance);
+    let detail = if super::is_overloaded(status) {
+        super::OVERLOADED_TEXT
+    } else {
+        status.message()
+    };
+    let mut response = problem(http_status(status.code()), detail, instance);
     if let Some(secs) = retry_after(status) {
         response
             .headers_mut()
@@ -148,18 +153,46 @@ fn check_api_version(headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The api-version check, then the `auth_token` header (401 when present but
-/// not text).
-fn authorized(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
-    check_api_version(headers)?;
-    match headers.get("auth_token") {
-        None => Ok(None),
-        Some(v) => v.to_str().map(|s| Some(s.trim().to_owned())).map_err(|_| {
-            Refusal(
-                StatusCode::UNAUTHORIZED,
-                "invalid or expired session token".into(),
-            )
-        }),
+/// The `auth_token` header: 401 when absent, empty or not text. Nothing else
+/// about the request is judged before the caller is known.
+fn token_of(headers: &HeaderMap) -> Result<String, Refusal> {
+    match headers.get("auth_token").map(|v| v.to_str().map(str::trim)) {
+        None | Some(Ok("")) => Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "missing session token".into(),
+        )),
+        Some(Ok(t)) => Ok(t.to_owned()),
+        Some(Err(_)) => Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "invalid or expired session token".into(),
+        )),
+    }
+}
+
+/// Authentication first, then every other check: a request with a token
+/// that fails `checks` is refused with that check's answer only once the
+/// token is known to be live (one ValidateSession, on this error path
+/// only); otherwise 401. Returns the token when everything passes.
+async fn authenticated(
+    state: &RestState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    instance: &str,
+    checks: impl FnOnce() -> Result<(), Refusal>,
+) -> Result<String, Response> {
+    let token = token_of(headers).map_err(|r| r.into_problem(instance))?;
+    let Err(refusal) = checks() else {
+        return Ok(token);
+    };
+    let request = caller.request(
+        pb::ValidateSessionRequest {
+            token: token.clone(),
+        },
+        None,
+    );
+    match state.upstream.clone().validate_session(request).await {
+        Ok(_) => Err(refusal.into_problem(instance)),
+        Err(status) => Err(from_status(&status, instance)),
     }
 }
 
@@ -222,11 +255,15 @@ async fn logoff(
     headers: HeaderMap,
 ) -> Response {
     let instance = instance.as_str();
-    let token = match authorized(&headers) {
+    let token = match authenticated(&state, &caller, &headers, instance, || {
+        check_api_version(&headers)
+    })
+    .await
+    {
         Ok(t) => t,
-        Err(r) => return r.into_problem(instance),
+        Err(r) => return r,
     };
-    let request = caller.request(pb::LogoffRequest {}, token.as_deref());
+    let request = caller.request(pb::LogoffRequest {}, Some(&token));
     match state.upstream.clone().logoff(request).await {
         Ok(r) => ok(
             StatusCode::OK,
@@ -244,21 +281,24 @@ async fn logoff_other(
     Path(session_id): Path<String>,
 ) -> Response {
     let instance = instance.as_str();
-    if let Err(r) = check_api_version(&headers) {
-        return r.into_problem(instance);
-    }
-    let Some(session_id) = session_id.parse::<i32>().ok().filter(|id| *id > 0) else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "SessionId must be a positive 32-bit integer",
-            instance,
-        );
-    };
-    let token = match authorized(&headers) {
+    let parsed = session_id.parse::<i32>().ok().filter(|id| *id > 0);
+    let token = match authenticated(&state, &caller, &headers, instance, || {
+        check_api_version(&headers)?;
+        match parsed {
+            Some(_) => Ok(()),
+            None => Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "SessionId must be a positive 32-bit integer".into(),
+            )),
+        }
+    })
+    .await
+    {
         Ok(t) => t,
-        Err(r) => return r.into_problem(instance),
+        Err(r) => return r,
     };
-    let request = caller.request(pb::LogoffOtherRequest { session_id }, token.as_deref());
+    let session_id = parsed.unwrap_or_default();
+    let request = caller.request(pb::LogoffOtherRequest { session_id }, Some(&token));
     match state.upstream.clone().logoff_other(request).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(status) => from_status(&status, instance),
@@ -272,9 +312,13 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     let instance = instance.as_str();
-    let token = match authorized(&headers) {
+    let token = match authenticated(&state, &caller, &headers, instance, || {
+        check_api_version(&headers)
+    })
+    .await
+    {
         Ok(t) => t,
-        Err(r) => return r.into_problem(instance),
+        Err(r) => return r,
     };
     let mut upstream = state.upstream.clone();
     let mut sessions = Vec::new();
@@ -287,7 +331,7 @@ async fn list(
                 page_size: 1000,
                 page_token: std::mem::take(&mut page_token),
             },
-            token.as_deref(),
+            Some(&token),
         );
         match upstream.list_sessions(request).await {
             Ok(r) => {

@@ -29,6 +29,11 @@ pub struct EndTarget {
 pub enum Scope {
     User(i64),
     Org(String),
+    /// Every session of the user but one (the caller's own, kept on request).
+    UserExcept {
+        user: i64,
+        keep: i32,
+    },
 }
 
 /// One page of live sessions of an org, in increasing id order.

@@ -307,9 +307,18 @@ return r
             end_scope: with_end(
                 r#"
 local n = 0
-for i = 9, #ARGV do
+-- ARGV[9]: a session id to spare ('' for none).
+for i = 10, #ARGV do
   local idx = ARGV[i]
-  n = n + end_many(redis.call('ZRANGE', idx, 0, -1), ARGV[2], ARGV[3], true, idx)
+  local ids = redis.call('ZRANGE', idx, 0, -1)
+  if ARGV[9] ~= '' then
+    local kept = {}
+    for _, id in ipairs(ids) do
+      if id ~= ARGV[9] then kept[#kept + 1] = id end
+    end
+    ids = kept
+  end
+  n = n + end_many(ids, ARGV[2], ARGV[3], true, idx)
 end
 local org = ARGV[7]
 if org == '' then
@@ -954,9 +963,10 @@ impl Store for RedisStore {
         now: Millis,
         audit: &Audit,
     ) -> Result<u32> {
-        let (org, uid) = match &scope {
-            Scope::Org(org) => (org.clone(), String::new()),
-            Scope::User(uid) => (String::new(), uid.to_string()),
+        let (org, uid, keep) = match &scope {
+            Scope::Org(org) => (org.clone(), String::new(), String::new()),
+            Scope::User(uid) => (String::new(), uid.to_string(), String::new()),
+            Scope::UserExcept { user, keep } => (String::new(), user.to_string(), keep.to_string()),
         };
         let mut args = vec![
             reason.as_str().to_owned(),
@@ -966,10 +976,13 @@ impl Store for RedisStore {
             audit.target.clone(),
             org,
             uid,
+            keep,
         ];
         for kind in kinds {
             args.push(match &scope {
-                Scope::User(uid) => self.key(&format!("live:u:{kind}:{uid}")),
+                Scope::User(uid) | Scope::UserExcept { user: uid, .. } => {
+                    self.key(&format!("live:u:{kind}:{uid}"))
+                }
                 Scope::Org(org) => self.key(&format!("live:o:{kind}:{org}")),
             });
         }

@@ -912,7 +912,7 @@ impl Store for SqliteStore {
             .write(move |tx| {
                 let org = match &scope {
                     Scope::Org(org) => org.clone(),
-                    Scope::User(id) => tx
+                    Scope::User(id) | Scope::UserExcept { user: id, .. } => tx
                         .query_row("SELECT org FROM users WHERE id = ?1", [id], |r| r.get(0))
                         .optional()
                         .map_err(map_err)?
@@ -930,6 +930,13 @@ impl Store for SqliteStore {
                         tx,
                         &format!("s.org = :scope AND {kinds} AND {LIVE}"),
                         &[(":scope", org), (":now", &now)],
+                        reason,
+                        now,
+                    ),
+                    Scope::UserExcept { user, keep } => end_matching(
+                        tx,
+                        &format!("s.user_id = :scope AND s.id <> :keep AND {kinds} AND {LIVE}"),
+                        &[(":scope", user), (":keep", keep), (":now", &now)],
                         reason,
                         now,
                     ),
