@@ -31,34 +31,45 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when first polled: a SIGTERM that arrives while the server is
+/// still starting must drain it, not kill it.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    }
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
 async fn serve(args: &ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
+    let signal = shutdown_signal();
     let config = Settings::layered(args, m, args.config.as_deref())?.serve_config()?;
-    sessiond::server::serve_until(config, shutdown_signal()).await?;
+    sessiond::server::serve_until(config, signal).await?;
     Ok(())
 }
 
 async fn rest(args: &RestArgs, m: &ArgMatches) -> anyhow::Result<()> {
+    let signal = shutdown_signal();
     let s = Settings::layered(args, m, args.config.as_deref())?;
     let Some(upstream) = s.upstream.clone() else {
         bail!(
@@ -76,7 +87,7 @@ async fn rest(args: &RestArgs, m: &ArgMatches) -> anyhow::Result<()> {
         s.upstream_ca.as_deref(),
         s.tls_files()?.as_ref(),
         s.public_url()?.as_deref(),
-        shutdown_signal(),
+        signal,
     )
     .await?;
     Ok(())

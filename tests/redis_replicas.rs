@@ -216,7 +216,19 @@ async fn logout_all_is_not_outrun_by_concurrent_logins_on_other_replicas() {
     );
 }
 
+/// The health of `session.v1.SessionService`; the server's overall status
+/// (the empty service name) must say the same.
 async fn health(url: &str) -> i32 {
+    let service = health_of(url, "session.v1.SessionService").await;
+    assert_eq!(
+        service,
+        health_of(url, "").await,
+        "overall health follows the service"
+    );
+    service
+}
+
+async fn health_of(url: &str, service: &str) -> i32 {
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let ch = tonic::transport::Channel::from_shared(url.to_owned())
         .unwrap()
@@ -225,7 +237,7 @@ async fn health(url: &str) -> i32 {
         .unwrap();
     HealthClient::new(ch)
         .check(HealthCheckRequest {
-            service: "session.v1.SessionService".into(),
+            service: service.into(),
         })
         .await
         .unwrap()
@@ -325,5 +337,58 @@ async fn a_redis_outage_fails_closed_and_heals_by_itself() {
         logout_joe(&mut c).await,
         1,
         "the IMAP session survived the outage"
+    );
+    assert!(
+        !server.log_text().contains("lost its data"),
+        "a durable Redis kept its data"
+    );
+}
+
+/// A Redis that comes back empty (no persistence) turns every login into
+/// BAD_CREDENTIALS; the health watch says why, at WARN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_is_reported() {
+    let mut redis = RedisServer::start();
+    let server = replica(&redis, false);
+    let mut c = connect(&server.url()).await;
+    login(&mut c, JOE, Kind::Imap).await;
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !server.log_text().contains("the store lost its data") {
+        assert!(
+            Instant::now() < deadline,
+            "no warning; log:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.log_text().contains("WARN"));
+}
+
+/// Two deployments on one Redis, told apart by `--redis-prefix`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deployments_share_one_redis_by_prefix() {
+    let redis = RedisServer::start();
+    let a = redis_replica(&redis, false, &[("SESSIOND_REDIS_PREFIX", "blue")]);
+    let b = redis_replica(&redis, false, &[("SESSIOND_REDIS_PREFIX", "green")]);
+    let (mut ca, mut cb) = (connect(&a.url()).await, connect(&b.url()).await);
+    let (token, _) = login(&mut ca, JOE, Kind::Imap).await;
+    assert!(is_valid(&mut ca, &token).await);
+    assert!(
+        !is_valid(&mut cb, &token).await,
+        "green does not see blue's sessions"
+    );
+    login(&mut cb, JOE, Kind::Imap).await;
+    assert_eq!(logout_joe(&mut cb).await, 1, "green ends only its own");
+    assert!(is_valid(&mut ca, &token).await);
+    let keys = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "--scan"])
+        .output()
+        .expect("redis-cli");
+    let keys = String::from_utf8_lossy(&keys.stdout);
+    assert!(
+        keys.lines()
+            .all(|k| k.starts_with("{blue}:") || k.starts_with("{green}:")),
+        "{keys}"
     );
 }

@@ -133,6 +133,15 @@ async fn an_unreachable_upstream_is_503_in_each_shape_and_service_resumes() {
     .await;
     assert_eq!(status, 503);
     assert_eq!(body["statusCode"], 503);
+    // The operator learns why: the upstream and the cause, at WARN.
+    let log = shim.log_text();
+    assert!(
+        log.contains("WARN")
+            && log.contains("cannot reach the gRPC upstream")
+            && log.contains(&format!("127.0.0.1:{port}"))
+            && log.contains("Connection refused"),
+        "{log}"
+    );
 
     // The backend comes up on that port: the shim reconnects by itself.
     let dir = tempfile::tempdir().unwrap();

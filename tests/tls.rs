@@ -159,3 +159,54 @@ async fn the_standalone_shim_speaks_tls_to_clients_and_to_its_upstream() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream-ca"));
 }
+
+/// A certificate that is its own CA is refused by rustls as an end entity:
+/// the shim answers 503 and says why at WARN, not only at debug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upstream_certificate_is_logged_with_its_cause() {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (
+        dir.path().join("ca-cert.pem"),
+        dir.path().join("ca-key.pem"),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (cert_path, key_path) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+
+    let mut args = serve_args(&dir.path().join("s.db"));
+    args.extend([
+        "--tls-cert".into(),
+        cert_path.clone(),
+        "--tls-key".into(),
+        key_path,
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let backend = ServerProcess::spawn(&refs);
+    let upstream = format!("https://localhost:{}", backend.grpc_addr().port());
+    let shim = ServerProcess::spawn(&[
+        "rest",
+        "--upstream",
+        &upstream,
+        "--upstream-ca",
+        &cert_path,
+        "--rest-addr",
+        "127.0.0.1:0",
+    ]);
+    let base = format!("http://{}", shim.rest_addr.unwrap());
+    let (status, _, _) = ras_logon(&base, ("domain_admin@example.com", "pencil75")).await;
+    assert_eq!(status, 503);
+    let log = shim.log_text();
+    assert!(
+        log.contains("WARN")
+            && log.contains("cannot reach the gRPC upstream")
+            && log.contains("CaUsedAsEndEntity"),
+        "{log}"
+    );
+}

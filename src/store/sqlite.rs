@@ -575,9 +575,10 @@ pub fn backup(source: &Path, dest: &Path) -> Result<()> {
         .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dest.display())))?;
     let mut dst = Connection::open(dest)
         .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", dest.display())))?;
-    // One step copies every page under one read snapshot.
+    // One step (as many pages as there can be) copies every page under one
+    // read snapshot.
     rusqlite::backup::Backup::new(&src, &mut dst)
-        .and_then(|b| b.run_to_completion(-1, std::time::Duration::ZERO, None))
+        .and_then(|b| b.run_to_completion(i32::MAX, std::time::Duration::ZERO, None))
         .map_err(|e| Error::Unavailable(format!("backup to {}: {e}", dest.display())))?;
     // The copy stands alone: no -wal beside it.
     dst.pragma_update(None, "journal_mode", "DELETE")

@@ -200,14 +200,25 @@ impl ServerProcess {
 
     pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiond"));
-        cmd.args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let want_grpc = args.first() == Some(&"serve");
+        let rest_off = args
+            .windows(2)
+            .any(|w| w[0] == "--rest-addr" && w[1] == "off");
+        let want_rest = args.first() == Some(&"rest") || (want_grpc && !rest_off);
+        Self::from_command(cmd, want_grpc, want_rest)
+    }
+
+    /// Runs `cmd` (a sessiond, however started) and waits until it has
+    /// logged the listening lines it is expected to log.
+    pub fn from_command(mut cmd: Command, want_grpc: bool, want_rest: bool) -> Self {
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn sessiond");
         let stderr = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -227,12 +238,8 @@ impl ServerProcess {
         });
         let mut grpc_addr = None;
         let mut rest_addr = None;
-        let want_grpc = args.first() == Some(&"serve");
-        let rest_off = args
-            .windows(2)
-            .any(|w| w[0] == "--rest-addr" && w[1] == "off");
-        let want_rest = args.first() == Some(&"rest") || (want_grpc && !rest_off);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Long enough for `cargo run` to check that nothing needs building.
+        let deadline = Instant::now() + Duration::from_secs(120);
         while (want_grpc && grpc_addr.is_none()) || (want_rest && rest_addr.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -302,11 +309,16 @@ fn addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
 
 /// `serve` args for the binary on a SQLite file, ports 0, cheap hashing.
 pub fn serve_args(db: &Path) -> Vec<String> {
+    serve_args_for(&format!("sqlite://{}", db.display()))
+}
+
+/// `serve` args for the binary on any store, ports 0, cheap hashing.
+pub fn serve_args_for(store: &str) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "serve".into(),
         "--demo".into(),
         "--store".into(),
-        format!("sqlite://{}", db.display()),
+        store.into(),
         "--grpc-addr".into(),
         "127.0.0.1:0".into(),
         "--rest-addr".into(),
@@ -502,4 +514,36 @@ pub async fn logout_joe(c: &mut Client) -> u32 {
     .unwrap()
     .into_inner()
     .ended
+}
+
+/// A port that was free a moment ago (and whose +10000 neighbour is not
+/// needed): for commands that must be given a fixed port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The environment that makes a README command run here: ports 0, cheap
+/// hashing (the addresses are read from the listening lines).
+pub const QUIET_SERVE_ENV: [(&str, &str); 4] = [
+    ("SESSIOND_GRPC_ADDR", "127.0.0.1:0"),
+    ("SESSIOND_REST_ADDR", "127.0.0.1:0"),
+    ("SESSIOND_ARGON2_MEMORY_KIB", "64"),
+    ("SESSIOND_ARGON2_ITERATIONS", "1"),
+];
+
+/// `PATH` with the directory of the `sessiond` under test first, as
+/// `cargo install --path .` would put it.
+pub fn path_with_sessiond() -> std::ffi::OsString {
+    let bin = Path::new(env!("CARGO_BIN_EXE_sessiond"))
+        .parent()
+        .expect("binary directory")
+        .to_owned();
+    let mut dirs = vec![bin];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).expect("PATH")
 }
