@@ -1,0 +1,94 @@
+//! Once an ending is acknowledged, no validation that starts afterwards
+//! succeeds: many tasks validate a token while another ends it, on the
+//! embedded store and across two replicas on Redis.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use sessiond::pb::{self, Kind};
+use tonic::Code;
+
+/// Validators hammer `token` on `validators` while `ender` logs it off; every
+/// validation that started after the Logoff returned must fail.
+async fn check(validators: Vec<Client>, mut ender: Client, token: String) -> (usize, usize) {
+    let acked: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (i, c) in validators.into_iter().cycle().take(16).enumerate() {
+        let (token, acked, stop) = (token.clone(), acked.clone(), stop.clone());
+        let mut c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut before, mut after) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let r = validate(&mut c, &token).await;
+                let ended_before_start = acked.lock().unwrap().is_some_and(|t| t < started);
+                match r {
+                    Ok(_) => {
+                        assert!(
+                            !ended_before_start,
+                            "task {i}: validated after the ending was acknowledged"
+                        );
+                        before += 1;
+                    }
+                    // A shed call (a loaded machine) is no answer either way.
+                    Err(s) if s.code() == Code::ResourceExhausted => {}
+                    Err(s) => {
+                        assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+                        after += 1;
+                    }
+                }
+            }
+            (before, after)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ender
+        .logoff(authed(pb::LogoffRequest {}, &token))
+        .await
+        .unwrap();
+    *acked.lock().unwrap() = Some(Instant::now());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (a, b) = t.await.unwrap();
+        ok += a;
+        refused += b;
+    }
+    assert!(
+        ok > 0 && refused > 0,
+        "the race happened: {ok} before, {refused} after"
+    );
+    (ok, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_validation_succeeds_after_an_acknowledged_logoff_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let server =
+        TestServer::start_with(|c| c.store = sessiond::store::StoreUrl::SqliteFile(db)).await;
+    let mut c = server.client().await;
+    for _ in 0..5 {
+        let (token, _) = login(&mut c, JOE, Kind::Api).await;
+        let validators = vec![server.client().await, server.client().await];
+        check(validators, server.client().await, token).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_validation_succeeds_on_any_replica_after_an_acknowledged_logoff_redis() {
+    let redis = RedisServer::start();
+    let replica = || redis_replica(&redis, false, &[]);
+    let (a, b) = (replica(), replica());
+    let mut ca = connect(&a.url()).await;
+    for _ in 0..5 {
+        let (token, _) = login(&mut ca, JOE, Kind::Api).await;
+        // Validations on both replicas; the ending on A.
+        let validators = vec![connect(&a.url()).await, connect(&b.url()).await];
+        check(validators, connect(&a.url()).await, token).await;
+    }
+}

@@ -1,0 +1,35 @@
+//! The whole integration suite, one binary (one link instead of one per
+//! file). Every module starts the real server on ephemeral ports and talks
+//! to it with real clients; `support` has the shared pieces.
+
+mod support;
+
+mod authz_matrix;
+mod crash;
+mod day_one;
+mod end_user_sessions;
+mod grpc_audit;
+mod grpc_bad_input;
+mod grpc_endings;
+mod grpc_list;
+mod grpc_login_validate;
+mod grpc_server_features;
+mod grpc_watch;
+mod linearizability;
+mod mail_frontend;
+mod metrics_overload;
+mod properties;
+mod readme_examples;
+mod redis_replicas;
+mod rest_equivalence;
+mod rest_hostile;
+mod rest_informatica;
+mod rest_oma;
+mod rest_overload;
+mod rest_ras;
+mod rest_standalone;
+mod restart;
+mod server_url;
+mod store_conformance;
+mod store_sqlite;
+mod tls;

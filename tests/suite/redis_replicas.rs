@@ -1,0 +1,392 @@
+//! Several `sessiond serve` processes on one Redis (a private redis-server on
+//! a free port): an ending on one replica is seen by every other at once, the
+//! revocation feed crosses replicas and resumes without loss, a LogoutAll
+//! cannot be outrun by concurrent logins, and a Redis outage fails closed and
+//! heals by itself.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use serde_json::json;
+use sessiond::pb::{self, Kind};
+use tonic::Code;
+
+const SERVICE_SECRET: &str = "replica-test-service-credential-0123456789";
+
+fn replica(redis: &RedisServer, rest: bool) -> ServerProcess {
+    redis_replica(
+        redis,
+        rest,
+        &[("SESSIOND_SERVICE_CREDENTIAL", SERVICE_SECRET)],
+    )
+}
+
+async fn watch(
+    c: &mut Client,
+    after: Option<u64>,
+) -> tonic::Streaming<pb::WatchRevocationsResponse> {
+    c.watch_revocations(authed(
+        pb::WatchRevocationsRequest {
+            after_sequence: after,
+            org: String::new(),
+            kinds: vec![],
+        },
+        SERVICE_SECRET,
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn next(s: &mut tonic::Streaming<pb::WatchRevocationsResponse>) -> pb::Revocation {
+    tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("event within 10 s")
+        .unwrap()
+        .unwrap()
+        .revocation
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ending_on_one_replica_holds_on_every_other_at_once() {
+    let redis = RedisServer::start();
+    let a = replica(&redis, false);
+    let b = replica(&redis, false);
+    let mut ca = connect(&a.url()).await;
+    let mut cb = connect(&b.url()).await;
+
+    // Login on A validates on B.
+    let (token, s) = login(&mut ca, JOE, Kind::Api).await;
+    assert_eq!(validate(&mut cb, &token).await.unwrap().id, s.id);
+    // Logoff on B: A rejects the token on the very next call.
+    cb.logoff(authed(pb::LogoffRequest {}, &token))
+        .await
+        .unwrap();
+    assert_status(
+        validate(&mut ca, &token).await,
+        Code::Unauthenticated,
+        "TOKEN_INVALID",
+    );
+
+    // Ids stay unique across replicas.
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        assert!(ids.insert(login(c, USEREMAIL, Kind::Api).await.1.id));
+    }
+    // LogoffOther on A ends a console session opened on B.
+    let (admin, _) = login(&mut ca, DOMAIN_ADMIN, Kind::Admin).await;
+    let (console, cs) = login(&mut cb, DOMAIN_ADMIN, Kind::Admin).await;
+    ca.logoff_other(authed(pb::LogoffOtherRequest { session_id: cs.id }, &admin))
+        .await
+        .unwrap();
+    assert!(!is_valid(&mut cb, &console).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_one_replica_sees_endings_on_another_and_resumes_without_loss() {
+    let redis = RedisServer::start();
+    let a = replica(&redis, false);
+    let b = replica(&redis, false);
+    let mut ca = connect(&a.url()).await;
+    let mut cb = connect(&b.url()).await;
+    let mut feed = watch(&mut cb, None).await;
+
+    // LogoutUser on A; the watcher on B hears of both mail sessions.
+    let (_, imap) = login(&mut ca, JOE, Kind::Imap).await;
+    let (_, pop) = login(&mut ca, JOE, Kind::Pop).await;
+    let mut latencies = Vec::new();
+    let sent = Instant::now();
+    assert_eq!(logout_joe(&mut ca).await, 2);
+    let acked = sent.elapsed();
+    let e1 = next(&mut feed).await;
+    let e2 = next(&mut feed).await;
+    latencies.push(sent.elapsed());
+    let mut got = vec![e1.session_id, e2.session_id];
+    got.sort();
+    assert_eq!(got, vec![imap.id, pop.id]);
+    assert!(e1.reason == pb::EndReason::LogoutUser as i32 && e2.sequence > e1.sequence);
+
+    // More rounds, to report a latency figure rather than one sample.
+    for _ in 0..9 {
+        let (t, _) = login(&mut ca, JOE, Kind::Imap).await;
+        let sent = Instant::now();
+        ca.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+        next(&mut feed).await;
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    eprintln!(
+        "cross-replica revocation latency (call sent on A -> event received on B): \
+         median {:?}, max {:?} over {} samples; first LogoutUser acknowledged after {acked:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+        latencies.len()
+    );
+    assert!(latencies[latencies.len() - 1] < Duration::from_secs(2));
+
+    // The watcher drops; endings go on (on both replicas); it resumes on A.
+    let cursor = e2.sequence;
+    drop(feed);
+    let mut missed = Vec::new();
+    for i in 0..6 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        let (t, s) = login(c, USEREMAIL, Kind::Api).await;
+        c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+        missed.push(s.id);
+    }
+    // (the nine logoffs after the LogoutUser come first)
+    let mut resumed = watch(&mut ca, Some(cursor)).await;
+    let mut replay = Vec::new();
+    for _ in 0..15 {
+        replay.push(next(&mut resumed).await);
+    }
+    let seqs: Vec<u64> = replay.iter().map(|e| e.sequence).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap, no repeat: {seqs:?}"
+    );
+    assert_eq!(seqs[0], cursor + 1);
+    let tail: Vec<i32> = replay[9..].iter().map(|e| e.session_id).collect();
+    assert_eq!(tail, missed);
+    if let Ok(extra) = tokio::time::timeout(Duration::from_millis(300), resumed.message()).await {
+        panic!("nothing more expected, got {extra:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_is_not_outrun_by_concurrent_logins_on_other_replicas() {
+    let redis = RedisServer::start();
+    let a = replica(&redis, false);
+    let b = replica(&redis, false);
+    let ca = connect(&a.url()).await;
+    let cb = connect(&b.url()).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loggers = Vec::new();
+    for i in 0..6 {
+        let mut c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
+        let stop = stop.clone();
+        loggers.push(tokio::spawn(async move {
+            let mut made = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let who = if made.len() % 2 == 0 {
+                    USEREMAIL
+                } else {
+                    COMPANY_ADMIN
+                };
+                let (t, _) = login(&mut c, who, Kind::Api).await;
+                made.push((Instant::now(), t));
+            }
+            made
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let began = Instant::now();
+    let ended = ca
+        .clone()
+        .logout_all(pb::LogoutAllRequest {
+            username: USEREMAIL.0.into(),
+            password: USEREMAIL.1.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ended;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut before = 0;
+    let mut c = cb.clone();
+    for l in loggers {
+        for (created, token) in l.await.unwrap() {
+            if created < began {
+                before += 1;
+                assert!(
+                    !is_valid(&mut c, &token).await,
+                    "created before LogoutAll, still valid"
+                );
+            }
+        }
+    }
+    assert!(
+        before > 0 && ended as usize >= before,
+        "ended {ended}, created before {before}"
+    );
+}
+
+/// The health of `session.v1.SessionService`; the server's overall status
+/// (the empty service name) must say the same.
+async fn health(url: &str) -> i32 {
+    let service = health_of(url, "session.v1.SessionService").await;
+    assert_eq!(
+        service,
+        health_of(url, "").await,
+        "overall health follows the service"
+    );
+    service
+}
+
+async fn health_of(url: &str, service: &str) -> i32 {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let ch = tonic::transport::Channel::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_fails_closed_and_heals_by_itself() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut redis = RedisServer::start_durable();
+    let server = replica(&redis, true);
+    let base = format!("http://{}", server.rest_addr.unwrap());
+    let mut c = connect(&server.url()).await;
+    let (token, _) = login(&mut c, JOE, Kind::Imap).await;
+    assert_eq!(health(&server.url()).await, ServingStatus::Serving as i32);
+
+    redis.stop();
+    let t0 = Instant::now();
+    // Never "valid", never a success: UNAVAILABLE everywhere.
+    assert_status(
+        validate(&mut c, &token).await,
+        Code::Unavailable,
+        "STORE_UNAVAILABLE",
+    );
+    assert_status(
+        try_login(&mut c, JOE, Kind::Api).await,
+        Code::Unavailable,
+        "STORE_UNAVAILABLE",
+    );
+    assert_status(
+        c.logoff(authed(pb::LogoffRequest {}, &token)).await,
+        Code::Unavailable,
+        "STORE_UNAVAILABLE",
+    );
+    let (status, _, body) = json_of(
+        http()
+            .post(format!("{base}/api/logout_user"))
+            .json(&json!({"credentials": {"user": DOMAIN_ADMIN.0, "password": DOMAIN_ADMIN.1}, "user": JOE.0}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_number"].as_u64()),
+        (200, Some(0)),
+        "{body}"
+    );
+    let (status, _, body) = ras_logon(&base, DOMAIN_ADMIN).await;
+    assert_eq!(status, 503, "{body}");
+    let outage_answers = t0.elapsed();
+    assert!(
+        outage_answers < Duration::from_secs(10),
+        "fail fast, not hang: {outage_answers:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health(&server.url()).await != ServingStatus::NotServing as i32 {
+        assert!(Instant::now() < deadline, "health never turned NOT_SERVING");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A failed attempt during the outage does not count against the user.
+    for _ in 0..12 {
+        let _ = try_login(&mut c, JOE, Kind::Api).await;
+    }
+
+    redis.restart();
+    let restarted = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match validate(&mut c, &token).await {
+            Ok(s) => {
+                assert_eq!(s.user, JOE.0);
+                break;
+            }
+            Err(s) if s.code() == Code::Unavailable => {}
+            Err(s) => panic!("unexpected {s:?}"),
+        }
+        assert!(Instant::now() < deadline, "service never resumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "redis outage: 5 calls answered UNAVAILABLE in {outage_answers:?}; \
+         service resumed {:?} after redis restarted",
+        restarted.elapsed()
+    );
+    login(&mut c, JOE, Kind::Api).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health(&server.url()).await != ServingStatus::Serving as i32 {
+        assert!(
+            Instant::now() < deadline,
+            "health never turned SERVING again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        logout_joe(&mut c).await,
+        1,
+        "the IMAP session survived the outage"
+    );
+    assert!(
+        !server.log_text().contains("lost its data"),
+        "a durable Redis kept its data"
+    );
+}
+
+/// A Redis that comes back empty (no persistence) turns every login into
+/// BAD_CREDENTIALS; the health watch says why, at WARN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_is_reported() {
+    let mut redis = RedisServer::start();
+    let server = replica(&redis, false);
+    let mut c = connect(&server.url()).await;
+    login(&mut c, JOE, Kind::Imap).await;
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !server.log_text().contains("the store lost its data") {
+        assert!(
+            Instant::now() < deadline,
+            "no warning; log:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.log_text().contains("WARN"));
+}
+
+/// Two deployments on one Redis, told apart by `--redis-prefix`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deployments_share_one_redis_by_prefix() {
+    let redis = RedisServer::start();
+    let a = redis_replica(&redis, false, &[("SESSIOND_REDIS_PREFIX", "blue")]);
+    let b = redis_replica(&redis, false, &[("SESSIOND_REDIS_PREFIX", "green")]);
+    let (mut ca, mut cb) = (connect(&a.url()).await, connect(&b.url()).await);
+    let (token, _) = login(&mut ca, JOE, Kind::Imap).await;
+    assert!(is_valid(&mut ca, &token).await);
+    assert!(
+        !is_valid(&mut cb, &token).await,
+        "green does not see blue's sessions"
+    );
+    login(&mut cb, JOE, Kind::Imap).await;
+    assert_eq!(logout_joe(&mut cb).await, 1, "green ends only its own");
+    assert!(is_valid(&mut ca, &token).await);
+    let keys = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "--scan"])
+        .output()
+        .expect("redis-cli");
+    let keys = String::from_utf8_lossy(&keys.stdout);
+    assert!(
+        keys.lines()
+            .all(|k| k.starts_with("{blue}:") || k.starts_with("{green}:")),
+        "{keys}"
+    );
+}
