@@ -123,8 +123,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     tracing::info!("grpc listening on {grpc_addr}");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let grpc = SessionGrpc::new(sessions.clone(), shutdown_rx.clone())
-        .trusting(&config.trusted_proxies);
+    let grpc =
+        SessionGrpc::new(sessions.clone(), shutdown_rx.clone()).trusting(&config.trusted_proxies);
     let calls = CallLayer::new(config.max_in_flight, config.max_queue_delay);
     let rest = start_rest(&config, &grpc, &calls, tls.as_ref(), &shutdown_rx).await?;
     let rest_addr = rest.as_ref().map(|(a, _)| *a);

@@ -430,9 +430,7 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// An in-process server on `store` with cheap Argon2.
-async fn bulk_server(
-    store: &str,
-) -> Result<sessiond::server::Running, Box<dyn std::error::Error>> {
+async fn bulk_server(store: &str) -> Result<sessiond::server::Running, Box<dyn std::error::Error>> {
     let mut config = sessiond::config::Config {
         grpc_addr: "127.0.0.1:0".parse()?,
         rest_addr: None,
@@ -513,21 +511,15 @@ async fn time_endings(
         .ended;
     let all_time = t.elapsed();
     if user as usize != mail || all as usize != api {
-        return Err(format!(
-            "ended {user} mail and {all} API sessions; expected {mail} and {api}"
-        )
-        .into());
+        return Err(
+            format!("ended {user} mail and {all} API sessions; expected {mail} and {api}").into(),
+        );
     }
     Ok((user_time, all_time))
 }
 
 /// Medians of the rounds, as a CSV row or as text.
-fn report_bulk(
-    args: &Args,
-    mail: usize,
-    all_times: &mut [Duration],
-    user_times: &mut [Duration],
-) {
+fn report_bulk(args: &Args, mail: usize, all_times: &mut [Duration], user_times: &mut [Duration]) {
     all_times.sort();
     user_times.sort();
     let (all_time, user_time) = (

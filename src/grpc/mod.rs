@@ -101,7 +101,13 @@ impl SessionService for SessionGrpc {
         let msg = req.into_inner();
         let (token, session) = self
             .sessions
-            .login(&msg.username, &msg.password, kind, client, address.as_deref())
+            .login(
+                &msg.username,
+                &msg.password,
+                kind,
+                client,
+                address.as_deref(),
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::LoginResponse {

@@ -1077,9 +1077,7 @@ impl Store for SqliteStore {
         };
         loop {
             let system = system.clone();
-            let expired = self
-                .write(move |tx| expire_batch(tx, now, &system))
-                .await?;
+            let expired = self.write(move |tx| expire_batch(tx, now, &system)).await?;
             report.expired += expired;
             if expired > 0 {
                 self.notify_events();

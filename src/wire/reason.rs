@@ -168,7 +168,11 @@ mod tests {
     #[test]
     fn a_foreign_domain_is_not_ours() {
         let mut details = tonic_types::ErrorDetails::new();
-        details.set_error_info("OVERLOADED", "example.com", std::collections::HashMap::new());
+        details.set_error_info(
+            "OVERLOADED",
+            "example.com",
+            std::collections::HashMap::new(),
+        );
         let s = Status::with_error_details(Code::ResourceExhausted, "", details);
         assert_eq!(Reason::of(&s), Reason::TooManyAttempts);
     }
