@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out.join("session_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         // Request decode failures (e.g. non-UTF-8 strings) become INVALID_ARGUMENT.
-        .codec_path("crate::grpc::codec::StrictCodec")
+        .codec_path("crate::wire::codec::StrictCodec")
         // These carry secrets: their Debug is written by hand, redacted.
         .skip_debug([
             "session.v1.LoginRequest",

@@ -2,7 +2,8 @@
 //! embedded SQLite store by default.
 //!
 //! Data flows one way: REST JSON -> `rest::<vendor>` -> gRPC -> `grpc` ->
-//! `sessions` -> `store`.
+//! `sessions` -> `store`. What both ends of the gRPC hop agree on (error
+//! reasons, metadata names, the codec) is in `wire`, below both.
 
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod sessions;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod wire;
 
 /// Generated protobuf types and the tonic service and client for `session.v1`.
 pub mod pb {

@@ -111,8 +111,17 @@ async fn user(args: &UserArgs, m: &ArgMatches) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("opening store {url}")),
     };
     let sessions = Arc::new(Sessions::new(store, s.policy()?)?);
+    run_user_action(&args.action, &sessions, &url).await
+}
+
+/// One `sessiond user` action against the opened store.
+async fn run_user_action(
+    action: &UserAction,
+    sessions: &Sessions,
+    url: &StoreUrl,
+) -> anyhow::Result<()> {
     let in_store = |name: &str| format!("user {name} in store {url}");
-    match &args.action {
+    match action {
         UserAction::Add {
             username,
             org,

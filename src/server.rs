@@ -13,8 +13,11 @@ use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tower::Layer as _;
+
 use crate::config::Config;
-use crate::grpc::SessionGrpc;
+use crate::grpc::{CallLayer, SessionGrpc};
 use crate::pb::session_service_server::SessionServiceServer;
 use crate::sessions::Sessions;
 use crate::{rest, store};
@@ -113,6 +116,51 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .map(crate::tls::Tls::load)
         .transpose()
         .map_err(ServeError::Config)?;
+    let sessions = open_sessions(&config).await?;
+
+    let grpc_listener = bind("gRPC", config.grpc_addr).await?;
+    let grpc_addr = local_addr("gRPC", config.grpc_addr, &grpc_listener)?;
+    tracing::info!("grpc listening on {grpc_addr}");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let grpc =
+        SessionGrpc::new(sessions.clone(), shutdown_rx.clone()).trusting(&config.trusted_proxies);
+    let calls = CallLayer::new(config.max_in_flight, config.max_queue_delay);
+    let rest = start_rest(&config, &grpc, &calls, tls.as_ref(), &shutdown_rx).await?;
+    let rest_addr = rest.as_ref().map(|(a, _)| *a);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, true).await;
+    let background = [
+        spawn_sweeper(sessions.clone(), &config, shutdown_rx.clone()),
+        spawn_health_watch(sessions.clone(), health, shutdown_rx.clone()),
+    ];
+    let grpc_server = serve_grpc(
+        grpc,
+        calls,
+        health_service,
+        tls.as_ref(),
+        grpc_listener,
+        stopped(shutdown_rx),
+    )?;
+    let task = tokio::spawn(run_until_stopped(
+        grpc_server,
+        rest.map(|(_, task)| task),
+        background,
+        sessions.clone(),
+    ));
+    Ok(Running {
+        grpc_addr,
+        rest_addr,
+        sessions,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+/// The store and the application service over it (with the demo users when
+/// asked for).
+async fn open_sessions(config: &Config) -> Result<Arc<Sessions>, ServeError> {
     let store = store::open_with(&config.store, &config.store_options)
         .await
         .map_err(|e| ServeError::StoreOpen {
@@ -125,93 +173,99 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tracing::info!(created, "demo users present");
     }
     warn_if_demo_users(&sessions).await;
+    Ok(sessions)
+}
 
-    let grpc_listener = bind("gRPC", config.grpc_addr).await?;
-    let grpc_addr = local_addr("gRPC", config.grpc_addr, &grpc_listener)?;
-    tracing::info!("grpc listening on {grpc_addr}");
+type RestTask = JoinHandle<std::io::Result<()>>;
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let grpc = SessionGrpc::new(sessions.clone(), shutdown_rx.clone())
-        .trusting(&config.trusted_proxies)
-        .admitting(config.max_in_flight)
-        .max_queue_delay(config.max_queue_delay);
-
-    let rest = match config.rest_addr {
-        None => None,
-        Some(addr) => {
-            let listener = bind("REST", addr).await?;
-            let rest_addr = local_addr("REST", addr, &listener)?;
-            tracing::info!("rest listening on {rest_addr}");
-            let upstream = match &config.upstream {
-                Some(url) => rest::remote(url, None).map_err(ServeError::Config)?,
-                // In-process calls start right away inside the REST handler:
-                // no queue in between to stamp (in-flight admission still applies).
-                None => rest::in_process(SessionServiceServer::new(grpc.clone())),
-            };
-            let task = tokio::spawn(rest::serve(
-                listener,
-                upstream,
-                tls.as_ref().map(|t| t.rustls.clone()),
-                config.public_url.clone(),
-                stopped(shutdown_rx.clone()),
-            ));
-            Some((rest_addr, task))
-        }
+/// The REST shim on its own listener, when one is configured: over the
+/// remote upstream when one is given, otherwise over `grpc` in-process,
+/// through the same call layer (and admission count) as the gRPC listener.
+async fn start_rest(
+    config: &Config,
+    grpc: &SessionGrpc,
+    calls: &CallLayer,
+    tls: Option<&crate::tls::Tls>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<(SocketAddr, RestTask)>, ServeError> {
+    let Some(addr) = config.rest_addr else {
+        return Ok(None);
     };
-    let rest_addr = rest.as_ref().map(|(a, _)| *a);
+    let listener = bind("REST", addr).await?;
+    let rest_addr = local_addr("REST", addr, &listener)?;
+    tracing::info!("rest listening on {rest_addr}");
+    let upstream = match &config.upstream {
+        Some(url) => rest::remote(url, None).map_err(ServeError::Config)?,
+        None => rest::in_process(
+            calls
+                .in_process()
+                .layer(SessionServiceServer::new(grpc.clone())),
+        ),
+    };
+    let task = tokio::spawn(rest::serve(
+        listener,
+        upstream,
+        tls.map(|t| t.rustls.clone()),
+        config.public_url.clone(),
+        stopped(shutdown.clone()),
+    ));
+    Ok(Some((rest_addr, task)))
+}
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, true).await;
+/// The gRPC listener: the service behind the call layer, health and both
+/// reflection versions, until `shutdown` completes.
+fn serve_grpc(
+    grpc: SessionGrpc,
+    calls: CallLayer,
+    health_service: HealthServer<impl Health>,
+    tls: Option<&crate::tls::Tls>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send, ServeError> {
     let (reflection_v1, reflection_v1alpha) = reflection()?;
-    let sweeper = spawn_sweeper(sessions.clone(), &config, shutdown_rx.clone());
-    let health_watch = spawn_health_watch(sessions.clone(), health, shutdown_rx.clone());
-
-    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // hyper's default (200 streams per connection) keeps a flood waiting in
     // the clients' own queues, where it can be neither seen nor shed; let it
     // reach the server, whose queue-delay shedding answers it at once.
     let mut builder = Server::builder().max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
-    if let Some(t) = &tls {
+    if let Some(t) = tls {
         let identity = tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem);
         builder =
             builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
-    let grpc_server = builder
+    Ok(builder
+        .layer(calls)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(SessionServiceServer::with_interceptor(
-            grpc,
-            crate::grpc::stamp_arrival,
-        ))
-        .serve_with_incoming_shutdown(incoming, stopped(shutdown_rx.clone()));
+        .add_service(SessionServiceServer::new(grpc))
+        .serve_with_incoming_shutdown(incoming, shutdown))
+}
 
-    let closing = sessions.clone();
-    let task = tokio::spawn(async move {
-        let result = grpc_server.await;
-        if let Some((_, rest)) = rest {
-            match rest.await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "rest shim stopped with an error"),
-                Err(e) => tracing::warn!(error = %e, "rest shim task failed"),
-                Ok(Ok(())) => {}
-            }
+/// Waits for the gRPC server to stop, then for the shim and the background
+/// tasks, and closes the store.
+async fn run_until_stopped(
+    grpc_server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    rest: Option<RestTask>,
+    background: [JoinHandle<()>; 2],
+    sessions: Arc<Sessions>,
+) -> Result<(), ServeError> {
+    let result = grpc_server.await;
+    if let Some(rest) = rest {
+        match rest.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "rest shim stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "rest shim task failed"),
+            Ok(Ok(())) => {}
         }
-        let _ = sweeper.await;
-        let _ = health_watch.await;
-        if let Err(e) = closing.store().close().await {
-            tracing::warn!(error = %e, "closing the store");
-        }
-        tracing::info!("stopped");
-        result.map_err(ServeError::from)
-    });
-
-    Ok(Running {
-        grpc_addr,
-        rest_addr,
-        sessions,
-        shutdown: shutdown_tx,
-        task,
-    })
+    }
+    for task in background {
+        let _ = task.await;
+    }
+    if let Err(e) = sessions.store().close().await {
+        tracing::warn!(error = %e, "closing the store");
+    }
+    tracing::info!("stopped");
+    result.map_err(ServeError::from)
 }
 
 /// One line that says what this process is about to run with.

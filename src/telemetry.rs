@@ -63,43 +63,67 @@ fn code_label(code: tonic::Code) -> &'static str {
     }
 }
 
-/// The RPCs measured, in a fixed order (an index into the handle table).
-pub const RPCS: [&str; 9] = [
-    "Login",
-    "ValidateSession",
-    "Logoff",
-    "LogoffOther",
-    "LogoutUser",
-    "LogoutAll",
-    "ListSessions",
-    "WatchRevocations",
-    "ListAuditRecords",
-];
+/// One RPC's metrics. Handles are resolved on first use (after the recorder
+/// is installed) and kept: recording is then an atomic add, not a registry
+/// lookup with a freshly built label set per call.
+pub struct RpcMetrics {
+    rpc: &'static str,
+    handles: OnceLock<RpcHandles>,
+}
 
-/// Handles resolved once per RPC (and code): recording is then an atomic
-/// add, not a registry lookup with a freshly built label set per call.
 struct RpcHandles {
     duration: metrics::Histogram,
     /// Indexed by `tonic::Code as usize` (0..=16).
-    calls: Vec<OnceLock<metrics::Counter>>,
+    calls: [OnceLock<metrics::Counter>; 17],
+    /// Registered on the first shed: the series appears only once one happens.
+    shed: OnceLock<metrics::Counter>,
 }
 
-static HANDLES: [OnceLock<RpcHandles>; RPCS.len()] = [const { OnceLock::new() }; RPCS.len()];
+impl RpcMetrics {
+    pub const fn new(rpc: &'static str) -> Self {
+        RpcMetrics {
+            rpc,
+            handles: OnceLock::new(),
+        }
+    }
 
-pub fn record_rpc(rpc: &'static str, code: tonic::Code, elapsed: Duration) {
-    let Some(i) = RPCS.iter().position(|r| *r == rpc) else {
-        return;
-    };
-    let handles = HANDLES[i].get_or_init(|| RpcHandles {
-        duration: metrics::histogram!("sessiond_grpc_request_duration_seconds", "rpc" => rpc),
-        calls: (0..17).map(|_| OnceLock::new()).collect(),
-    });
-    handles.duration.record(elapsed.as_secs_f64());
-    if let Some(slot) = handles.calls.get(code as usize) {
-        slot.get_or_init(|| {
-            metrics::counter!("sessiond_grpc_requests_total", "rpc" => rpc, "code" => code_label(code))
+    /// The method name, as in the request path and the `rpc` label.
+    pub fn rpc(&self) -> &'static str {
+        self.rpc
+    }
+
+    fn handles(&self) -> &RpcHandles {
+        let rpc = self.rpc;
+        self.handles.get_or_init(|| RpcHandles {
+            duration: metrics::histogram!("sessiond_grpc_request_duration_seconds", "rpc" => rpc),
+            calls: [const { OnceLock::new() }; 17],
+            shed: OnceLock::new(),
         })
-        .increment(1);
+    }
+
+    /// One finished call: its duration and its status code.
+    pub fn record(&self, code: tonic::Code, elapsed: Duration) {
+        let handles = self.handles();
+        handles.duration.record(elapsed.as_secs_f64());
+        if let Some(slot) = handles.calls.get(code as usize) {
+            slot.get_or_init(|| {
+                metrics::counter!(
+                    "sessiond_grpc_requests_total",
+                    "rpc" => self.rpc,
+                    "code" => code_label(code)
+                )
+            })
+            .increment(1);
+        }
+    }
+
+    /// One call shed before it started (overload).
+    pub fn record_shed(&self) {
+        let rpc = self.rpc;
+        self.handles()
+            .shed
+            .get_or_init(|| metrics::counter!("sessiond_overload_rejections_total", "rpc" => rpc))
+            .increment(1);
     }
 }
 
@@ -108,10 +132,6 @@ pub fn record_revocations(reason: EndReason, count: u64) {
         metrics::counter!("sessiond_revocations_total", "reason" => reason.as_str())
             .increment(count);
     }
-}
-
-pub fn record_shed(rpc: &'static str) {
-    metrics::counter!("sessiond_overload_rejections_total", "rpc" => rpc).increment(1);
 }
 
 pub fn set_live_sessions(kind: Kind, count: u64) {

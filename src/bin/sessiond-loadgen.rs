@@ -390,70 +390,25 @@ async fn run_loop(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The bulk user's name and password, and the unrelated org's user.
+const BULK_USER: (&str, &str) = ("bulk@bulk.example", "bulk-pass-1");
+const OTHER_USER: (&str, &str) = ("other@other.example", "other-pass-1");
+
 /// Seeds an in-process server's store directly, then times the bulk endings
 /// over real gRPC.
 async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    use sessiond::domain::{ClientInfo, Role, Token};
-    let mut config = sessiond::config::Config {
-        grpc_addr: "127.0.0.1:0".parse()?,
-        rest_addr: None,
-        store: args.store.parse().map_err(|e: String| e)?,
-        ..Default::default()
-    };
-    config.policy.hash_cost = sessiond::domain::password::HashCost {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
-    let running = sessiond::server::start(config).await?;
+    use sessiond::domain::{Kind, Role};
+    let running = bulk_server(&args.store).await?;
     let sessions = running.sessions.clone();
     let target = sessions
-        .add_user(
-            "bulk@bulk.example",
-            "bulk.example",
-            Role::User,
-            "bulk-pass-1",
-        )
+        .add_user(BULK_USER.0, "bulk.example", Role::User, BULK_USER.1)
         .await?;
     let other = sessions
-        .add_user(
-            "other@other.example",
-            "other.example",
-            Role::User,
-            "other-pass-1",
-        )
+        .add_user(OTHER_USER.0, "other.example", Role::User, OTHER_USER.1)
         .await?;
-    let store = sessions.store().clone();
-    let now = sessiond::sessions::now_millis();
-    let seed = |uid: i64, kind: sessiond::domain::Kind, n: usize| {
-        let store = store.clone();
-        async move {
-            let mut pending = bounded(n, 256, move |_| {
-                let store = store.clone();
-                async move {
-                    let digest = Token::generate()
-                        .map(|t| t.digest())
-                        .map_err(|e| e.to_string())?;
-                    store
-                        .create_session(sessiond::domain::NewSession {
-                            digest,
-                            kind,
-                            user_id: uid,
-                            now,
-                            idle_deadline: now + 3_600_000,
-                            expires_at: now + 7_200_000,
-                            client: ClientInfo::default(),
-                        })
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }
-            });
-            pending.run().await
-        }
-    };
+    let store = sessions.store();
     let started = Instant::now();
-    seed(other.id, sessiond::domain::Kind::Api, args.unrelated).await?;
+    seed(store, other.id, Kind::Api, args.unrelated).await?;
     eprintln!(
         "seeded {} unrelated sessions in {:?}",
         args.unrelated,
@@ -463,40 +418,108 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut c = SessionServiceClient::connect(format!("http://{}", running.grpc_addr)).await?;
     let (mut all_times, mut user_times) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds.max(1) {
-        seed(target.id, sessiond::domain::Kind::Api, args.sessions).await?;
-        seed(target.id, sessiond::domain::Kind::Imap, mail).await?;
-        let t = Instant::now();
-        let user = c
-            .logout_user(pb::LogoutUserRequest {
-                credentials: Some(pb::Credentials {
-                    user: "bulk@bulk.example".into(),
-                    secret: Some(pb::credentials::Secret::Password("bulk-pass-1".into())),
-                    client: String::new(),
-                }),
-                user: "bulk@bulk.example".into(),
-            })
-            .await?
-            .into_inner()
-            .ended;
-        user_times.push(t.elapsed());
-        let t = Instant::now();
-        let all = c
-            .logout_all(pb::LogoutAllRequest {
-                username: "bulk@bulk.example".into(),
-                password: "bulk-pass-1".into(),
-            })
-            .await?
-            .into_inner()
-            .ended;
-        all_times.push(t.elapsed());
-        if user as usize != mail || all as usize != args.sessions {
-            return Err(format!(
-                "ended {user} mail and {all} API sessions; expected {mail} and {}",
-                args.sessions
-            )
-            .into());
-        }
+        seed(store, target.id, Kind::Api, args.sessions).await?;
+        seed(store, target.id, Kind::Imap, mail).await?;
+        let (user_time, all_time) = time_endings(&mut c, mail, args.sessions).await?;
+        user_times.push(user_time);
+        all_times.push(all_time);
     }
+    report_bulk(&args, mail, &mut all_times, &mut user_times);
+    running.shutdown().await?;
+    Ok(())
+}
+
+/// An in-process server on `store` with cheap Argon2.
+async fn bulk_server(store: &str) -> Result<sessiond::server::Running, Box<dyn std::error::Error>> {
+    let mut config = sessiond::config::Config {
+        grpc_addr: "127.0.0.1:0".parse()?,
+        rest_addr: None,
+        store: store.parse().map_err(|e: String| e)?,
+        ..Default::default()
+    };
+    config.policy.hash_cost = sessiond::domain::password::HashCost {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    Ok(sessiond::server::start(config).await?)
+}
+
+/// `n` live sessions of `kind` for user `uid`, written to the store directly.
+async fn seed(
+    store: &Arc<dyn sessiond::store::Store>,
+    uid: i64,
+    kind: sessiond::domain::Kind,
+    n: usize,
+) -> Result<(), String> {
+    use sessiond::domain::{ClientInfo, NewSession, Token};
+    let now = sessiond::sessions::now_millis();
+    let store = store.clone();
+    let mut pending = bounded(n, 256, move |_| {
+        let store = store.clone();
+        async move {
+            let digest = Token::generate()
+                .map(|t| t.digest())
+                .map_err(|e| e.to_string())?;
+            store
+                .create_session(NewSession {
+                    digest,
+                    kind,
+                    user_id: uid,
+                    now,
+                    idle_deadline: now + 3_600_000,
+                    expires_at: now + 7_200_000,
+                    client: ClientInfo::default(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    });
+    pending.run().await
+}
+
+/// One round: LogoutUser (the mail sessions), then LogoutAll (the API
+/// sessions), each timed and its count checked.
+async fn time_endings(
+    c: &mut SessionServiceClient<Channel>,
+    mail: usize,
+    api: usize,
+) -> Result<(Duration, Duration), Box<dyn std::error::Error>> {
+    let t = Instant::now();
+    let user = c
+        .logout_user(pb::LogoutUserRequest {
+            credentials: Some(pb::Credentials {
+                user: BULK_USER.0.into(),
+                secret: Some(pb::credentials::Secret::Password(BULK_USER.1.into())),
+                client: String::new(),
+            }),
+            user: BULK_USER.0.into(),
+        })
+        .await?
+        .into_inner()
+        .ended;
+    let user_time = t.elapsed();
+    let t = Instant::now();
+    let all = c
+        .logout_all(pb::LogoutAllRequest {
+            username: BULK_USER.0.into(),
+            password: BULK_USER.1.into(),
+        })
+        .await?
+        .into_inner()
+        .ended;
+    let all_time = t.elapsed();
+    if user as usize != mail || all as usize != api {
+        return Err(
+            format!("ended {user} mail and {all} API sessions; expected {mail} and {api}").into(),
+        );
+    }
+    Ok((user_time, all_time))
+}
+
+/// Medians of the rounds, as a CSV row or as text.
+fn report_bulk(args: &Args, mail: usize, all_times: &mut [Duration], user_times: &mut [Duration]) {
     all_times.sort();
     user_times.sort();
     let (all_time, user_time) = (
@@ -528,8 +551,6 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
         println!("  LogoutUser ended {mail} IMAP sessions: median {user_time:?}");
     }
-    running.shutdown().await?;
-    Ok(())
 }
 
 /// Runs `n` jobs with at most `width` in flight (no extra dependency).

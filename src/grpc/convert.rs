@@ -117,13 +117,13 @@ pub fn client_from_pb(client: Option<&pb::ClientInfo>) -> Result<ClientInfo, Err
 /// The token of `authorization: Bearer <token>`. `Err` when present but not
 /// readable; `Ok(None)` when absent.
 pub fn bearer_token(metadata: &MetadataMap) -> Result<Option<String>, Error> {
-    let Some(value) = metadata.get("authorization") else {
+    let Some(value) = metadata.get(crate::wire::AUTHORIZATION) else {
         return Ok(None);
     };
     let invalid = || Error::Unauthenticated(crate::domain::AuthFailure::TokenInvalid);
     let text = value.to_str().map_err(|_| invalid())?;
     let (scheme, token) = text.trim().split_once(' ').ok_or_else(invalid)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if !scheme.eq_ignore_ascii_case(crate::wire::BEARER) {
         return Err(invalid());
     }
     Ok(Some(token.trim().to_owned()))

@@ -1,27 +1,27 @@
 //! The tonic service: reads metadata, turns proto fields into domain inputs,
 //! calls `Sessions`, and maps errors through `status::to_status` only.
+//! Admission, shedding and metrics are not here: every call goes through
+//! [`calls::CallLayer`] first.
 
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use std::future::Future;
-use std::time::{Duration, Instant};
-
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::domain::{limits, Error};
+use crate::domain::{limits, Error, Kind};
 use crate::pb::{self, session_service_server::SessionService};
 use crate::sessions::{ListFilter, Secret, Sessions, WatchRequest};
-use crate::telemetry;
+use crate::wire::FORWARDED_FOR;
 
-pub mod codec;
+pub mod calls;
 pub mod convert;
 pub mod status;
 
+pub use calls::{CallLayer, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE_DELAY};
 use convert::{
     bearer_token, client_from_pb, kind_filter_from_pb, kind_from_pb, revocation_to_pb,
     session_to_pb,
@@ -37,32 +37,7 @@ pub struct SessionGrpc {
     shutdown: watch::Receiver<bool>,
     /// Peers whose `x-forwarded-for` names the real client (REST shims).
     trusted_proxies: Arc<[IpAddr]>,
-    /// Calls in progress (admission control).
-    admission: Arc<Semaphore>,
-    /// Longest wait between a call's arrival and its start before it is shed.
-    max_queue_delay: Duration,
 }
-
-/// When a call arrived, stamped by [`stamp_arrival`] as tonic dispatches it.
-#[derive(Debug, Clone, Copy)]
-pub struct Arrived(pub Instant);
-
-/// The interceptor every `SessionService` server is wrapped in: it runs when
-/// the request is dispatched, before any queueing in front of the handler.
-pub fn stamp_arrival(mut req: Request<()>) -> Result<Request<()>, Status> {
-    req.extensions_mut().insert(Arrived(Instant::now()));
-    Ok(req)
-}
-
-fn arrived<T>(req: &Request<T>) -> Option<Instant> {
-    req.extensions().get::<Arrived>().map(|a| a.0)
-}
-
-/// Longest wait before a call is shed, by default.
-pub const DEFAULT_MAX_QUEUE_DELAY: Duration = Duration::from_millis(50);
-
-/// Calls in progress at once before new ones are shed.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 impl SessionGrpc {
     pub fn new(sessions: Arc<Sessions>, shutdown: watch::Receiver<bool>) -> Self {
@@ -70,53 +45,7 @@ impl SessionGrpc {
             sessions,
             shutdown,
             trusted_proxies: Arc::from(Vec::new()),
-            admission: Arc::new(Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
-            max_queue_delay: DEFAULT_MAX_QUEUE_DELAY,
         }
-    }
-
-    /// At most `limit` calls in progress at once; past that, calls are shed
-    /// at once with RESOURCE_EXHAUSTED instead of queueing (which would only
-    /// grow every caller's latency).
-    pub fn admitting(mut self, limit: usize) -> Self {
-        self.admission = Arc::new(Semaphore::new(limit.max(1)));
-        self
-    }
-
-    /// A call that waited longer than this between arriving and starting is
-    /// shed: under a flood the queue is in front of the handlers (runtime
-    /// tasks, HTTP/2 streams), where an in-flight count cannot see it.
-    pub fn max_queue_delay(mut self, delay: Duration) -> Self {
-        self.max_queue_delay = delay;
-        self
-    }
-
-    /// Runs one call under admission control and records its metrics.
-    async fn observed<T>(
-        &self,
-        rpc: &'static str,
-        arrived: Option<Instant>,
-        call: impl Future<Output = Result<Response<T>, Status>>,
-    ) -> Result<Response<T>, Status> {
-        let started = Instant::now();
-        let waited_too_long = arrived.is_some_and(|t| started - t > self.max_queue_delay);
-        let permit = if waited_too_long {
-            None
-        } else {
-            self.admission.try_acquire().ok()
-        };
-        let result = match permit {
-            Some(_permit) => call.await,
-            None => {
-                telemetry::record_shed(rpc);
-                Err(to_status(Error::Overloaded))
-            }
-        };
-        let code = result
-            .as_ref()
-            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-        telemetry::record_rpc(rpc, code, started.elapsed());
-        result
     }
 
     /// Trusts these peers' `x-forwarded-for` for per-address throttling.
@@ -131,7 +60,7 @@ impl SessionGrpc {
     fn throttle_address<T>(&self, req: &Request<T>) -> Option<String> {
         let forwarded = || {
             req.metadata()
-                .get(crate::rest::FORWARDED_FOR)
+                .get(FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<IpAddr>().ok())
                 .map(|ip| ip.to_string())
@@ -155,41 +84,11 @@ fn token_of<T>(req: &Request<T>) -> Result<Option<String>, Status> {
     bearer_token(req.metadata()).map_err(to_status)
 }
 
-impl SessionGrpc {
-    async fn list_audit_records_inner(
-        &self,
-        req: Request<pb::ListAuditRecordsRequest>,
-    ) -> Result<Response<pb::ListAuditRecordsResponse>, Status> {
-        let token = token_of(&req)?;
-        let msg = req.get_ref();
-        let page_size = usize::try_from(msg.page_size)
-            .map_err(|_| to_status(Error::invalid("page_size", "must not be negative")))?;
-        let after = if msg.page_token.is_empty() {
-            0
-        } else {
-            msg.page_token
-                .parse::<u64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| {
-                    to_status(Error::invalid(
-                        "page_token",
-                        "not a token this service issued",
-                    ))
-                })?
-        };
-        let (records, next) = self
-            .sessions
-            .list_audit(token.as_deref(), page_size, after)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListAuditRecordsResponse {
-            records: records.into_iter().map(convert::audit_to_pb).collect(),
-            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
-        }))
-    }
+#[tonic::async_trait]
+impl SessionService for SessionGrpc {
+    type WatchRevocationsStream = WatchStream;
 
-    async fn login_inner(
+    async fn login(
         &self,
         req: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
@@ -217,7 +116,7 @@ impl SessionGrpc {
         }))
     }
 
-    async fn validate_session_inner(
+    async fn validate_session(
         &self,
         req: Request<pb::ValidateSessionRequest>,
     ) -> Result<Response<pb::ValidateSessionResponse>, Status> {
@@ -231,7 +130,7 @@ impl SessionGrpc {
         }))
     }
 
-    async fn logoff_inner(
+    async fn logoff(
         &self,
         req: Request<pb::LogoffRequest>,
     ) -> Result<Response<pb::LogoffResponse>, Status> {
@@ -246,7 +145,7 @@ impl SessionGrpc {
         }))
     }
 
-    async fn logoff_other_inner(
+    async fn logoff_other(
         &self,
         req: Request<pb::LogoffOtherRequest>,
     ) -> Result<Response<pb::LogoffOtherResponse>, Status> {
@@ -261,31 +160,12 @@ impl SessionGrpc {
         }))
     }
 
-    async fn logout_user_inner(
+    async fn logout_user(
         &self,
         req: Request<pb::LogoutUserRequest>,
     ) -> Result<Response<pb::LogoutUserResponse>, Status> {
         let msg = req.get_ref();
-        let creds = msg
-            .credentials
-            .as_ref()
-            .ok_or_else(|| to_status(Error::invalid("credentials", "must be present")))?;
-        let secret = match &creds.secret {
-            Some(pb::credentials::Secret::Password(p)) => Secret::Password(p.clone()),
-            Some(pb::credentials::Secret::Token(t)) => Secret::Token(t.clone()),
-            None => {
-                return Err(to_status(Error::invalid(
-                    "credentials",
-                    "one of password or token must be present",
-                )))
-            }
-        };
-        limits::optional_text(
-            "credentials.client",
-            &creds.client,
-            limits::MAX_CLIENT_ADDRESS,
-        )
-        .map_err(to_status)?;
+        let (creds, secret) = credentials(msg.credentials.as_ref()).map_err(to_status)?;
         let address = self.throttle_address(&req);
         let ended = self
             .sessions
@@ -295,7 +175,7 @@ impl SessionGrpc {
         Ok(Response::new(pb::LogoutUserResponse { ended }))
     }
 
-    async fn logout_all_inner(
+    async fn logout_all(
         &self,
         req: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutAllResponse>, Status> {
@@ -309,23 +189,12 @@ impl SessionGrpc {
         Ok(Response::new(pb::LogoutAllResponse { ended }))
     }
 
-    async fn watch_revocations_inner(
+    async fn watch_revocations(
         &self,
         req: Request<pb::WatchRevocationsRequest>,
-    ) -> Result<Response<WatchStream>, Status> {
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let token = token_of(&req)?;
-        let msg = req.into_inner();
-        let kinds = msg
-            .kinds
-            .iter()
-            .map(|k| kind_from_pb("kinds", *k))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(to_status)?;
-        let request = WatchRequest {
-            after: msg.after_sequence,
-            org: (!msg.org.is_empty()).then_some(msg.org),
-            kinds,
-        };
+        let request = watch_request(req.into_inner()).map_err(to_status)?;
         let watch = self
             .sessions
             .start_watch(token.as_deref(), request)
@@ -345,25 +214,32 @@ impl SessionGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn end_user_sessions_inner(
+    async fn list_audit_records(
+        &self,
+        req: Request<pb::ListAuditRecordsRequest>,
+    ) -> Result<Response<pb::ListAuditRecordsResponse>, Status> {
+        let token = token_of(&req)?;
+        let msg = req.get_ref();
+        let page_size = page_size(msg.page_size).map_err(to_status)?;
+        let after = page_token::<u64>(&msg.page_token).map_err(to_status)?;
+        let (records, next) = self
+            .sessions
+            .list_audit(token.as_deref(), page_size, after)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListAuditRecordsResponse {
+            records: records.into_iter().map(convert::audit_to_pb).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn end_user_sessions(
         &self,
         req: Request<pb::EndUserSessionsRequest>,
     ) -> Result<Response<pb::EndUserSessionsResponse>, Status> {
         let token = token_of(&req)?;
         let msg = req.get_ref();
-        // Bounded before parsing: the list is read once, and its length checked again below.
-        if msg.kinds.len() > crate::domain::Kind::ALL.len() {
-            return Err(to_status(Error::invalid(
-                "kinds",
-                format!("at most {} entries", crate::domain::Kind::ALL.len()),
-            )));
-        }
-        let kinds = msg
-            .kinds
-            .iter()
-            .map(|k| kind_from_pb("kinds", *k))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(to_status)?;
+        let kinds = kinds_from_pb(&msg.kinds).map_err(to_status)?;
         let ended = self
             .sessions
             .end_user_sessions(token.as_deref(), &msg.user, &kinds, msg.keep_current)
@@ -372,7 +248,7 @@ impl SessionGrpc {
         Ok(Response::new(pb::EndUserSessionsResponse { ended }))
     }
 
-    async fn change_password_inner(
+    async fn change_password(
         &self,
         req: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
@@ -392,13 +268,12 @@ impl SessionGrpc {
         Ok(Response::new(pb::ChangePasswordResponse { ended }))
     }
 
-    async fn list_sessions_inner(
+    async fn list_sessions(
         &self,
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let token = token_of(&req)?;
-        let msg = req.get_ref();
-        let filter = list_filter(msg).map_err(to_status)?;
+        let filter = list_filter(req.get_ref()).map_err(to_status)?;
         let (sessions, next) = self
             .sessions
             .list(token.as_deref(), filter)
@@ -411,131 +286,70 @@ impl SessionGrpc {
     }
 }
 
-#[tonic::async_trait]
-impl SessionService for SessionGrpc {
-    type WatchRevocationsStream = WatchStream;
+/// LogoutUser's credentials and the secret they carry.
+fn credentials(creds: Option<&pb::Credentials>) -> Result<(&pb::Credentials, Secret), Error> {
+    let creds = creds.ok_or_else(|| Error::invalid("credentials", "must be present"))?;
+    let secret = match &creds.secret {
+        Some(pb::credentials::Secret::Password(p)) => Secret::Password(p.clone()),
+        Some(pb::credentials::Secret::Token(t)) => Secret::Token(t.clone()),
+        None => {
+            return Err(Error::invalid(
+                "credentials",
+                "one of password or token must be present",
+            ))
+        }
+    };
+    limits::optional_text(
+        "credentials.client",
+        &creds.client,
+        limits::MAX_CLIENT_ADDRESS,
+    )?;
+    Ok((creds, secret))
+}
 
-    async fn login(
-        &self,
-        req: Request<pb::LoginRequest>,
-    ) -> Result<Response<pb::LoginResponse>, Status> {
-        self.observed("Login", arrived(&req), self.login_inner(req))
-            .await
-    }
+fn watch_request(msg: pb::WatchRevocationsRequest) -> Result<WatchRequest, Error> {
+    let kinds = msg
+        .kinds
+        .iter()
+        .map(|k| kind_from_pb("kinds", *k))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(WatchRequest {
+        after: msg.after_sequence,
+        org: (!msg.org.is_empty()).then_some(msg.org),
+        kinds,
+    })
+}
 
-    async fn validate_session(
-        &self,
-        req: Request<pb::ValidateSessionRequest>,
-    ) -> Result<Response<pb::ValidateSessionResponse>, Status> {
-        self.observed(
-            "ValidateSession",
-            arrived(&req),
-            self.validate_session_inner(req),
-        )
-        .await
+/// A list of kinds, bounded before parsing.
+fn kinds_from_pb(kinds: &[i32]) -> Result<Vec<Kind>, Error> {
+    if kinds.len() > Kind::ALL.len() {
+        return Err(Error::invalid(
+            "kinds",
+            format!("at most {} entries", Kind::ALL.len()),
+        ));
     }
+    kinds.iter().map(|k| kind_from_pb("kinds", *k)).collect()
+}
 
-    async fn logoff(
-        &self,
-        req: Request<pb::LogoffRequest>,
-    ) -> Result<Response<pb::LogoffResponse>, Status> {
-        self.observed("Logoff", arrived(&req), self.logoff_inner(req))
-            .await
-    }
+fn page_size(requested: i32) -> Result<usize, Error> {
+    usize::try_from(requested).map_err(|_| Error::invalid("page_size", "must not be negative"))
+}
 
-    async fn logoff_other(
-        &self,
-        req: Request<pb::LogoffOtherRequest>,
-    ) -> Result<Response<pb::LogoffOtherResponse>, Status> {
-        self.observed("LogoffOther", arrived(&req), self.logoff_other_inner(req))
-            .await
+/// A page token this service issued (a positive id), or 0 for the first page.
+fn page_token<T: std::str::FromStr + Default + PartialOrd>(token: &str) -> Result<T, Error> {
+    if token.is_empty() {
+        return Ok(T::default());
     }
-
-    async fn logout_user(
-        &self,
-        req: Request<pb::LogoutUserRequest>,
-    ) -> Result<Response<pb::LogoutUserResponse>, Status> {
-        self.observed("LogoutUser", arrived(&req), self.logout_user_inner(req))
-            .await
-    }
-
-    async fn logout_all(
-        &self,
-        req: Request<pb::LogoutAllRequest>,
-    ) -> Result<Response<pb::LogoutAllResponse>, Status> {
-        self.observed("LogoutAll", arrived(&req), self.logout_all_inner(req))
-            .await
-    }
-
-    async fn watch_revocations(
-        &self,
-        req: Request<pb::WatchRevocationsRequest>,
-    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        self.observed(
-            "WatchRevocations",
-            arrived(&req),
-            self.watch_revocations_inner(req),
-        )
-        .await
-    }
-
-    async fn list_audit_records(
-        &self,
-        req: Request<pb::ListAuditRecordsRequest>,
-    ) -> Result<Response<pb::ListAuditRecordsResponse>, Status> {
-        self.observed(
-            "ListAuditRecords",
-            arrived(&req),
-            self.list_audit_records_inner(req),
-        )
-        .await
-    }
-
-    async fn end_user_sessions(
-        &self,
-        req: Request<pb::EndUserSessionsRequest>,
-    ) -> Result<Response<pb::EndUserSessionsResponse>, Status> {
-        self.observed(
-            "EndUserSessions",
-            arrived(&req),
-            self.end_user_sessions_inner(req),
-        )
-        .await
-    }
-
-    async fn change_password(
-        &self,
-        req: Request<pb::ChangePasswordRequest>,
-    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        self.observed(
-            "ChangePassword",
-            arrived(&req),
-            self.change_password_inner(req),
-        )
-        .await
-    }
-
-    async fn list_sessions(
-        &self,
-        req: Request<pb::ListSessionsRequest>,
-    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        self.observed("ListSessions", arrived(&req), self.list_sessions_inner(req))
-            .await
-    }
+    token
+        .parse::<T>()
+        .ok()
+        .filter(|id| *id > T::default())
+        .ok_or_else(|| Error::invalid("page_token", "not a token this service issued"))
 }
 
 fn list_filter(msg: &pb::ListSessionsRequest) -> Result<ListFilter, Error> {
-    let page_size = usize::try_from(msg.page_size)
-        .map_err(|_| Error::invalid("page_size", "must not be negative"))?;
-    let after_id = if msg.page_token.is_empty() {
-        0
-    } else {
-        msg.page_token
-            .parse::<i32>()
-            .ok()
-            .filter(|id| *id > 0)
-            .ok_or_else(|| Error::invalid("page_token", "not a token this service issued"))?
-    };
+    let page_size = page_size(msg.page_size)?;
+    let after_id = page_token::<i32>(&msg.page_token)?;
     Ok(ListFilter {
         username: (!msg.user.is_empty()).then(|| msg.user.clone()),
         kind: kind_filter_from_pb("kind", msg.kind)?,

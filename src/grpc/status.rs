@@ -1,85 +1,108 @@
 //! The one place a domain `Error` becomes a `tonic::Status`: canonical code,
 //! human message, and a `google.rpc.ErrorInfo` (domain `sessiond`) whose
-//! reason clients can switch on.
+//! [`Reason`] clients can switch on.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use tonic::{Code, Status};
+use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::{AuthFailure, Error, NotFound};
+use crate::wire::{Reason, ERROR_DOMAIN};
 
-/// ErrorInfo domain of every error this service returns.
-pub const ERROR_DOMAIN: &str = "sessiond";
+/// How long a shed caller is told to wait before retrying.
+const OVERLOAD_RETRY: Duration = Duration::from_millis(100);
 
-/// ErrorInfo reasons; part of the API contract.
-pub mod reason {
-    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
-    pub const TOKEN_MISSING: &str = "TOKEN_MISSING";
-    pub const TOKEN_INVALID: &str = "TOKEN_INVALID";
-    pub const BAD_CREDENTIALS: &str = "BAD_CREDENTIALS";
-    pub const PERMISSION_DENIED: &str = "PERMISSION_DENIED";
-    pub const SESSION_NOT_FOUND: &str = "SESSION_NOT_FOUND";
-    pub const MAILBOX_NOT_FOUND: &str = "MAILBOX_NOT_FOUND";
-    pub const USER_NOT_FOUND: &str = "USER_NOT_FOUND";
-    pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
-    pub const TOO_MANY_ATTEMPTS: &str = "TOO_MANY_ATTEMPTS";
-    pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
-    pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
-    pub const OVERLOADED: &str = "OVERLOADED";
-    pub const INTERNAL: &str = "INTERNAL";
+/// The ErrorInfo reason of each error.
+pub fn reason_of(err: &Error) -> Reason {
+    match err {
+        Error::InvalidArgument { .. } => Reason::InvalidArgument,
+        Error::Unauthenticated(AuthFailure::TokenMissing) => Reason::TokenMissing,
+        Error::Unauthenticated(AuthFailure::TokenInvalid) => Reason::TokenInvalid,
+        Error::Unauthenticated(AuthFailure::BadCredentials) => Reason::BadCredentials,
+        Error::PermissionDenied(_) => Reason::PermissionDenied,
+        Error::NotFound(NotFound::Session) => Reason::SessionNotFound,
+        Error::NotFound(NotFound::Mailbox) => Reason::MailboxNotFound,
+        Error::NotFound(NotFound::User) => Reason::UserNotFound,
+        Error::AlreadyExists => Reason::AlreadyExists,
+        Error::TooManyAttempts { .. } => Reason::TooManyAttempts,
+        Error::Overloaded => Reason::Overloaded,
+        Error::CursorExpired { .. } => Reason::CursorExpired,
+        Error::Unavailable(_) => Reason::StoreUnavailable,
+        Error::Internal(_) => Reason::Internal,
+    }
 }
 
 pub fn to_status(err: Error) -> Status {
+    let reason = reason_of(&err);
     let mut details = ErrorDetails::new();
     let mut metadata = HashMap::new();
-    let (code, why) = match &err {
+    match &err {
         Error::InvalidArgument { field, reason: r } => {
             details.add_bad_request_violation(*field, r.clone());
             metadata.insert("field".to_owned(), (*field).to_owned());
-            (Code::InvalidArgument, reason::INVALID_ARGUMENT)
         }
-        Error::Unauthenticated(AuthFailure::TokenMissing) => {
-            (Code::Unauthenticated, reason::TOKEN_MISSING)
-        }
-        Error::Unauthenticated(AuthFailure::TokenInvalid) => {
-            (Code::Unauthenticated, reason::TOKEN_INVALID)
-        }
-        Error::Unauthenticated(AuthFailure::BadCredentials) => {
-            (Code::Unauthenticated, reason::BAD_CREDENTIALS)
-        }
-        Error::PermissionDenied(_) => (Code::PermissionDenied, reason::PERMISSION_DENIED),
-        Error::NotFound(NotFound::Session) => (Code::NotFound, reason::SESSION_NOT_FOUND),
-        Error::NotFound(NotFound::Mailbox) => (Code::NotFound, reason::MAILBOX_NOT_FOUND),
-        Error::NotFound(NotFound::User) => (Code::NotFound, reason::USER_NOT_FOUND),
-        Error::AlreadyExists => (Code::AlreadyExists, reason::ALREADY_EXISTS),
         Error::TooManyAttempts { retry_after } => {
             details.set_retry_info(Some(*retry_after));
-            (Code::ResourceExhausted, reason::TOO_MANY_ATTEMPTS)
         }
         Error::Overloaded => {
-            details.set_retry_info(Some(std::time::Duration::from_millis(100)));
-            (Code::ResourceExhausted, reason::OVERLOADED)
+            details.set_retry_info(Some(OVERLOAD_RETRY));
         }
         Error::CursorExpired { oldest, .. } => {
             metadata.insert("oldest_sequence".to_owned(), oldest.to_string());
-            (Code::OutOfRange, reason::CURSOR_EXPIRED)
         }
-        Error::Unavailable(detail) => {
-            tracing::warn!(%detail, "store unavailable");
-            (Code::Unavailable, reason::STORE_UNAVAILABLE)
-        }
-        Error::Internal(detail) => {
-            tracing::error!(%detail, "internal error");
-            (Code::Internal, reason::INTERNAL)
-        }
-    };
+        Error::Unavailable(detail) => tracing::warn!(%detail, "store unavailable"),
+        Error::Internal(detail) => tracing::error!(%detail, "internal error"),
+        _ => {}
+    }
     // Store and internal details stay in the log, not in the answer.
     let message = match &err {
         Error::Unavailable(_) => "session store unavailable; try again".to_owned(),
         Error::Internal(_) => "internal error".to_owned(),
         other => other.to_string(),
     };
-    details.set_error_info(why, ERROR_DOMAIN, metadata);
-    Status::with_error_details(code, message, details)
+    details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
+    Status::with_error_details(reason.code(), message, details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_reads_back_as_its_reason_with_its_code() {
+        let errors = [
+            Error::invalid("username", "must not be empty"),
+            Error::Unauthenticated(AuthFailure::TokenMissing),
+            Error::Unauthenticated(AuthFailure::TokenInvalid),
+            Error::Unauthenticated(AuthFailure::BadCredentials),
+            Error::PermissionDenied("not yours"),
+            Error::NotFound(NotFound::Session),
+            Error::NotFound(NotFound::Mailbox),
+            Error::NotFound(NotFound::User),
+            Error::AlreadyExists,
+            Error::TooManyAttempts {
+                retry_after: Duration::from_secs(3),
+            },
+            Error::CursorExpired {
+                after: 1,
+                oldest: 2,
+            },
+            Error::Overloaded,
+            Error::Unavailable("down".into()),
+            Error::Internal("bug".into()),
+        ];
+        let mut seen = Vec::new();
+        for err in errors {
+            let reason = reason_of(&err);
+            let status = to_status(err);
+            assert_eq!(Reason::of(&status), reason);
+            assert_eq!(status.code(), reason.code(), "{reason}");
+            seen.push(reason);
+        }
+        for r in Reason::ALL {
+            assert!(seen.contains(&r), "{r} is never answered");
+        }
+    }
 }

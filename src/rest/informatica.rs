@@ -11,11 +11,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tonic::Code;
 
-use super::{check_json_content_type, http_status, parse_json, retry_after, string_field};
+use super::{check_json_content_type, parse_json, retry_after, string_field};
 use super::{BodyError, Caller, Reachable, RestState};
 use crate::pb;
+use crate::wire::Reason;
 
 /// Informatica's code for bad credentials, with its documented text.
 const BAD_CREDENTIALS: (&str, &str) = ("UI_10000", "User name or password is not valid.");
@@ -45,22 +45,27 @@ pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
 }
 
 fn from_status(status: &tonic::Status) -> Response {
-    let http = http_status(status.code());
-    let (code, description) = match status.code() {
-        Code::Unauthenticated => ("INVALID_SESSION", "Invalid or expired session."),
-        Code::PermissionDenied => ("FORBIDDEN", "Not allowed."),
-        Code::InvalidArgument | Code::OutOfRange => ("BAD_REQUEST", status.message()),
-        Code::ResourceExhausted if super::is_overloaded(status) => {
-            ("SERVER_OVERLOADED", super::OVERLOADED_TEXT)
+    let reason = Reason::of(status);
+    let (code, description) = match reason {
+        Reason::TokenMissing | Reason::TokenInvalid | Reason::BadCredentials => {
+            ("INVALID_SESSION", "Invalid or expired session.")
         }
-        Code::ResourceExhausted => (
+        Reason::PermissionDenied => ("FORBIDDEN", "Not allowed."),
+        Reason::InvalidArgument | Reason::CursorExpired => ("BAD_REQUEST", status.message()),
+        Reason::Overloaded => ("SERVER_OVERLOADED", super::OVERLOADED_TEXT),
+        Reason::TooManyAttempts => (
             "TOO_MANY_REQUESTS",
             "Too many failed attempts; retry later.",
         ),
-        Code::Unavailable => ("SERVICE_UNAVAILABLE", "Service unavailable; retry later."),
-        _ => ("INTERNAL_ERROR", "Internal error."),
+        Reason::StoreUnavailable => ("SERVICE_UNAVAILABLE", "Service unavailable; retry later."),
+        // None of these calls looks anything up or creates anything.
+        Reason::SessionNotFound
+        | Reason::MailboxNotFound
+        | Reason::UserNotFound
+        | Reason::AlreadyExists
+        | Reason::Internal => ("INTERNAL_ERROR", "Internal error."),
     };
-    let mut response = error(http, code, description);
+    let mut response = error(reason.http_status(), code, description);
     if let Some(secs) = retry_after(status) {
         response
             .headers_mut()
@@ -71,10 +76,12 @@ fn from_status(status: &tonic::Status) -> Response {
 
 /// Login and logoutall answer bad credentials with 403 UI_10000, as documented.
 fn from_credential_status(status: &tonic::Status) -> Response {
-    if status.code() == Code::Unauthenticated {
-        return error(StatusCode::FORBIDDEN, BAD_CREDENTIALS.0, BAD_CREDENTIALS.1);
+    match Reason::of(status) {
+        Reason::TokenMissing | Reason::TokenInvalid | Reason::BadCredentials => {
+            error(StatusCode::FORBIDDEN, BAD_CREDENTIALS.0, BAD_CREDENTIALS.1)
+        }
+        _ => from_status(status),
     }
-    from_status(status)
 }
 
 pub(super) fn from_body_error(e: &BodyError) -> Response {

@@ -17,11 +17,11 @@ use axum::response::Response;
 use axum::Router;
 use bytes::Bytes;
 use tonic::metadata::MetadataValue;
-use tonic::Code;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceExt as _;
 
 use crate::pb::session_service_client::SessionServiceClient;
+use crate::wire;
 
 pub mod informatica;
 pub mod oma;
@@ -355,10 +355,6 @@ fn clean_user_agent(raw: &str) -> String {
     out.trim().to_owned()
 }
 
-/// Metadata key carrying the shim's client address to the gRPC layer; honoured
-/// only on in-process calls (a network peer's own address always wins).
-pub const FORWARDED_FOR: &str = "x-forwarded-for";
-
 impl Caller {
     /// A gRPC request carrying the client's address and, when given, the
     /// caller's session token.
@@ -366,12 +362,12 @@ impl Caller {
         let mut req = tonic::Request::new(message);
         if let Some(addr) = self.address {
             if let Ok(v) = MetadataValue::try_from(addr.to_string()) {
-                req.metadata_mut().insert(FORWARDED_FOR, v);
+                req.metadata_mut().insert(wire::FORWARDED_FOR, v);
             }
         }
         if let Some(token) = token {
-            if let Ok(v) = MetadataValue::try_from(format!("Bearer {token}")) {
-                req.metadata_mut().insert("authorization", v);
+            if let Ok(v) = MetadataValue::try_from(format!("{} {token}", wire::BEARER)) {
+                req.metadata_mut().insert(wire::AUTHORIZATION, v);
             }
         }
         req
@@ -443,30 +439,6 @@ pub fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Val
         return Err(BodyError::Malformed("empty body".into()));
     }
     serde_json::from_slice(&bytes).map_err(|e| BodyError::Malformed(e.to_string()))
-}
-
-/// The HTTP status SPEC §3 gives each gRPC code (vendors may refine it).
-pub fn http_status(code: Code) -> StatusCode {
-    match code {
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// A call shed because the server is overloaded (ErrorInfo OVERLOADED): it
-/// shares RESOURCE_EXHAUSTED with credential throttling, but says nothing
-/// about the caller's credentials, and every vendor's shape must say so.
-pub fn is_overloaded(status: &tonic::Status) -> bool {
-    use tonic_types::StatusExt;
-    status.code() == Code::ResourceExhausted
-        && status
-            .get_details_error_info()
-            .is_some_and(|i| i.reason == crate::grpc::status::reason::OVERLOADED)
 }
 
 /// The words every vendor's shape uses for a shed call.

@@ -11,10 +11,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tonic::Code;
 
 use super::{parse_json, string_field, BodyError, Caller, RestState};
 use crate::pb;
+use crate::wire::Reason;
 
 // OMA's error numbers and texts (its own table).
 const SERVER_ERROR: (u8, &str) = (0, "Server error");
@@ -63,16 +63,24 @@ pub(super) fn from_body_error(e: &BodyError) -> Response {
 }
 
 fn from_status(status: &tonic::Status) -> Response {
-    // OMA has no overload number: a server error that says so, not error 1.
-    if super::is_overloaded(status) {
-        return failure(SERVER_ERROR, Some(super::OVERLOADED_TEXT));
-    }
-    match status.code() {
-        Code::Unauthenticated | Code::ResourceExhausted => failure(INVALID_CREDENTIALS, None),
-        Code::NotFound => failure(NO_SUCH_OBJECT, None),
-        Code::PermissionDenied => failure(NO_PERMISSION, None),
-        Code::InvalidArgument | Code::OutOfRange => failure(BAD_ATTRIBUTE, Some(status.message())),
-        _ => failure(SERVER_ERROR, None),
+    match Reason::of(status) {
+        // Throttling is about the credentials; OMA has no number of its own.
+        Reason::TokenMissing
+        | Reason::TokenInvalid
+        | Reason::BadCredentials
+        | Reason::TooManyAttempts => failure(INVALID_CREDENTIALS, None),
+        Reason::SessionNotFound | Reason::MailboxNotFound | Reason::UserNotFound => {
+            failure(NO_SUCH_OBJECT, None)
+        }
+        Reason::PermissionDenied => failure(NO_PERMISSION, None),
+        Reason::InvalidArgument | Reason::CursorExpired => {
+            failure(BAD_ATTRIBUTE, Some(status.message()))
+        }
+        // OMA has no overload number: a server error that says so, not error 1.
+        Reason::Overloaded => failure(SERVER_ERROR, Some(super::OVERLOADED_TEXT)),
+        Reason::AlreadyExists | Reason::StoreUnavailable | Reason::Internal => {
+            failure(SERVER_ERROR, None)
+        }
     }
 }
 

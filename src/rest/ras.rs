@@ -12,9 +12,10 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::{check_json_content_type, http_status, parse_json, retry_after, string_field};
+use super::{check_json_content_type, parse_json, retry_after, string_field};
 use super::{BodyError, Caller, Instance, RestState};
 use crate::pb;
+use crate::wire::Reason;
 
 const CONTENT_TYPE: &str = "application/json; api-version=1.0";
 /// Admin sessions listed at most (the RAS list has no paging).
@@ -67,13 +68,15 @@ fn ok(status: StatusCode, body: Value) -> Response {
     with_content_type((status, Json(body)).into_response())
 }
 
+/// Every failure has the default HTTP status of its reason and the
+/// service's own message as its detail, but for a shed call.
 fn from_status(status: &tonic::Status, instance: &str) -> Response {
-    let detail = if super::is_overloaded(status) {
-        super::OVERLOADED_TEXT
-    } else {
-        status.message()
+    let reason = Reason::of(status);
+    let detail = match reason {
+        Reason::Overloaded => super::OVERLOADED_TEXT,
+        _ => status.message(),
     };
-    let mut response = problem(http_status(status.code()), detail, instance);
+    let mut response = problem(reason.http_status(), detail, instance);
     if let Some(secs) = retry_after(status) {
         response
             .headers_mut()
@@ -239,7 +242,7 @@ async fn logon(
             )
         }
         // RAS documents 401 for every failed logon, a non-admin's included.
-        Err(status) if status.code() == tonic::Code::PermissionDenied => problem(
+        Err(status) if Reason::of(&status) == Reason::PermissionDenied => problem(
             StatusCode::UNAUTHORIZED,
             "only administrators may log on to the console",
             instance,

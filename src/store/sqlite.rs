@@ -343,6 +343,74 @@ fn end_matching(
     Ok(u32::try_from(ended).unwrap_or(u32::MAX))
 }
 
+/// Ends one batch of expired sessions (at most [`SWEEP_BATCH`]) and audits
+/// them per org; returns how many ended.
+fn expire_batch(tx: &Transaction<'_>, now: Millis, system: &Audit) -> Result<u32> {
+    // The batch is fixed once, so the audit counts and the endings cover
+    // exactly the same sessions.
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS sweep_ids (id INTEGER PRIMARY KEY); \
+         DELETE FROM sweep_ids;",
+    )
+    .map_err(map_err)?;
+    tx.execute(
+        "INSERT INTO sweep_ids SELECT id FROM ( \
+         SELECT id FROM sessions WHERE ended_at IS NULL AND expires_at <= ?1 \
+         UNION SELECT id FROM sessions WHERE ended_at IS NULL AND idle_deadline <= ?1) \
+         LIMIT ?2",
+        params![now, SWEEP_BATCH],
+    )
+    .map_err(map_err)?;
+    let per_org = tx
+        .prepare(
+            "SELECT org, COUNT(*) FROM sessions \
+             WHERE id IN (SELECT id FROM sweep_ids) GROUP BY org",
+        )
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(map_err)?;
+    let n = end_matching(
+        tx,
+        "s.id IN (SELECT id FROM sweep_ids)",
+        &[],
+        EndReason::Expired,
+        now,
+    )
+    .map_err(map_err)?;
+    for (org, count) in per_org {
+        record_audit(tx, now, &org, system, EndReason::Expired, count).map_err(map_err)?;
+    }
+    Ok(n)
+}
+
+/// Deletes what retention no longer keeps; returns how many rows went.
+fn purge(tx: &Transaction<'_>, purge_before: Millis, audit_purge_before: Millis) -> Result<u32> {
+    let sessions = tx
+        .execute(
+            "DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?1",
+            [purge_before],
+        )
+        .map_err(map_err)?;
+    // Remember how far events were purged, so a watcher resuming from before
+    // that point is told, not silently skipped ahead.
+    tx.execute(
+        "UPDATE meta SET value = MAX(value, \
+         COALESCE((SELECT MAX(sequence) FROM revocations WHERE at < ?1), 0)) \
+         WHERE key = 'purged_through'",
+        [purge_before],
+    )
+    .map_err(map_err)?;
+    let events = tx
+        .execute("DELETE FROM revocations WHERE at < ?1", [purge_before])
+        .map_err(map_err)?;
+    let audit = tx
+        .execute("DELETE FROM audit WHERE at < ?1", [audit_purge_before])
+        .map_err(map_err)?;
+    Ok(u32::try_from(sessions + events + audit).unwrap_or(u32::MAX))
+}
+
 /// Writes one audit record, in the caller's transaction.
 fn record_audit(
     tx: &Transaction<'_>,
@@ -1010,48 +1078,7 @@ impl Store for SqliteStore {
         };
         loop {
             let system = system.clone();
-            let expired = self
-                .write(move |tx| {
-                    // The batch is fixed once, so the audit counts and the
-                    // endings cover exactly the same sessions.
-                    tx.execute_batch(
-                        "CREATE TEMP TABLE IF NOT EXISTS sweep_ids (id INTEGER PRIMARY KEY); \
-                         DELETE FROM sweep_ids;",
-                    )
-                    .map_err(map_err)?;
-                    tx.execute(
-                        "INSERT INTO sweep_ids SELECT id FROM ( \
-                         SELECT id FROM sessions WHERE ended_at IS NULL AND expires_at <= ?1 \
-                         UNION SELECT id FROM sessions WHERE ended_at IS NULL AND idle_deadline <= ?1) \
-                         LIMIT ?2",
-                        params![now, SWEEP_BATCH],
-                    )
-                    .map_err(map_err)?;
-                    let per_org = tx
-                        .prepare(
-                            "SELECT org, COUNT(*) FROM sessions \
-                             WHERE id IN (SELECT id FROM sweep_ids) GROUP BY org",
-                        )
-                        .and_then(|mut s| {
-                            s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
-                                .collect::<rusqlite::Result<Vec<_>>>()
-                        })
-                        .map_err(map_err)?;
-                    let n = end_matching(
-                        tx,
-                        "s.id IN (SELECT id FROM sweep_ids)",
-                        &[],
-                        EndReason::Expired,
-                        now,
-                    )
-                    .map_err(map_err)?;
-                    for (org, count) in per_org {
-                        record_audit(tx, now, &org, &system, EndReason::Expired, count)
-                            .map_err(map_err)?;
-                    }
-                    Ok(n)
-                })
-                .await?;
+            let expired = self.write(move |tx| expire_batch(tx, now, &system)).await?;
             report.expired += expired;
             if expired > 0 {
                 self.notify_events();
@@ -1061,30 +1088,7 @@ impl Store for SqliteStore {
             }
         }
         report.purged = self
-            .write(move |tx| {
-                let sessions = tx
-                    .execute(
-                        "DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?1",
-                        [purge_before],
-                    )
-                    .map_err(map_err)?;
-                // Remember how far events were purged, so a watcher resuming
-                // from before that point is told, not silently skipped ahead.
-                tx.execute(
-                    "UPDATE meta SET value = MAX(value, \
-                     COALESCE((SELECT MAX(sequence) FROM revocations WHERE at < ?1), 0)) \
-                     WHERE key = 'purged_through'",
-                    [purge_before],
-                )
-                .map_err(map_err)?;
-                let events = tx
-                    .execute("DELETE FROM revocations WHERE at < ?1", [purge_before])
-                    .map_err(map_err)?;
-                let audit = tx
-                    .execute("DELETE FROM audit WHERE at < ?1", [audit_purge_before])
-                    .map_err(map_err)?;
-                Ok(u32::try_from(sessions + events + audit).unwrap_or(u32::MAX))
-            })
+            .write(move |tx| purge(tx, purge_before, audit_purge_before))
             .await?;
         Ok(report)
     }
