@@ -1,5 +1,5 @@
 //! The four endings over real gRPC: exactly the right sessions end, and every
-//! error row of SPEC §2 applies.
+//! error row of the README's gRPC error table applies.
 
 use crate::support::*;
 use sessiond::pb::{self, credentials::Secret, Kind};

@@ -187,10 +187,10 @@ async fn readme_serve_command_runs_the_service() {
     quiet(&mut cmd, &format!("sqlite://{}", db.display()));
     let server = ServerProcess::from_command(cmd, true, true);
     let mut c = connect(&server.url()).await;
-    let (token, _) = login(&mut c, ("joe_user@example.com", "joe-pass-1"), Kind::Api).await;
+    let (token, _) = login(&mut c, JOE, Kind::Api).await;
     assert!(is_valid(&mut c, &token).await);
     let rest = format!("http://{}", server.rest_addr.unwrap());
-    let (status, _, _) = ras_logon(&rest, ("domain_admin@example.com", "pencil75")).await;
+    let (status, _, _) = ras_logon(&rest, DOMAIN_ADMIN).await;
     assert_eq!(status, 200);
     let log = server.log_text();
     for line in [
@@ -223,7 +223,7 @@ async fn readme_redis_command_runs_a_replica() {
     }
     let server = ServerProcess::from_command(cmd, true, true);
     let mut c = connect(&server.url()).await;
-    let (token, _) = login(&mut c, ("joe_user@example.com", "joe-pass-1"), Kind::Imap).await;
+    let (token, _) = login(&mut c, JOE, Kind::Imap).await;
     assert!(is_valid(&mut c, &token).await);
     assert!(server.log_text().contains("store=redis://127.0.0.1:"));
     drop(c);
@@ -266,8 +266,8 @@ async fn readme_config_example_is_accepted_and_applied() {
     let server = ServerProcess::spawn_env(&["serve", "--demo", "--config", path], &QUIET_SERVE_ENV);
     assert!(server.log_text().contains(&format!("config_file={path}")));
     let mut c = connect(&server.url()).await;
-    let (_, imap) = login(&mut c, ("joe_user@example.com", "joe-pass-1"), Kind::Imap).await;
-    let (_, api) = login(&mut c, ("joe_user@example.com", "joe-pass-1"), Kind::Api).await;
+    let (_, imap) = login(&mut c, JOE, Kind::Imap).await;
+    let (_, api) = login(&mut c, JOE, Kind::Api).await;
     let life = |s: &pb::Session| {
         let (a, b) = (
             s.created_at.as_ref().unwrap(),
@@ -330,8 +330,8 @@ async fn readme_backup_while_serving_and_restore() {
             .collect::<Vec<_>>(),
     );
     let mut c = connect(&server.url()).await;
-    let (live, _) = login(&mut c, ("joe_user@example.com", "joe-pass-1"), Kind::Api).await;
-    let (ended, _) = login(&mut c, ("useremail@company.com", "mypassword"), Kind::Api).await;
+    let (live, _) = login(&mut c, JOE, Kind::Api).await;
+    let (ended, _) = login(&mut c, USEREMAIL, Kind::Api).await;
     let mut req = tonic::Request::new(pb::LogoffRequest {});
     req.metadata_mut()
         .insert("authorization", format!("Bearer {ended}").parse().unwrap());
@@ -342,7 +342,7 @@ async fn readme_backup_while_serving_and_restore() {
         let mut c = c.clone();
         tokio::spawn(async move {
             for _ in 0..20 {
-                let _ = try_login(&mut c, ("admin@company.com", "admin-pass-1"), Kind::Admin).await;
+                let _ = try_login(&mut c, COMPANY_ADMIN, Kind::Admin).await;
             }
         })
     };

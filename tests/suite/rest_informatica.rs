@@ -1,5 +1,5 @@
 //! Informatica Cloud v2 login, logout and logoutall over real HTTP, including
-//! the seed's own logoutall example (useremail@company.com / mypassword).
+//! the logoutall example of Informatica's documentation (useremail@company.com / mypassword).
 
 use crate::support::*;
 use serde_json::{json, Value};
@@ -126,11 +126,11 @@ async fn logout_on_both_paths_ends_the_session_with_an_empty_200() {
     assert_error(&got, 401, None);
 }
 
-/// The seed's logoutall example body, as documented.
+/// The logoutall example body of Informatica's documentation.
 const SEED_LOGOUTALL: &str = "{\n\"@type\": \"logout\",\n\"username\": \"useremail@company.com\",\n\"password\": \"mypassword\"\n}";
 
 #[tokio::test]
-async fn the_seed_logoutall_ends_every_api_session_of_the_org_only() {
+async fn the_documented_logoutall_ends_every_api_session_of_the_org_only() {
     let server = TestServer::start_rest().await;
     let base = server.rest();
     let mut c = server.client().await;

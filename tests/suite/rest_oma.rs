@@ -1,4 +1,4 @@
-//! OpenSRS Email API `logout_user` over real HTTP, including the seed's own
+//! OpenSRS Email API `logout_user` over real HTTP, including the documentation's own
 //! example (domain_admin@example.com / pencil75 ending joe_user's mail sessions).
 
 use crate::support::*;
@@ -17,11 +17,11 @@ async fn post(base: &str, path: &str, body: &str) -> (u16, String, Value) {
     .await
 }
 
-/// The seed's example request, byte for byte.
+/// The example request of the OpenSRS Email API documentation, byte for byte.
 const SEED_REQUEST: &str = "{\n\"credentials\": {\n\"user\": \"domain_admin@example.com\",\n\"password\": \"pencil75\"\n},\n\"user\": \"joe_user@example.com\"\n}";
 
 #[tokio::test]
-async fn the_seed_example_ends_joes_imap_and_pop_sessions_and_nothing_else() {
+async fn the_documented_example_ends_joes_imap_and_pop_sessions_and_nothing_else() {
     let server = TestServer::start_rest().await;
     let mut c = server.client().await;
     let (imap, _) = login(&mut c, JOE, Kind::Imap).await;
@@ -31,11 +31,7 @@ async fn the_seed_example_ends_joes_imap_and_pop_sessions_and_nothing_else() {
     let (status, ct, body) = post(&server.rest(), "/api/logout_user", SEED_REQUEST).await;
     assert_eq!(status, 200);
     assert!(ct.starts_with("application/json"));
-    assert_eq!(
-        body,
-        json!({"success": true}),
-        "the seed's documented response"
-    );
+    assert_eq!(body, json!({"success": true}), "the documented response");
     assert!(!is_valid(&mut c, &imap).await);
     assert!(!is_valid(&mut c, &pop).await);
     assert!(

@@ -198,7 +198,7 @@ async fn a_refused_upstream_certificate_is_logged_with_its_cause() {
         "127.0.0.1:0",
     ]);
     let base = format!("http://{}", shim.rest_addr.unwrap());
-    let (status, _, _) = ras_logon(&base, ("domain_admin@example.com", "pencil75")).await;
+    let (status, _, _) = ras_logon(&base, DOMAIN_ADMIN).await;
     assert_eq!(status, 503);
     let log = shim.log_text();
     assert!(

@@ -496,7 +496,7 @@ pub async fn ras_logon(base: &str, who: (&str, &str)) -> (u16, String, serde_jso
     .await
 }
 
-/// The seed's OpenSRS call over gRPC: the demo admin logs out joe's mail
+/// The OpenSRS documentation's logout_user call over gRPC: the demo admin logs out joe's mail
 /// sessions; returns how many ended.
 pub async fn logout_joe(c: &mut Client) -> u32 {
     c.logout_user(sessiond::pb::LogoutUserRequest {
