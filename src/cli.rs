@@ -61,12 +61,9 @@ pub struct ServeArgs {
     /// REST shim listen address, or `off`.
     #[arg(long, env = "SESSIOND_REST_ADDR", default_value = "127.0.0.1:8080")]
     pub rest_addr: Option<String>,
-    /// Store: sqlite://PATH, sqlite::memory: or redis://[:PASSWORD@]HOST:PORT/[DB].
-    #[arg(long, env = "SESSIOND_STORE", default_value = "sqlite://sessiond.db")]
-    pub store: Option<String>,
-    /// Prefix of every Redis key, so deployments can share one Redis.
-    #[arg(long, env = "SESSIOND_REDIS_PREFIX", default_value = "sessiond")]
-    pub redis_prefix: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub store: StoreArgs,
     /// Where the REST shim sends gRPC [default: this process, in-process].
     #[arg(long, env = "SESSIOND_UPSTREAM")]
     pub upstream: Option<String>,
@@ -127,17 +124,54 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
 }
 
+/// Where the data lives. `global`: `sessiond user` takes them after its
+/// action too (`sessiond user list --store …`).
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct StoreArgs {
+    /// Store: sqlite://PATH, sqlite::memory: or redis://[:PASSWORD@]HOST:PORT/[DB].
+    #[arg(
+        long,
+        env = "SESSIOND_STORE",
+        default_value = "sqlite://sessiond.db",
+        global = true
+    )]
+    pub store: Option<String>,
+    /// Prefix of every Redis key, so deployments can share one Redis.
+    #[arg(
+        long,
+        env = "SESSIOND_REDIS_PREFIX",
+        default_value = "sessiond",
+        global = true
+    )]
+    pub redis_prefix: Option<String>,
+}
+
 /// The Argon2id cost of new password hashes, and the shortest password accepted.
 #[derive(Debug, Clone, Default, clap::Args, Serialize)]
 pub struct HashArgs {
     /// Argon2id memory cost for new password hashes, KiB.
-    #[arg(long, env = "SESSIOND_ARGON2_MEMORY_KIB", default_value = "19456")]
+    #[arg(
+        long,
+        env = "SESSIOND_ARGON2_MEMORY_KIB",
+        default_value = "19456",
+        global = true
+    )]
     pub argon2_memory_kib: Option<u32>,
     /// Argon2id passes for new password hashes.
-    #[arg(long, env = "SESSIOND_ARGON2_ITERATIONS", default_value = "2")]
+    #[arg(
+        long,
+        env = "SESSIOND_ARGON2_ITERATIONS",
+        default_value = "2",
+        global = true
+    )]
     pub argon2_iterations: Option<u32>,
-    /// Shortest password `user add` and `user passwd` accept, in characters.
-    #[arg(long, env = "SESSIOND_MIN_PASSWORD_LENGTH", default_value = "8")]
+    /// Shortest password `user add`, `user passwd` and ChangePassword accept, in characters.
+    #[arg(
+        long,
+        env = "SESSIOND_MIN_PASSWORD_LENGTH",
+        default_value = "8",
+        global = true
+    )]
     pub min_password_length: Option<usize>,
 }
 
@@ -183,46 +217,12 @@ pub struct UserArgs {
     #[arg(long, env = "SESSIOND_CONFIG", global = true)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Store: sqlite://PATH or redis://[:PASSWORD@]HOST:PORT/[DB].
-    #[arg(
-        long,
-        env = "SESSIOND_STORE",
-        default_value = "sqlite://sessiond.db",
-        global = true
-    )]
-    pub store: Option<String>,
-    /// Prefix of every Redis key.
-    #[arg(
-        long,
-        env = "SESSIOND_REDIS_PREFIX",
-        default_value = "sessiond",
-        global = true
-    )]
-    pub redis_prefix: Option<String>,
-    /// Argon2id memory cost for new password hashes, KiB.
-    #[arg(
-        long,
-        env = "SESSIOND_ARGON2_MEMORY_KIB",
-        default_value = "19456",
-        global = true
-    )]
-    pub argon2_memory_kib: Option<u32>,
-    /// Argon2id passes for new password hashes.
-    #[arg(
-        long,
-        env = "SESSIOND_ARGON2_ITERATIONS",
-        default_value = "2",
-        global = true
-    )]
-    pub argon2_iterations: Option<u32>,
-    /// Shortest password accepted, in characters.
-    #[arg(
-        long,
-        env = "SESSIOND_MIN_PASSWORD_LENGTH",
-        default_value = "8",
-        global = true
-    )]
-    pub min_password_length: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub hashing: HashArgs,
     #[command(subcommand)]
     #[serde(skip)]
     pub action: UserAction,
@@ -266,9 +266,9 @@ pub struct BackupArgs {
     #[arg(long, env = "SESSIOND_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// The store to copy: sqlite://PATH.
-    #[arg(long, env = "SESSIOND_STORE", default_value = "sqlite://sessiond.db")]
-    pub store: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub store: StoreArgs,
     /// The file to write (must not exist yet).
     #[arg(long)]
     #[serde(skip)]

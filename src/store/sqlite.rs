@@ -411,6 +411,25 @@ fn purge(tx: &Transaction<'_>, purge_before: Millis, audit_purge_before: Millis)
     Ok(u32::try_from(sessions + events + audit).unwrap_or(u32::MAX))
 }
 
+/// Ends every live session of `user` (an operator's disable or delete),
+/// with one audit record, in the caller's transaction.
+fn end_all_of_user(
+    tx: &Transaction<'_>,
+    user: &User,
+    now: Millis,
+    audit: &Audit,
+) -> rusqlite::Result<u32> {
+    let ended = end_matching(
+        tx,
+        &format!("s.user_id = :user AND {LIVE}"),
+        &[(":user", &user.id), (":now", &now)],
+        EndReason::LogoffOther,
+        now,
+    )?;
+    record_audit(tx, now, &user.org, audit, EndReason::LogoffOther, ended)?;
+    Ok(ended)
+}
+
 /// Writes one audit record, in the caller's transaction.
 fn record_audit(
     tx: &Transaction<'_>,
@@ -773,23 +792,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(map_err)?;
                 if disabled {
-                    let ended = end_matching(
-                        tx,
-                        &format!("s.user_id = :user AND {LIVE}"),
-                        &[(":user", &rec.user.id), (":now", &now)],
-                        EndReason::LogoffOther,
-                        now,
-                    )
-                    .map_err(map_err)?;
-                    record_audit(
-                        tx,
-                        now,
-                        &rec.user.org,
-                        &audit,
-                        EndReason::LogoffOther,
-                        ended,
-                    )
-                    .map_err(map_err)?;
+                    end_all_of_user(tx, &rec.user, now, &audit).map_err(map_err)?;
                 }
                 Ok(true)
             })
@@ -809,23 +812,7 @@ impl Store for SqliteStore {
                 let Some(rec) = find_user_tx(tx, &username).map_err(map_err)? else {
                     return Ok(false);
                 };
-                let ended = end_matching(
-                    tx,
-                    &format!("s.user_id = :user AND {LIVE}"),
-                    &[(":user", &rec.user.id), (":now", &now)],
-                    EndReason::LogoffOther,
-                    now,
-                )
-                .map_err(map_err)?;
-                record_audit(
-                    tx,
-                    now,
-                    &rec.user.org,
-                    &audit,
-                    EndReason::LogoffOther,
-                    ended,
-                )
-                .map_err(map_err)?;
+                end_all_of_user(tx, &rec.user, now, &audit).map_err(map_err)?;
                 // Ended rows go with the user (they only await the purge);
                 // their revocation events stay for watchers.
                 tx.execute("DELETE FROM sessions WHERE user_id = ?1", [rec.user.id])
