@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// Prefix of every Redis key, so deployments can share one Redis.
     #[arg(long, env = "SESSIOND_REDIS_PREFIX", default_value = "sessiond")]
     pub redis_prefix: Option<String>,
+    /// Shards of a new Redis store (fixed at creation; every replica must agree).
+    #[arg(long, env = "SESSIOND_REDIS_SHARDS", default_value = "16")]
+    pub redis_shards: Option<u16>,
+    /// Redis replicas that must confirm an ending before it is acknowledged.
+    #[arg(long, env = "SESSIOND_REDIS_REPLICA_ACKS", default_value = "0")]
+    pub redis_replica_acks: Option<u32>,
     /// Where the REST shim sends gRPC [default: this process, in-process].
     #[arg(long, env = "SESSIOND_UPSTREAM")]
     pub upstream: Option<String>,
@@ -199,6 +205,14 @@ pub struct UserArgs {
         global = true
     )]
     pub redis_prefix: Option<String>,
+    /// Shards of a new Redis store (must match the store's).
+    #[arg(
+        long,
+        env = "SESSIOND_REDIS_SHARDS",
+        default_value = "16",
+        global = true
+    )]
+    pub redis_shards: Option<u16>,
     /// Argon2id memory cost for new password hashes, KiB.
     #[arg(
         long,

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::domain::cursor;
 use crate::domain::password::{HashCost, Hasher};
 use crate::domain::throttle::{Limit, Throttle};
 use crate::domain::{
@@ -281,7 +282,7 @@ impl Sessions {
         limits::password("password", password)?;
         let record = self.authenticate(&username, password, address).await?;
         policy::may_open(record.user.role, kind)?;
-        let token = Token::generate()?;
+        let token = Token::generate_for_org(&record.user.org)?;
         let now = now_millis();
         let life = self.policy.lifetimes(kind);
         let expires_at = now.saturating_add(millis(life.absolute));
@@ -816,8 +817,10 @@ impl Sessions {
 /// What a watcher asked for.
 #[derive(Debug, Clone, Default)]
 pub struct WatchRequest {
-    /// Replay events after this sequence first; `None`: from now on.
+    /// Replay events after this sequence first (one event log only).
     pub after: Option<u64>,
+    /// Replay events after this cursor first; neither: from now on.
+    pub after_cursor: Option<String>,
     pub org: Option<String>,
     /// Empty: every kind.
     pub kinds: Vec<Kind>,
@@ -831,7 +834,8 @@ pub struct Watch {
     admin: Option<(String, i32)>,
     org: Option<String>,
     kinds: Vec<Kind>,
-    cursor: u64,
+    /// The last sequence delivered from each shard the watch reads.
+    positions: cursor::Positions,
 }
 
 impl Watch {
@@ -873,32 +877,115 @@ impl Sessions {
             let token = token.map(str::to_owned).unwrap_or_default();
             (Some((token, caller.id)), Some(caller.org))
         };
-        let last = self.store.last_sequence().await?;
-        let cursor = match req.after {
-            None => last,
-            Some(after) if after > last => {
-                return Err(Error::invalid(
-                    "after_sequence",
-                    format!("{after} is ahead of the newest event ({last})"),
-                ))
-            }
-            Some(after) => {
-                // Fails now, not mid-stream, when the cursor is past retention.
-                self.store.revocations_after(after, 1).await?;
-                after
-            }
+        let shards: Vec<u16> = match &org {
+            Some(o) => vec![self.store.shard_of(o)],
+            None => (0..self.store.shards()).collect(),
         };
+        let positions = self.start_positions(&shards, &req).await?;
         Ok(Watch {
             admin,
             org,
             kinds: req.kinds,
-            cursor,
+            positions,
         })
+    }
+
+    /// Where a watch over `shards` starts: the request's cursor or sequence,
+    /// checked against the store now (not mid-stream), or the newest events.
+    async fn start_positions(
+        &self,
+        shards: &[u16],
+        req: &WatchRequest,
+    ) -> Result<cursor::Positions> {
+        let given = match (&req.after_cursor, req.after) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "after_cursor",
+                    "give after_cursor or after_sequence, not both",
+                ))
+            }
+            (Some(c), None) => Some(cursor::decode(c, self.store.shards())?),
+            (None, Some(seq)) if shards.len() == 1 => Some([(shards[0], seq)].into()),
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "after_sequence",
+                    "this watch reads several event logs: resume with after_cursor",
+                ))
+            }
+            (None, None) => None,
+        };
+        let field = if req.after_cursor.is_some() {
+            "after_cursor"
+        } else {
+            "after_sequence"
+        };
+        let mut positions = cursor::Positions::new();
+        for &shard in shards {
+            let last = self.store.last_sequence(shard).await?;
+            let Some(given) = &given else {
+                positions.insert(shard, last);
+                continue;
+            };
+            let after = *given.get(&shard).ok_or_else(|| {
+                Error::invalid(field, "the cursor does not cover this watch's organizations")
+            })?;
+            if after > last {
+                return Err(Error::invalid(
+                    field,
+                    format!("{after} is ahead of the newest event ({last})"),
+                ));
+            }
+            // Fails now when the cursor is past retention.
+            self.store.revocations_after(shard, after, 1).await?;
+            positions.insert(shard, after);
+        }
+        Ok(positions)
+    }
+
+    /// Sends the events after the watch's positions; `Ok(true)` when a
+    /// shard had a full batch (more to read at once), `Err(())` when the
+    /// stream is over.
+    async fn deliver(
+        &self,
+        watch: &mut Watch,
+        out: &mpsc::Sender<Result<Revocation>>,
+    ) -> std::result::Result<bool, ()> {
+        let shards: Vec<(u16, u64)> = watch.positions.iter().map(|(s, q)| (*s, *q)).collect();
+        let mut full = false;
+        for (shard, after) in shards {
+            let batch = match self.store.revocations_after(shard, after, WATCH_BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = out.send(Err(e)).await;
+                    return Err(());
+                }
+            };
+            full |= batch.len() == WATCH_BATCH;
+            for mut event in batch {
+                watch.positions.insert(shard, event.sequence);
+                event.cursor = cursor::encode(self.store.shards(), &watch.positions);
+                // The watcher's own admin session ended: this is its last event.
+                let own_end = watch
+                    .admin
+                    .as_ref()
+                    .is_some_and(|(_, id)| *id == event.session_id);
+                if watch.wants(&event) && out.send(Ok(event)).await.is_err() {
+                    return Err(());
+                }
+                if own_end {
+                    let _ = out
+                        .send(Err(Error::Unauthenticated(AuthFailure::TokenInvalid)))
+                        .await;
+                    return Err(());
+                }
+            }
+        }
+        Ok(full)
     }
 
     /// Streams the watch's events into `out` until the receiver goes away,
     /// `shutdown` turns true, the store fails, or an admin watcher's session
-    /// ends. Each event is sent once, in sequence order.
+    /// ends. Each event is sent once, in order within its shard.
     pub async fn run_watch(
         &self,
         mut watch: Watch,
@@ -913,37 +1000,10 @@ impl Sessions {
                     .await;
                 return;
             }
-            let batch = match self
-                .store
-                .revocations_after(watch.cursor, WATCH_BATCH)
-                .await
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = out.send(Err(e)).await;
-                    return;
-                }
-            };
-            let full = batch.len() == WATCH_BATCH;
-            for event in batch {
-                watch.cursor = event.sequence;
-                // The watcher's own admin session ended: this is its last event.
-                let own_end = watch
-                    .admin
-                    .as_ref()
-                    .is_some_and(|(_, id)| *id == event.session_id);
-                if watch.wants(&event) && out.send(Ok(event)).await.is_err() {
-                    return;
-                }
-                if own_end {
-                    let _ = out
-                        .send(Err(Error::Unauthenticated(AuthFailure::TokenInvalid)))
-                        .await;
-                    return;
-                }
-            }
-            if full {
-                continue;
+            match self.deliver(&mut watch, &out).await {
+                Err(()) => return,
+                Ok(true) => continue,
+                Ok(false) => {}
             }
             if let Some((token, _)) = &watch.admin {
                 if checked.elapsed() >= WATCH_RECHECK {
@@ -954,8 +1014,9 @@ impl Sessions {
                     }
                 }
             }
+            let after: Vec<(u16, u64)> = watch.positions.iter().map(|(s, q)| (*s, *q)).collect();
             tokio::select! {
-                woke = self.store.wait_for_revocation(watch.cursor, WATCH_RECHECK) => {
+                woke = self.store.wait_for_revocation(&after, WATCH_RECHECK) => {
                     if let Err(e) = woke {
                         let _ = out.send(Err(e)).await;
                         return;

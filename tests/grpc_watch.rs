@@ -25,6 +25,7 @@ fn watch_request(after: Option<u64>, org: &str, kinds: &[Kind]) -> pb::WatchRevo
         after_sequence: after,
         org: org.into(),
         kinds: kinds.iter().map(|k| *k as i32).collect(),
+        after_cursor: String::new(),
     }
 }
 

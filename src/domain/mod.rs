@@ -3,12 +3,13 @@
 
 mod error;
 mod kind;
+pub mod cursor;
 pub mod limits;
 pub mod password;
 pub mod policy;
 mod session;
 pub mod throttle;
-mod token;
+pub mod token;
 
 pub use error::{AuthFailure, Error, NotFound, Result};
 pub use kind::{EndReason, Kind, Role};

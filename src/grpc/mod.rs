@@ -323,6 +323,7 @@ impl SessionGrpc {
             .map_err(to_status)?;
         let request = WatchRequest {
             after: msg.after_sequence,
+            after_cursor: (!msg.after_cursor.is_empty()).then_some(msg.after_cursor),
             org: (!msg.org.is_empty()).then_some(msg.org),
             kinds,
         };
