@@ -187,6 +187,53 @@ impl Sessions {
         &self.store
     }
 
+    /// The credential lockout, per username and per address: in the store
+    /// when it shares counters between replicas (Redis), so N replicas do
+    /// not give N times the guesses; else in this process.
+    async fn lockout_check(&self, user: &str, address: Option<&str>) -> Result<()> {
+        if !self.store.shares_failures() {
+            return self.throttle.check(user, address);
+        }
+        let keys = [
+            (Some(format!("u:{user}")), self.policy.throttle_user),
+            (address.map(|a| format!("a:{a}")), self.policy.throttle_address),
+        ];
+        for (key, limit) in keys {
+            let Some(key) = key else { continue };
+            let (failures, left) = self.store.failures(&key).await?;
+            if failures >= limit.max_failures && !left.is_zero() {
+                return Err(Error::TooManyAttempts { retry_after: left });
+            }
+        }
+        Ok(())
+    }
+
+    async fn lockout_failure(&self, user: &str, address: Option<&str>) -> Result<()> {
+        if !self.store.shares_failures() {
+            self.throttle.record_failure(user, address);
+            return Ok(());
+        }
+        let user_key = format!("u:{user}");
+        self.store
+            .record_failure(&user_key, self.policy.throttle_user.window)
+            .await?;
+        if let Some(a) = address {
+            self.store
+                .record_failure(&format!("a:{a}"), self.policy.throttle_address.window)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A successful check clears the user's counter (not the address's).
+    async fn lockout_success(&self, user: &str) -> Result<()> {
+        if !self.store.shares_failures() {
+            self.throttle.record_success(user);
+            return Ok(());
+        }
+        self.store.clear_failures(&format!("u:{user}")).await
+    }
+
     /// Runs Argon2 on the blocking pool, at most `hash_concurrency` at once, so
     /// a login storm cannot starve validations of runtime threads.
     async fn hashing_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
@@ -226,12 +273,14 @@ impl Sessions {
         address: Option<&str>,
     ) -> Result<UserRecord> {
         let _slot = self.hashing_slot().await?;
-        if let Err(e) = self.throttle.check(username, address) {
-            tracing::warn!(
-                user = %crate::domain::limits::log_name(username),
-                address = address.unwrap_or("-"),
-                "credential check refused: locked out after repeated failures"
-            );
+        if let Err(e) = self.lockout_check(username, address).await {
+            if matches!(e, Error::TooManyAttempts { .. }) {
+                tracing::warn!(
+                    user = %crate::domain::limits::log_name(username),
+                    address = address.unwrap_or("-"),
+                    "credential check refused: locked out after repeated failures"
+                );
+            }
             return Err(e);
         }
         let record = self.store.find_user(username).await?;
@@ -242,7 +291,7 @@ impl Sessions {
             .await?;
         match record {
             Some(r) if matches && !r.user.disabled => {
-                self.throttle.record_success(username);
+                self.lockout_success(username).await?;
                 Ok(r)
             }
             // A store outage returned early above: it is not counted.
@@ -252,7 +301,7 @@ impl Sessions {
                     address = address.unwrap_or("-"),
                     "credential check failed"
                 );
-                self.throttle.record_failure(username, address);
+                self.lockout_failure(username, address).await?;
                 Err(Error::Unauthenticated(AuthFailure::BadCredentials))
             }
         }
@@ -427,7 +476,7 @@ impl Sessions {
                 Ok((self.authenticate(&user, p, address).await?.user, None))
             }
             Secret::Token(t) => {
-                self.throttle.check(&user, address)?;
+                self.lockout_check(&user, address).await?;
                 let found = match self.session_of(Some(t)).await {
                     Ok(s) if s.username == user => {
                         self.store.find_user(&user).await?.map(|r| (r, s.id))
@@ -437,11 +486,11 @@ impl Sessions {
                 };
                 match found {
                     Some((r, session_id)) if !r.user.disabled => {
-                        self.throttle.record_success(&user);
+                        self.lockout_success(&user).await?;
                         Ok((r.user, Some(session_id)))
                     }
                     _ => {
-                        self.throttle.record_failure(&user, address);
+                        self.lockout_failure(&user, address).await?;
                         Err(Error::Unauthenticated(AuthFailure::BadCredentials))
                     }
                 }

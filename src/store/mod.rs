@@ -158,6 +158,24 @@ pub trait Store: Send + Sync + 'static {
     /// allowed; callers re-read with `revocations_after`.
     async fn wait_for_revocation(&self, after: &[(u16, u64)], timeout: Duration) -> Result<()>;
 
+    /// Whether the store keeps the credential-failure counters, shared by
+    /// every replica (Redis). Otherwise each process counts in memory.
+    fn shares_failures(&self) -> bool {
+        false
+    }
+    /// (failures, time left in the window) of a counter (`u:<user>` or
+    /// `a:<address>`); (0, 0) when it has none.
+    async fn failures(&self, _key: &str) -> Result<(u32, Duration)> {
+        Ok((0, Duration::ZERO))
+    }
+    /// Counts one failure; the window starts with the first failure.
+    async fn record_failure(&self, _key: &str, _window: Duration) -> Result<()> {
+        Ok(())
+    }
+    async fn clear_failures(&self, _key: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once after a clean stop, when no call is in flight any more
     /// (SQLite checkpoints its WAL into the main file).
     async fn close(&self) -> Result<()> {

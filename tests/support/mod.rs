@@ -554,6 +554,8 @@ impl RedisCluster {
                 .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
                 .args(["--cluster-node-timeout", "1000", "--appendonly", "yes"])
                 .args(["--save", "", "--cluster-replica-validity-factor", "0"])
+                // Other shards keep serving while one fails over.
+                .args(["--cluster-require-full-coverage", "no"])
                 .arg("--dir")
                 .arg(&node_dir)
                 .stdout(Stdio::null())
@@ -683,4 +685,25 @@ impl Drop for RedisCluster {
             n.kill();
         }
     }
+}
+
+/// A `sessiond serve` process on any store URL (ports 0, demo users, cheap
+/// hashing, sweeps every second, no REST), with extra flags and environment.
+pub fn store_replica(store: &str, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--store".into(),
+        store.into(),
+        "--grpc-addr".into(),
+        "127.0.0.1:0".into(),
+        "--rest-addr".into(),
+        "off".into(),
+        "--demo".into(),
+        "--sweep-interval-secs".into(),
+        "1".into(),
+    ];
+    args.extend(CHEAP_HASH_FLAGS.iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServerProcess::spawn_env(&refs, env)
 }

@@ -50,6 +50,12 @@ impl Pending {
 type Ends = Option<(String, String, i64, String)>;
 
 impl RedisStore {
+    /// `u:<user>` / `a:<address>` -> its counter key.
+    fn failure_key(&self, key: &str) -> String {
+        let (what, name) = key.split_once(':').unwrap_or(("x", key));
+        self.layout().failures(what, name)
+    }
+
     /// The org a username belongs to (its directory entry).
     async fn org_of(&self, username: &str) -> Result<Option<String>> {
         ::redis::cmd("GET")
@@ -965,6 +971,44 @@ impl Store for RedisStore {
 
     fn shards(&self) -> u16 {
         self.layout().shards
+    }
+
+    fn shares_failures(&self) -> bool {
+        true
+    }
+
+    async fn failures(&self, key: &str) -> Result<(u32, Duration)> {
+        let key = self.failure_key(key);
+        let (n, ttl): (Option<u32>, i64) = ::redis::pipe()
+            .cmd("GET")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let left = Duration::from_millis(u64::try_from(ttl).unwrap_or(0));
+        Ok((n.unwrap_or(0), left))
+    }
+
+    async fn record_failure(&self, key: &str, window: Duration) -> Result<()> {
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.int(
+            &self.inner.scripts.record_failure,
+            &[self.failure_key(key)],
+            &[ms.to_string()],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn clear_failures(&self, key: &str) -> Result<()> {
+        ::redis::cmd("DEL")
+            .arg(self.failure_key(key))
+            .query_async::<i64>(&mut self.conn())
+            .await
+            .map(|_| ())
+            .map_err(map_err)
     }
 
     fn shard_of(&self, org: &str) -> u16 {
