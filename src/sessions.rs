@@ -991,15 +991,21 @@ impl Sessions {
         Ok(positions)
     }
 
-    /// Sends the events after the watch's positions; `Ok(true)` when a
-    /// shard had a full batch (more to read at once), `Err(())` when the
-    /// stream is over.
+    /// Sends the events after the watch's positions (of the shards in
+    /// `only`, or all); `Ok(true)` when a shard had a full batch (more to
+    /// read at once), `Err(())` when the stream is over.
     async fn deliver(
         &self,
         watch: &mut Watch,
         out: &mpsc::Sender<Result<Revocation>>,
+        only: Option<Vec<u16>>,
     ) -> std::result::Result<bool, ()> {
-        let shards: Vec<(u16, u64)> = watch.positions.iter().map(|(s, q)| (*s, *q)).collect();
+        let shards: Vec<(u16, u64)> = watch
+            .positions
+            .iter()
+            .filter(|(s, _)| only.as_ref().is_none_or(|o| o.contains(s)))
+            .map(|(s, q)| (*s, *q))
+            .collect();
         let mut full = false;
         for (shard, after) in shards {
             let batch = match self.store.revocations_after(shard, after, WATCH_BATCH).await {
@@ -1042,6 +1048,7 @@ impl Sessions {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut checked = tokio::time::Instant::now();
+        let mut only = None;
         loop {
             if *shutdown.borrow() {
                 let _ = out
@@ -1049,7 +1056,7 @@ impl Sessions {
                     .await;
                 return;
             }
-            match self.deliver(&mut watch, &out).await {
+            match self.deliver(&mut watch, &out, only.take()).await {
                 Err(()) => return,
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -1070,6 +1077,7 @@ impl Sessions {
                         let _ = out.send(Err(e)).await;
                         return;
                     }
+                    only = self.store.fresh_shards(&after);
                 }
                 _ = out.closed() => return,
                 changed = shutdown.changed() => {

@@ -425,13 +425,13 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let store = sessions.store().clone();
     let now = sessiond::sessions::now_millis();
-    let seed = |uid: i64, kind: sessiond::domain::Kind, n: usize| {
+    let seed = |uid: i64, org: &'static str, kind: sessiond::domain::Kind, n: usize| {
         let store = store.clone();
         async move {
             let mut pending = bounded(n, 256, move |_| {
                 let store = store.clone();
                 async move {
-                    let digest = Token::generate()
+                    let digest = Token::generate_for_org(org)
                         .map(|t| t.digest())
                         .map_err(|e| e.to_string())?;
                     store
@@ -453,7 +453,7 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let started = Instant::now();
-    seed(other.id, sessiond::domain::Kind::Api, args.unrelated).await?;
+    seed(other.id, "other.example", sessiond::domain::Kind::Api, args.unrelated).await?;
     eprintln!(
         "seeded {} unrelated sessions in {:?}",
         args.unrelated,
@@ -463,8 +463,8 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut c = SessionServiceClient::connect(format!("http://{}", running.grpc_addr)).await?;
     let (mut all_times, mut user_times) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds.max(1) {
-        seed(target.id, sessiond::domain::Kind::Api, args.sessions).await?;
-        seed(target.id, sessiond::domain::Kind::Imap, mail).await?;
+        seed(target.id, "bulk.example", sessiond::domain::Kind::Api, args.sessions).await?;
+        seed(target.id, "bulk.example", sessiond::domain::Kind::Imap, mail).await?;
         let t = Instant::now();
         let user = c
             .logout_user(pb::LogoutUserRequest {

@@ -157,6 +157,12 @@ pub trait Store: Send + Sync + 'static {
     /// newer than its sequence, or after `timeout`. Spurious returns are
     /// allowed; callers re-read with `revocations_after`.
     async fn wait_for_revocation(&self, after: &[(u16, u64)], timeout: Duration) -> Result<()>;
+    /// Of the shards in `after`, those known to have newer events (so a
+    /// watcher of many shards reads only those); `None` when the store
+    /// cannot tell (read them all).
+    fn fresh_shards(&self, _after: &[(u16, u64)]) -> Option<Vec<u16>> {
+        None
+    }
 
     /// Whether the store keeps the credential-failure counters, shared by
     /// every replica (Redis). Otherwise each process counts in memory.

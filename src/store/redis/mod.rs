@@ -98,7 +98,7 @@ pub fn check_shards(shards: u16) -> std::result::Result<u16, String> {
 const TTL_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
 /// Sessions ended per script: a batch stays well under a millisecond or two.
 const BATCH: usize = 200;
-const PURGE_BATCH: usize = 1_000;
+const PURGE_BATCH: usize = 500;
 /// How long the tailers' XREAD blocks before they check in again.
 const TAIL_BLOCK_MS: u64 = 5_000;
 /// How long an ending waits for `--redis-replica-acks` replicas.
@@ -114,6 +114,13 @@ struct Inner {
     layout: Layout,
     target: Target,
     conn: Conn,
+    /// Endings and their `WAIT`, on their own connection: WAIT blocks the
+    /// connection it is sent on (and counts that connection's writes), so
+    /// validations must not queue behind it.
+    endings: Conn,
+    /// Whether the store's shard count was checked (at open, or later when
+    /// Redis was down then).
+    checked: std::sync::atomic::AtomicBool,
     scripts: scripts::Scripts,
     replica_acks: u32,
     tails: Arc<Tails>,
@@ -153,12 +160,19 @@ impl RedisStore {
         let shards = check_shards(options.redis_shards).map_err(Error::Internal)?;
         let target = Target::parse(raw).map_err(Error::Internal)?;
         let conn = target.connect(Duration::from_secs(5)).map_err(map_err)?;
+        let endings = if options.redis_replica_acks > 0 {
+            target.connect(Duration::from_secs(5)).map_err(map_err)?
+        } else {
+            conn.clone()
+        };
         let (bump, _) = watch::channel(0);
         let store = RedisStore {
             inner: Arc::new(Inner {
                 layout: Layout { prefix, shards },
                 target,
                 conn,
+                endings,
+                checked: std::sync::atomic::AtomicBool::new(false),
                 scripts: scripts::Scripts::new(),
                 replica_acks: options.redis_replica_acks,
                 tails: Arc::new(Tails {
@@ -178,6 +192,16 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// [`Self::check_shards`] once (the sweeper calls this, for a replica
+    /// that started while Redis was down).
+    async fn check_shards_once(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.inner.checked.load(Ordering::Relaxed) {
+            self.check_shards().await?;
+        }
+        Ok(())
+    }
+
     /// Records the shard count in a new store; refuses a store that has
     /// another one (its data would be looked for in the wrong shards).
     async fn check_shards(&self) -> Result<()> {
@@ -195,7 +219,12 @@ impl RedisStore {
             .await
             .map_err(map_err)?;
         match have {
-            Some(n) if n == want => Ok(()),
+            Some(n) if n == want => {
+                self.inner
+                    .checked
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
             other => Err(Error::Internal(format!(
                 "this redis store was created with {} shards but this replica is configured \
                  with --redis-shards {want}; configure every replica with the store's count",
@@ -248,13 +277,27 @@ impl RedisStore {
             .map_err(map_err)
     }
 
-    async fn int(&self, script: &Script, keys: &[String], args: &[String]) -> Result<i64> {
-        match self.run(script, keys, args).await? {
-            Value::Int(n) => Ok(n),
-            other => Err(Error::Internal(format!(
-                "redis: unexpected reply {other:?}"
-            ))),
+    /// [`Self::run`] on the endings connection (see [`Inner::endings`]).
+    async fn run_ending(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Value> {
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(k);
         }
+        for a in args {
+            invocation.arg(a);
+        }
+        invocation
+            .invoke_async(&mut self.inner.endings.clone())
+            .await
+            .map_err(map_err)
+    }
+
+    async fn int(&self, script: &Script, keys: &[String], args: &[String]) -> Result<i64> {
+        as_int(self.run(script, keys, args).await?)
+    }
+
+    async fn int_ending(&self, script: &Script, keys: &[String], args: &[String]) -> Result<i64> {
+        as_int(self.run_ending(script, keys, args).await?)
     }
 
     /// With `--redis-replica-acks N`: returns once N replicas of the shard's
@@ -266,7 +309,9 @@ impl RedisStore {
         }
         let slot = layout::slot(&format!("{}:{shard}", self.layout().prefix));
         let got = self
-            .conn()
+            .inner
+            .endings
+            .clone()
             .wait_replicas(slot, want, ACK_TIMEOUT_MS)
             .await
             .map_err(map_err)?;
@@ -317,6 +362,15 @@ impl RedisStore {
             .await
             .map_err(map_err)?;
         Ok(n.unwrap_or(0))
+    }
+}
+
+fn as_int(v: Value) -> Result<i64> {
+    match v {
+        Value::Int(n) => Ok(n),
+        other => Err(Error::Internal(format!(
+            "redis: unexpected reply {other:?}"
+        ))),
     }
 }
 

@@ -281,7 +281,8 @@ impl RedisStore {
             shard.to_string(),
         ];
         args.extend(fence_fields);
-        self.int(&self.inner.scripts.end_scope, &keys, &args).await
+        self.int_ending(&self.inner.scripts.end_scope, &keys, &args)
+            .await
     }
 
     /// Keeps only the sessions no fence covers (listing must not show a
@@ -671,7 +672,7 @@ impl Store for RedisStore {
         ];
         args.extend(Kind::ALL.iter().map(|k| format!("u:{k}:{uid}")));
         let n = self
-            .int(&self.inner.scripts.set_disabled, &keys, &args)
+            .int_ending(&self.inner.scripts.set_disabled, &keys, &args)
             .await?;
         if n < 0 {
             return Ok(false);
@@ -808,7 +809,9 @@ impl Store for RedisStore {
             sid(&audit.actor),
             audit.target.clone(),
         ];
-        let reply = self.run(&self.inner.scripts.end_one, &keys, &args).await?;
+        let reply = self
+            .run_ending(&self.inner.scripts.end_one, &keys, &args)
+            .await?;
         match fields(&reply) {
             Some(m) if !m.is_empty() => {
                 self.confirm(shard).await?;
@@ -919,6 +922,7 @@ impl Store for RedisStore {
         purge_before: Millis,
         audit_purge_before: Millis,
     ) -> Result<SweepReport> {
+        self.check_shards_once().await?;
         let mut report = SweepReport::default();
         for shard in 0..self.layout().shards {
             self.sweep_pending(shard).await?;
@@ -1048,6 +1052,17 @@ impl Store for RedisStore {
                 .collect(),
             _ => Err(corrupt("events reply")),
         }
+    }
+
+    fn fresh_shards(&self, after: &[(u16, u64)]) -> Option<Vec<u16>> {
+        let latest = lock(&self.inner.tails.latest);
+        let fresh: Vec<u16> = after
+            .iter()
+            .filter(|(s, seq)| latest.get(s).is_none_or(|l| l > seq))
+            .map(|(s, _)| *s)
+            .collect();
+        // Nothing new known (a timeout): read every shard, to be safe.
+        (!fresh.is_empty()).then_some(fresh)
     }
 
     async fn wait_for_revocation(&self, after: &[(u16, u64)], timeout: Duration) -> Result<()> {
