@@ -196,7 +196,10 @@ impl Sessions {
         }
         let keys = [
             (Some(format!("u:{user}")), self.policy.throttle_user),
-            (address.map(|a| format!("a:{a}")), self.policy.throttle_address),
+            (
+                address.map(|a| format!("a:{a}")),
+                self.policy.throttle_address,
+            ),
         ];
         for (key, limit) in keys {
             let Some(key) = key else { continue };
@@ -976,7 +979,10 @@ impl Sessions {
                 continue;
             };
             let after = *given.get(&shard).ok_or_else(|| {
-                Error::invalid(field, "the cursor does not cover this watch's organizations")
+                Error::invalid(
+                    field,
+                    "the cursor does not cover this watch's organizations",
+                )
             })?;
             if after > last {
                 return Err(Error::invalid(
@@ -1008,7 +1014,11 @@ impl Sessions {
             .collect();
         let mut full = false;
         for (shard, after) in shards {
-            let batch = match self.store.revocations_after(shard, after, WATCH_BATCH).await {
+            let batch = match self
+                .store
+                .revocations_after(shard, after, WATCH_BATCH)
+                .await
+            {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = out.send(Err(e)).await;

@@ -21,7 +21,11 @@ use tonic::Code;
 const SERVICE_SECRET: &str = "cluster-test-service-credential-0123456789";
 const PREFIX: &str = "sessiond";
 
-async fn open(cluster: &RedisCluster, prefix: &str, shards: u16) -> sessiond::domain::Result<Arc<dyn Store>> {
+async fn open(
+    cluster: &RedisCluster,
+    prefix: &str,
+    shards: u16,
+) -> sessiond::domain::Result<Arc<dyn Store>> {
     let options = OpenOptions {
         redis_prefix: prefix.into(),
         redis_shards: shards,
@@ -113,7 +117,10 @@ async fn orgs_spread_over_every_primary_and_each_org_stays_on_one() {
     let tag = format!("{{{PREFIX}:{}}}", s.shard_of(org));
     let on_home = keys_on(&cluster, home);
     let hex: String = org.bytes().map(|b| format!("{b:02x}")).collect();
-    for needle in [format!("{tag}:lo:API:{hex}"), format!("{tag}:lo:IMAP:{hex}")] {
+    for needle in [
+        format!("{tag}:lo:API:{hex}"),
+        format!("{tag}:lo:IMAP:{hex}"),
+    ] {
         assert!(on_home.contains(&needle), "{needle} on {home}");
     }
 }
@@ -135,7 +142,10 @@ async fn a_replica_configured_with_another_shard_count_refuses_to_start() {
         panic!("a store of 16 shards opened with 8");
     };
     let err = err.to_string();
-    assert!(err.contains("16 shards") && err.contains("--redis-shards 8"), "{err}");
+    assert!(
+        err.contains("16 shards") && err.contains("--redis-shards 8"),
+        "{err}"
+    );
     // The binary says so and exits.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"))
         .args(["serve", "--store", &cluster.url(), "--redis-shards", "4"])
@@ -176,7 +186,10 @@ async fn wrong_passwords_spread_over_two_replicas_lock_the_user_in_total() {
     login(&mut ca, USEREMAIL, Kind::Api).await;
 }
 
-async fn service_watch(c: &mut Client, after_cursor: &str) -> tonic::Streaming<pb::WatchRevocationsResponse> {
+async fn service_watch(
+    c: &mut Client,
+    after_cursor: &str,
+) -> tonic::Streaming<pb::WatchRevocationsResponse> {
     c.watch_revocations(authed(
         pb::WatchRevocationsRequest {
             after_sequence: None,
@@ -303,7 +316,8 @@ async fn acknowledged_endings_survive_a_primary_crash_with_replica_acks() {
     let mut orgs: BTreeMap<u16, String> = BTreeMap::new();
     for i in 0.. {
         let org = format!("org-{i}.fail");
-        orgs.entry(primary_of_org(&cluster, &s, &org)).or_insert(org);
+        orgs.entry(primary_of_org(&cluster, &s, &org))
+            .or_insert(org);
         if orgs.len() == 3 {
             break;
         }
@@ -332,13 +346,24 @@ async fn acknowledged_endings_survive_a_primary_crash_with_replica_acks() {
     let crashed = Instant::now();
     let mut unavailable = 0;
     let recovered = loop {
-        assert!(crashed.elapsed() < Duration::from_secs(30), "no failover within 30 s");
+        assert!(
+            crashed.elapsed() < Duration::from_secs(30),
+            "no failover within 30 s"
+        );
         for t in &ended[&victim] {
-            assert_ne!(check(&mut c, t).await, "valid", "an acknowledged ending was lost");
+            assert_ne!(
+                check(&mut c, t).await,
+                "valid",
+                "an acknowledged ending was lost"
+            );
         }
         for (port, t) in &live {
             if *port != victim {
-                assert_eq!(check(&mut c, t).await, "valid", "another shard stopped serving");
+                assert_eq!(
+                    check(&mut c, t).await,
+                    "valid",
+                    "another shard stopped serving"
+                );
             }
         }
         match check(&mut c, &live[&victim]).await {

@@ -23,7 +23,10 @@ fn replica(redis: &RedisServer, rest: bool) -> ServerProcess {
     )
 }
 
-async fn watch(c: &mut Client, after_cursor: &str) -> tonic::Streaming<pb::WatchRevocationsResponse> {
+async fn watch(
+    c: &mut Client,
+    after_cursor: &str,
+) -> tonic::Streaming<pb::WatchRevocationsResponse> {
     c.watch_revocations(authed(
         pb::WatchRevocationsRequest {
             after_sequence: None,

@@ -480,7 +480,8 @@ async fn sweeping_ends_expired_sessions_and_purges_old_events(s: Arc<dyn Store>)
         matches!(err, Error::CursorExpired { oldest, .. } if oldest == before + 1),
         "{err:?}"
     );
-    assert!(s.revocations_after(log(&s), before + 1, 10)
+    assert!(s
+        .revocations_after(log(&s), before + 1, 10)
         .await
         .unwrap()
         .is_empty());
@@ -521,7 +522,10 @@ async fn events_page_in_order(s: Arc<dyn Store>) {
         .unwrap();
     }
     let first = s.revocations_after(log(&s), 0, 4).await.unwrap();
-    let rest = s.revocations_after(log(&s), first[3].sequence, 4).await.unwrap();
+    let rest = s
+        .revocations_after(log(&s), first[3].sequence, 4)
+        .await
+        .unwrap();
     let seqs: Vec<u64> = first.iter().chain(&rest).map(|e| e.sequence).collect();
     assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
     assert_eq!(s.last_sequence(log(&s)).await.unwrap(), 7);

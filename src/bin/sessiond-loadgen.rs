@@ -453,7 +453,13 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let started = Instant::now();
-    seed(other.id, "other.example", sessiond::domain::Kind::Api, args.unrelated).await?;
+    seed(
+        other.id,
+        "other.example",
+        sessiond::domain::Kind::Api,
+        args.unrelated,
+    )
+    .await?;
     eprintln!(
         "seeded {} unrelated sessions in {:?}",
         args.unrelated,
@@ -463,8 +469,20 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut c = SessionServiceClient::connect(format!("http://{}", running.grpc_addr)).await?;
     let (mut all_times, mut user_times) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds.max(1) {
-        seed(target.id, "bulk.example", sessiond::domain::Kind::Api, args.sessions).await?;
-        seed(target.id, "bulk.example", sessiond::domain::Kind::Imap, mail).await?;
+        seed(
+            target.id,
+            "bulk.example",
+            sessiond::domain::Kind::Api,
+            args.sessions,
+        )
+        .await?;
+        seed(
+            target.id,
+            "bulk.example",
+            sessiond::domain::Kind::Imap,
+            mail,
+        )
+        .await?;
         let t = Instant::now();
         let user = c
             .logout_user(pb::LogoutUserRequest {

@@ -62,7 +62,14 @@ mod tests {
     fn cursors_round_trip_and_reject_garbage() {
         let p: Positions = [(0, 5), (3, 0), (15, 99)].into_iter().collect();
         assert_eq!(decode(&encode(16, &p), 16).unwrap(), p);
-        for bad in ["", "v2.16", "v1.8.0-1", "v1.16.16-1", "v1.16.1-1.1-2", "v1.16.x"] {
+        for bad in [
+            "",
+            "v2.16",
+            "v1.8.0-1",
+            "v1.16.16-1",
+            "v1.16.1-1.1-2",
+            "v1.16.x",
+        ] {
             assert!(decode(bad, 16).is_err(), "{bad}");
         }
         assert!(decode(&"v1.16".repeat(4000), 16).is_err());

@@ -1,9 +1,9 @@
 //! Plain types and rules, no I/O: sessions, users, kinds, tokens, passwords,
 //! input limits, the authority policy and the one error enum.
 
+pub mod cursor;
 mod error;
 mod kind;
-pub mod cursor;
 pub mod limits;
 pub mod password;
 pub mod policy;

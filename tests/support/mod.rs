@@ -551,7 +551,12 @@ impl RedisCluster {
             std::fs::create_dir_all(&node_dir).expect("node dir");
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
                 .args(["--cluster-node-timeout", "1000", "--appendonly", "yes"])
                 .args(["--save", "", "--cluster-replica-validity-factor", "0"])
                 // Other shards keep serving while one fails over.
@@ -569,10 +574,18 @@ impl RedisCluster {
         }
         let cluster = RedisCluster { nodes, dir };
         for n in &cluster.nodes {
-            cluster.wait_for(|| cluster.cli(n.port, &["PING"]).starts_with("PONG"), "node up");
+            cluster.wait_for(
+                || cluster.cli(n.port, &["PING"]).starts_with("PONG"),
+                "node up",
+            );
         }
         let mut create: Vec<String> = vec!["--cluster".into(), "create".into()];
-        create.extend(cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        create.extend(
+            cluster
+                .nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port)),
+        );
         create.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
         let out = Command::new("redis-cli")
             .args(&create)
@@ -652,10 +665,16 @@ impl RedisCluster {
         nodes
             .lines()
             .filter(|l| l.contains("myself"))
-            .flat_map(|l| l.split_whitespace().skip(8).map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(|l| {
+                l.split_whitespace()
+                    .skip(8)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
             .any(|range| match range.split_once('-') {
                 Some((a, b)) => {
-                    a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                    a.parse::<u16>().is_ok_and(|a| a <= slot)
+                        && b.parse::<u16>().is_ok_and(|b| slot <= b)
                 }
                 None => range.parse::<u16>().is_ok_and(|s| s == slot),
             })

@@ -14,7 +14,7 @@ use ::redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 #[derive(Clone)]
 pub enum Target {
     Single(::redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 /// Seed node URLs of `redis-cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT…]`
@@ -66,7 +66,7 @@ impl Target {
                 builder = builder.password(pw);
             }
             let client = builder.build().map_err(|e| format!("bad redis URL: {e}"))?;
-            Ok(Target::Cluster(client))
+            Ok(Target::Cluster(Box::new(client)))
         } else {
             let client = ::redis::Client::open(url).map_err(|e| format!("bad redis URL: {e}"))?;
             Ok(Target::Single(client))
@@ -110,7 +110,12 @@ pub enum Conn {
 impl Conn {
     /// `WAIT replicas timeout` on the primary that holds `tag`'s slot (where
     /// this connection's last write to that shard went).
-    pub async fn wait_replicas(&mut self, slot: u16, replicas: u32, timeout_ms: u64) -> RedisResult<i64> {
+    pub async fn wait_replicas(
+        &mut self,
+        slot: u16,
+        replicas: u32,
+        timeout_ms: u64,
+    ) -> RedisResult<i64> {
         let mut cmd = ::redis::cmd("WAIT");
         cmd.arg(replicas).arg(timeout_ms);
         match self {

@@ -158,4 +158,3 @@ pub fn audit_from(org: &str, entry: &Value) -> Result<AuditRecord> {
         ended: get(&f, "ended")?,
     })
 }
-

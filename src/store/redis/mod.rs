@@ -98,6 +98,8 @@ pub fn check_shards(shards: u16) -> std::result::Result<u16, String> {
 const TTL_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
 /// Sessions ended per script: a batch stays well under a millisecond or two.
 const BATCH: usize = 200;
+/// Batches of one bulk ending in flight at once.
+const DRAIN_PARALLEL: usize = 4;
 const PURGE_BATCH: usize = 500;
 /// How long the tailers' XREAD blocks before they check in again.
 const TAIL_BLOCK_MS: u64 = 5_000;

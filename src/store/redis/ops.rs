@@ -10,7 +10,7 @@ use super::decode::{
     audit_from, corrupt, fields, hex, map_err, revocation_from, session_from, sid, text, user_from,
 };
 use super::layout::id_shard;
-use super::{lock, RedisStore, BATCH, PURGE_BATCH, TTL_GRACE_MS};
+use super::{lock, RedisStore, BATCH, DRAIN_PARALLEL, PURGE_BATCH, TTL_GRACE_MS};
 use crate::domain::{
     Actor, Audit, AuditRecord, AuthFailure, EndReason, Error, Kind, Millis, NewSession, NewUser,
     Result, Revocation, Session, TokenDigest, User, UserRecord,
@@ -189,7 +189,7 @@ impl RedisStore {
                 .arg(p.watermark)
                 .arg("LIMIT")
                 .arg(0)
-                .arg(BATCH)
+                .arg(BATCH * DRAIN_PARALLEL)
                 .query_async(&mut self.conn())
                 .await
                 .map_err(map_err)?;
@@ -199,12 +199,24 @@ impl RedisStore {
                 .into_iter()
                 .filter(|id| id.to_string() != p.keep)
                 .collect();
-            let ends = self.ends_of(&ids).await?;
-            let batch: Vec<(i64, Ends)> = ids.into_iter().zip(ends).collect();
-            let n = self
-                .end_batch(shard, &batch, index, &p.reason, &p.at, false, None)
-                .await?;
-            ended += u32::try_from(n).unwrap_or(0);
+            // Batches of disjoint ids, several in flight: Redis runs them one
+            // by one; the round trips around them overlap.
+            let mut batches = tokio::task::JoinSet::new();
+            for chunk in ids.chunks(BATCH) {
+                let (store, chunk, index) = (self.clone(), chunk.to_vec(), index.to_owned());
+                let (reason, at) = (p.reason.clone(), p.at.clone());
+                batches.spawn(async move {
+                    let ends = store.ends_of(&chunk).await?;
+                    let batch: Vec<(i64, Ends)> = chunk.into_iter().zip(ends).collect();
+                    store
+                        .end_batch(shard, &batch, &index, &reason, &at, false, None)
+                        .await
+                });
+            }
+            while let Some(done) = batches.join_next().await {
+                let n = done.map_err(|e| Error::Internal(format!("bulk ending batch: {e}")))??;
+                ended += u32::try_from(n).unwrap_or(0);
+            }
         }
         self.run(
             &self.inner.scripts.pending_done,
@@ -513,7 +525,11 @@ impl RedisStore {
         };
         let digest = hex(&new.digest);
         let kind = new.kind.as_str();
-        let mut keys = vec![l.user(shard, &username), l.session(id), l.token(shard, &digest)];
+        let mut keys = vec![
+            l.user(shard, &username),
+            l.session(id),
+            l.token(shard, &digest),
+        ];
         keys.push(l.live_user(new.user_id, kind));
         keys.push(l.live_org(&org, kind));
         keys.extend(self.shard_keys(shard, &["deadlines", "counts", "fences"]));
@@ -621,7 +637,10 @@ impl Store for RedisStore {
                 pipe.cmd("HGETALL").arg(self.layout().user(shard, n));
             }
             let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
-            for m in replies.iter().filter_map(|v| fields(v).filter(|m| !m.is_empty())) {
+            for m in replies
+                .iter()
+                .filter_map(|v| fields(v).filter(|m| !m.is_empty()))
+            {
                 users.push(user_from(&m)?.user);
             }
         }
@@ -804,7 +823,10 @@ impl Store for RedisStore {
             reason.as_str().to_owned(),
             now.to_string(),
             target.org.unwrap_or_default(),
-            target.kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+            target
+                .kind
+                .map(|k| k.as_str().to_owned())
+                .unwrap_or_default(),
             audit.actor.name.clone(),
             sid(&audit.actor),
             audit.target.clone(),
@@ -847,15 +869,30 @@ impl Store for RedisStore {
                 (
                     id_shard(*uid, l.shards),
                     org.unwrap_or_default(),
-                    kinds.iter().map(|k| l.live_user(*uid, k.as_str())).collect(),
-                    kinds.iter().map(|k| format!("u:{k}:{uid}")).collect::<Vec<_>>(),
+                    kinds
+                        .iter()
+                        .map(|k| l.live_user(*uid, k.as_str()))
+                        .collect(),
+                    kinds
+                        .iter()
+                        .map(|k| format!("u:{k}:{uid}"))
+                        .collect::<Vec<_>>(),
                     keep,
                 )
             }
         };
         let indexes: Vec<String> = indexes;
         let n = self
-            .fence(shard, &indexes, fence_fields, keep, &org, reason, now, audit)
+            .fence(
+                shard,
+                &indexes,
+                fence_fields,
+                keep,
+                &org,
+                reason,
+                now,
+                audit,
+            )
             .await?;
         self.confirm(shard).await?;
         self.finish_ending(shard, indexes, n).await?;
@@ -1077,7 +1114,10 @@ impl Store for RedisStore {
         };
         let deadline = tokio::time::Instant::now() + timeout;
         while !newer() {
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 break;
             }
         }
