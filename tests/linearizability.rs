@@ -98,8 +98,10 @@ async fn no_validation_succeeds_on_any_replica_after_an_acknowledged_logoff_redi
     let cluster = tokio::task::spawn_blocking(RedisCluster::start)
         .await
         .unwrap();
-    // Endings go through their own connection and WAIT for a replica.
-    let replica = || store_replica(&cluster.url(), &["--redis-replica-acks", "1"], &[]);
+    // Endings go through their own connection and WAIT for a replica. Seven
+    // redis-servers and two replicas share the machine: no load shedding.
+    let flags = ["--redis-replica-acks", "1", "--max-queue-delay-ms", "5000"];
+    let replica = || store_replica(&cluster.url(), &flags, &[]);
     let (a, b) = (replica(), replica());
     let mut ca = connect(&a.url()).await;
     for _ in 0..5 {
