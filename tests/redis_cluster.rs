@@ -441,7 +441,30 @@ async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
         async move { validation_latencies(&url, &token, Duration::from_secs(6)).await }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // When the big org's live index is empty: every session removed.
+    let index = format!(
+        "{{{PREFIX}:{}}}:lo:API:{}",
+        s.shard_of(big),
+        big.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let home = primary_of_org(&cluster, &s, big);
     let sent = Instant::now();
+    let removed = {
+        let cli = move |args: &[&str]| {
+            std::process::Command::new("redis-cli")
+                .args(["-p", &home.to_string()])
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        tokio::task::spawn_blocking(move || {
+            while cli(&["ZCARD", &index]) != "0" {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            sent.elapsed()
+        })
+    };
     let ended = ca
         .logout_all(pb::LogoutAllRequest {
             username: "admin@big.test".into(),
@@ -462,6 +485,7 @@ async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
         events += usize::from(msg.revocation.is_some());
     }
     let last_event = sent.elapsed();
+    let removed = removed.await.unwrap();
     let busy = load.await.unwrap();
     let mut slow = Vec::new();
     for p in cluster.primaries() {
@@ -471,8 +495,8 @@ async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
         }
     }
     eprintln!(
-        "LogoutAll of {ended} sessions: acknowledged in {acked:?}, last event at the watcher after \
-         {last_event:?}; validations of {small} on the other replica: idle p99 {:?} ({} calls, \
+        "LogoutAll of {ended} sessions: acknowledged in {acked:?}, every session removed after \
+         {removed:?}, last event at the watcher after {last_event:?}; validations of {small} on the other replica: idle p99 {:?} ({} calls, \
          {} shed), during p99 {:?} ({} calls, {} shed); slowlog (>10 ms) entries on primaries: {}",
         idle.p99(),
         idle.ok.len(),
