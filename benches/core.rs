@@ -119,7 +119,7 @@ fn stores(c: &mut Criterion) {
         let new = move || {
             let now = now_millis();
             NewSession {
-                digest: Token::generate().unwrap().digest(),
+                digest: Token::generate_for_org("example.com").unwrap().digest(),
                 kind: Kind::Api,
                 user_id: uid,
                 now,

@@ -60,12 +60,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Follows the revocation feed for ever, resuming after the last event seen
 /// whenever the stream breaks, so no ending is missed across a reconnect.
 async fn watch(mut client: SessionServiceClient<Channel>, credential: String, conns: Connections) {
-    let mut cursor: Option<u64> = None;
+    let mut cursor = String::new();
     loop {
         let mut req = tonic::Request::new(pb::WatchRevocationsRequest {
-            after_sequence: cursor,
+            after_sequence: None,
             org: String::new(),
             kinds: vec![Kind::Imap as i32],
+            after_cursor: cursor.clone(),
         });
         if let Ok(v) = format!("Bearer {credential}").parse() {
             req.metadata_mut().insert("authorization", v);
@@ -76,7 +77,7 @@ async fn watch(mut client: SessionServiceClient<Channel>, credential: String, co
                 let mut stream = stream.into_inner();
                 while let Ok(Some(msg)) = stream.message().await {
                     let Some(r) = msg.revocation else { continue };
-                    cursor = Some(r.sequence);
+                    cursor = r.cursor.clone();
                     let reason = pb::EndReason::try_from(r.reason)
                         .map(|e| e.as_str_name().trim_start_matches("END_REASON_").to_owned())
                         .unwrap_or_default();
@@ -91,7 +92,7 @@ async fn watch(mut client: SessionServiceClient<Channel>, credential: String, co
                     "cursor past retention; watching from now: {}",
                     status.message()
                 );
-                cursor = None;
+                cursor.clear();
             }
             Err(status) => eprintln!("watch failed ({}); retrying", status.message()),
         }

@@ -64,6 +64,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub store: StoreArgs,
+    /// Redis replicas that must confirm an ending before it is acknowledged.
+    #[arg(long, env = "SESSIOND_REDIS_REPLICA_ACKS", default_value = "0")]
+    pub redis_replica_acks: Option<u32>,
     /// Where the REST shim sends gRPC [default: this process, in-process].
     #[arg(long, env = "SESSIOND_UPSTREAM")]
     pub upstream: Option<String>,
@@ -144,6 +147,14 @@ pub struct StoreArgs {
         global = true
     )]
     pub redis_prefix: Option<String>,
+    /// Shards of a new Redis store (fixed at creation; every replica must agree).
+    #[arg(
+        long,
+        env = "SESSIOND_REDIS_SHARDS",
+        default_value = "16",
+        global = true
+    )]
+    pub redis_shards: Option<u16>,
 }
 
 /// The Argon2id cost of new password hashes, and the shortest password accepted.

@@ -84,6 +84,8 @@ pub struct Settings {
     pub rest_addr: Option<String>,
     pub store: Option<String>,
     pub redis_prefix: Option<String>,
+    pub redis_shards: Option<u16>,
+    pub redis_replica_acks: Option<u32>,
     pub upstream: Option<String>,
     pub upstream_ca: Option<PathBuf>,
     pub demo: Option<bool>,
@@ -210,6 +212,15 @@ impl Settings {
         if let Some(prefix) = &self.redis_prefix {
             options.redis_prefix =
                 crate::store::redis::check_prefix(prefix).map_err(ConfigError)?;
+        }
+        if let Some(n) = self.redis_shards {
+            options.redis_shards = crate::store::redis::check_shards(n).map_err(ConfigError)?;
+        }
+        if let Some(n) = self.redis_replica_acks {
+            if n > 16 {
+                return Err(ConfigError(format!("redis replica acks: 0 to 16, not {n}")));
+            }
+            options.redis_replica_acks = n;
         }
         Ok(options)
     }

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::domain::cursor;
 use crate::domain::password::{HashCost, Hasher};
 use crate::domain::throttle::{Limit, Throttle};
 use crate::domain::{
@@ -186,6 +187,56 @@ impl Sessions {
         &self.store
     }
 
+    /// The credential lockout, per username and per address: in the store
+    /// when it shares counters between replicas (Redis), so N replicas do
+    /// not give N times the guesses; else in this process.
+    async fn lockout_check(&self, user: &str, address: Option<&str>) -> Result<()> {
+        if !self.store.shares_failures() {
+            return self.throttle.check(user, address);
+        }
+        let keys = [
+            (Some(format!("u:{user}")), self.policy.throttle_user),
+            (
+                address.map(|a| format!("a:{a}")),
+                self.policy.throttle_address,
+            ),
+        ];
+        for (key, limit) in keys {
+            let Some(key) = key else { continue };
+            let (failures, left) = self.store.failures(&key).await?;
+            if failures >= limit.max_failures && !left.is_zero() {
+                return Err(Error::TooManyAttempts { retry_after: left });
+            }
+        }
+        Ok(())
+    }
+
+    async fn lockout_failure(&self, user: &str, address: Option<&str>) -> Result<()> {
+        if !self.store.shares_failures() {
+            self.throttle.record_failure(user, address);
+            return Ok(());
+        }
+        let user_key = format!("u:{user}");
+        self.store
+            .record_failure(&user_key, self.policy.throttle_user.window)
+            .await?;
+        if let Some(a) = address {
+            self.store
+                .record_failure(&format!("a:{a}"), self.policy.throttle_address.window)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A successful check clears the user's counter (not the address's).
+    async fn lockout_success(&self, user: &str) -> Result<()> {
+        if !self.store.shares_failures() {
+            self.throttle.record_success(user);
+            return Ok(());
+        }
+        self.store.clear_failures(&format!("u:{user}")).await
+    }
+
     /// Runs Argon2 on the blocking pool, at most `hash_concurrency` at once, so
     /// a login storm cannot starve validations of runtime threads.
     async fn hashing_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
@@ -225,12 +276,14 @@ impl Sessions {
         address: Option<&str>,
     ) -> Result<UserRecord> {
         let _slot = self.hashing_slot().await?;
-        if let Err(e) = self.throttle.check(username, address) {
-            tracing::warn!(
-                user = %crate::domain::limits::log_name(username),
-                address = address.unwrap_or("-"),
-                "credential check refused: locked out after repeated failures"
-            );
+        if let Err(e) = self.lockout_check(username, address).await {
+            if matches!(e, Error::TooManyAttempts { .. }) {
+                tracing::warn!(
+                    user = %crate::domain::limits::log_name(username),
+                    address = address.unwrap_or("-"),
+                    "credential check refused: locked out after repeated failures"
+                );
+            }
             return Err(e);
         }
         let record = self.store.find_user(username).await?;
@@ -241,7 +294,7 @@ impl Sessions {
             .await?;
         match record {
             Some(r) if matches && !r.user.disabled => {
-                self.throttle.record_success(username);
+                self.lockout_success(username).await?;
                 Ok(r)
             }
             // A store outage returned early above: it is not counted.
@@ -251,7 +304,7 @@ impl Sessions {
                     address = address.unwrap_or("-"),
                     "credential check failed"
                 );
-                self.throttle.record_failure(username, address);
+                self.lockout_failure(username, address).await?;
                 Err(Error::Unauthenticated(AuthFailure::BadCredentials))
             }
         }
@@ -281,7 +334,7 @@ impl Sessions {
         limits::password("password", password)?;
         let record = self.authenticate(&username, password, address).await?;
         policy::may_open(record.user.role, kind)?;
-        let token = Token::generate()?;
+        let token = Token::generate_for_org(&record.user.org)?;
         let now = now_millis();
         let life = self.policy.lifetimes(kind);
         let expires_at = now.saturating_add(millis(life.absolute));
@@ -426,7 +479,7 @@ impl Sessions {
                 Ok((self.authenticate(&user, p, address).await?.user, None))
             }
             Secret::Token(t) => {
-                self.throttle.check(&user, address)?;
+                self.lockout_check(&user, address).await?;
                 let found = match self.session_of(Some(t)).await {
                     Ok(s) if s.username == user => {
                         self.store.find_user(&user).await?.map(|r| (r, s.id))
@@ -436,11 +489,11 @@ impl Sessions {
                 };
                 match found {
                     Some((r, session_id)) if !r.user.disabled => {
-                        self.throttle.record_success(&user);
+                        self.lockout_success(&user).await?;
                         Ok((r.user, Some(session_id)))
                     }
                     _ => {
-                        self.throttle.record_failure(&user, address);
+                        self.lockout_failure(&user, address).await?;
                         Err(Error::Unauthenticated(AuthFailure::BadCredentials))
                     }
                 }
@@ -816,8 +869,10 @@ impl Sessions {
 /// What a watcher asked for.
 #[derive(Debug, Clone, Default)]
 pub struct WatchRequest {
-    /// Replay events after this sequence first; `None`: from now on.
+    /// Replay events after this sequence first (one event log only).
     pub after: Option<u64>,
+    /// Replay events after this cursor first; neither: from now on.
+    pub after_cursor: Option<String>,
     pub org: Option<String>,
     /// Empty: every kind.
     pub kinds: Vec<Kind>,
@@ -831,7 +886,8 @@ pub struct Watch {
     admin: Option<(String, i32)>,
     org: Option<String>,
     kinds: Vec<Kind>,
-    cursor: u64,
+    /// The last sequence delivered from each shard the watch reads.
+    positions: cursor::Positions,
 }
 
 impl Watch {
@@ -873,32 +929,128 @@ impl Sessions {
             let token = token.map(str::to_owned).unwrap_or_default();
             (Some((token, caller.id)), Some(caller.org))
         };
-        let last = self.store.last_sequence().await?;
-        let cursor = match req.after {
-            None => last,
-            Some(after) if after > last => {
-                return Err(Error::invalid(
-                    "after_sequence",
-                    format!("{after} is ahead of the newest event ({last})"),
-                ))
-            }
-            Some(after) => {
-                // Fails now, not mid-stream, when the cursor is past retention.
-                self.store.revocations_after(after, 1).await?;
-                after
-            }
+        let shards: Vec<u16> = match &org {
+            Some(o) => vec![self.store.shard_of(o)],
+            None => (0..self.store.shards()).collect(),
         };
+        let positions = self.start_positions(&shards, &req).await?;
         Ok(Watch {
             admin,
             org,
             kinds: req.kinds,
-            cursor,
+            positions,
         })
+    }
+
+    /// Where a watch over `shards` starts: the request's cursor or sequence,
+    /// checked against the store now (not mid-stream), or the newest events.
+    async fn start_positions(
+        &self,
+        shards: &[u16],
+        req: &WatchRequest,
+    ) -> Result<cursor::Positions> {
+        let given = match (&req.after_cursor, req.after) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "after_cursor",
+                    "give after_cursor or after_sequence, not both",
+                ))
+            }
+            (Some(c), None) => Some(cursor::decode(c, self.store.shards())?),
+            (None, Some(seq)) if shards.len() == 1 => Some([(shards[0], seq)].into()),
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "after_sequence",
+                    "this watch reads several event logs: resume with after_cursor",
+                ))
+            }
+            (None, None) => None,
+        };
+        let field = if req.after_cursor.is_some() {
+            "after_cursor"
+        } else {
+            "after_sequence"
+        };
+        let mut positions = cursor::Positions::new();
+        for &shard in shards {
+            let last = self.store.last_sequence(shard).await?;
+            let Some(given) = &given else {
+                positions.insert(shard, last);
+                continue;
+            };
+            let after = *given.get(&shard).ok_or_else(|| {
+                Error::invalid(
+                    field,
+                    "the cursor does not cover this watch's organizations",
+                )
+            })?;
+            if after > last {
+                return Err(Error::invalid(
+                    field,
+                    format!("{after} is ahead of the newest event ({last})"),
+                ));
+            }
+            // Fails now when the cursor is past retention.
+            self.store.revocations_after(shard, after, 1).await?;
+            positions.insert(shard, after);
+        }
+        Ok(positions)
+    }
+
+    /// Sends the events after the watch's positions (of the shards in
+    /// `only`, or all); `Ok(true)` when a shard had a full batch (more to
+    /// read at once), `Err(())` when the stream is over.
+    async fn deliver(
+        &self,
+        watch: &mut Watch,
+        out: &mpsc::Sender<Result<Revocation>>,
+        only: Option<Vec<u16>>,
+    ) -> std::result::Result<bool, ()> {
+        let shards: Vec<(u16, u64)> = watch
+            .positions
+            .iter()
+            .filter(|(s, _)| only.as_ref().is_none_or(|o| o.contains(s)))
+            .map(|(s, q)| (*s, *q))
+            .collect();
+        let mut full = false;
+        for (shard, after) in shards {
+            let batch = match self
+                .store
+                .revocations_after(shard, after, WATCH_BATCH)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = out.send(Err(e)).await;
+                    return Err(());
+                }
+            };
+            full |= batch.len() == WATCH_BATCH;
+            for mut event in batch {
+                watch.positions.insert(shard, event.sequence);
+                event.cursor = cursor::encode(self.store.shards(), &watch.positions);
+                // The watcher's own admin session ended: this is its last event.
+                let own_end = watch
+                    .admin
+                    .as_ref()
+                    .is_some_and(|(_, id)| *id == event.session_id);
+                if watch.wants(&event) && out.send(Ok(event)).await.is_err() {
+                    return Err(());
+                }
+                if own_end {
+                    let _ = out
+                        .send(Err(Error::Unauthenticated(AuthFailure::TokenInvalid)))
+                        .await;
+                    return Err(());
+                }
+            }
+        }
+        Ok(full)
     }
 
     /// Streams the watch's events into `out` until the receiver goes away,
     /// `shutdown` turns true, the store fails, or an admin watcher's session
-    /// ends. Each event is sent once, in sequence order.
+    /// ends. Each event is sent once, in order within its shard.
     pub async fn run_watch(
         &self,
         mut watch: Watch,
@@ -906,6 +1058,7 @@ impl Sessions {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut checked = tokio::time::Instant::now();
+        let mut only = None;
         loop {
             if *shutdown.borrow() {
                 let _ = out
@@ -913,37 +1066,10 @@ impl Sessions {
                     .await;
                 return;
             }
-            let batch = match self
-                .store
-                .revocations_after(watch.cursor, WATCH_BATCH)
-                .await
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = out.send(Err(e)).await;
-                    return;
-                }
-            };
-            let full = batch.len() == WATCH_BATCH;
-            for event in batch {
-                watch.cursor = event.sequence;
-                // The watcher's own admin session ended: this is its last event.
-                let own_end = watch
-                    .admin
-                    .as_ref()
-                    .is_some_and(|(_, id)| *id == event.session_id);
-                if watch.wants(&event) && out.send(Ok(event)).await.is_err() {
-                    return;
-                }
-                if own_end {
-                    let _ = out
-                        .send(Err(Error::Unauthenticated(AuthFailure::TokenInvalid)))
-                        .await;
-                    return;
-                }
-            }
-            if full {
-                continue;
+            match self.deliver(&mut watch, &out, only.take()).await {
+                Err(()) => return,
+                Ok(true) => continue,
+                Ok(false) => {}
             }
             if let Some((token, _)) = &watch.admin {
                 if checked.elapsed() >= WATCH_RECHECK {
@@ -954,12 +1080,14 @@ impl Sessions {
                     }
                 }
             }
+            let after: Vec<(u16, u64)> = watch.positions.iter().map(|(s, q)| (*s, *q)).collect();
             tokio::select! {
-                woke = self.store.wait_for_revocation(watch.cursor, WATCH_RECHECK) => {
+                woke = self.store.wait_for_revocation(&after, WATCH_RECHECK) => {
                     if let Err(e) = woke {
                         let _ = out.send(Err(e)).await;
                         return;
                     }
+                    only = self.store.fresh_shards(&after);
                 }
                 _ = out.closed() => return,
                 changed = shutdown.changed() => {

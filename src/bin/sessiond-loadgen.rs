@@ -408,7 +408,7 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let store = sessions.store();
     let started = Instant::now();
-    seed(store, other.id, Kind::Api, args.unrelated).await?;
+    seed(store, other.id, "other.example", Kind::Api, args.unrelated).await?;
     eprintln!(
         "seeded {} unrelated sessions in {:?}",
         args.unrelated,
@@ -418,8 +418,8 @@ async fn run_bulk(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut c = SessionServiceClient::connect(format!("http://{}", running.grpc_addr)).await?;
     let (mut all_times, mut user_times) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds.max(1) {
-        seed(store, target.id, Kind::Api, args.sessions).await?;
-        seed(store, target.id, Kind::Imap, mail).await?;
+        seed(store, target.id, "bulk.example", Kind::Api, args.sessions).await?;
+        seed(store, target.id, "bulk.example", Kind::Imap, mail).await?;
         let (user_time, all_time) = time_endings(&mut c, mail, args.sessions).await?;
         user_times.push(user_time);
         all_times.push(all_time);
@@ -449,6 +449,7 @@ async fn bulk_server(store: &str) -> Result<sessiond::server::Running, Box<dyn s
 async fn seed(
     store: &Arc<dyn sessiond::store::Store>,
     uid: i64,
+    org: &'static str,
     kind: sessiond::domain::Kind,
     n: usize,
 ) -> Result<(), String> {
@@ -458,7 +459,8 @@ async fn seed(
     let mut pending = bounded(n, 256, move |_| {
         let store = store.clone();
         async move {
-            let digest = Token::generate()
+            // The token names its org's shard (Redis); SQLite ignores it.
+            let digest = Token::generate_for_org(org)
                 .map(|t| t.digest())
                 .map_err(|e| e.to_string())?;
             store

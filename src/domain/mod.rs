@@ -1,6 +1,7 @@
 //! Plain types and rules, no I/O: sessions, users, kinds, tokens, passwords,
 //! input limits, the authority policy and the one error enum.
 
+pub mod cursor;
 mod error;
 mod kind;
 pub mod limits;
@@ -8,7 +9,7 @@ pub mod password;
 pub mod policy;
 mod session;
 pub mod throttle;
-mod token;
+pub mod token;
 
 pub use error::{AuthFailure, Error, NotFound, Result};
 pub use kind::{EndReason, Kind, Role};

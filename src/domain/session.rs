@@ -40,8 +40,13 @@ impl Session {
 /// One ended session, as the revocation feed carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
-    /// Store-wide increasing; watchers resume after it.
+    /// Increasing within the event's shard (store-wide on a store with one
+    /// shard, as SQLite).
     pub sequence: u64,
+    /// The shard (event log) it was recorded in; 0 on a one-shard store.
+    pub shard: u16,
+    /// Where a watcher resumes after this event (set by the watch, opaque).
+    pub cursor: String,
     pub session_id: i32,
     pub username: String,
     pub org: String,

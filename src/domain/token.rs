@@ -22,6 +22,17 @@ impl Token {
         Ok(Token(URL_SAFE_NO_PAD.encode(bytes)))
     }
 
+    /// A token for a session of `org`: its first two bytes are the org's
+    /// [`org_hint`] (so a sharded store finds the org's shard from the token
+    /// alone), the other 240 bits are random.
+    pub fn generate_for_org(org: &str) -> Result<Self, Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes[2..])
+            .map_err(|e| Error::Internal(format!("no randomness available: {e}")))?;
+        bytes[..2].copy_from_slice(&org_hint(org).to_be_bytes());
+        Ok(Token(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
     /// Checks the shape of a presented token; anything else is UNAUTHENTICATED.
     pub fn parse(text: &str) -> Result<Self, Error> {
         let mut bytes = [0u8; 33];
@@ -47,9 +58,16 @@ impl Token {
         self.0
     }
 
-    /// The SHA-256 digest the store keeps instead of the token.
+    /// The digest the store keeps instead of the token: SHA-256 of the
+    /// text, its first two bytes replaced by the token's hint (so the digest
+    /// still names the shard; 240 bits of hash remain).
     pub fn digest(&self) -> TokenDigest {
-        TokenDigest(Sha256::digest(self.0.as_bytes()).into())
+        let mut d: [u8; 32] = Sha256::digest(self.0.as_bytes()).into();
+        let mut raw = [0u8; 33];
+        if URL_SAFE_NO_PAD.decode_slice(&self.0, &mut raw).is_ok() {
+            d[..2].copy_from_slice(&raw[..2]);
+        }
+        TokenDigest(d)
     }
 }
 
@@ -62,6 +80,24 @@ impl fmt::Debug for Token {
 /// SHA-256 of a token: the only form in which a store holds it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenDigest(pub [u8; 32]);
+
+impl TokenDigest {
+    /// The org hint the token carries (see [`Token::generate_for_org`]).
+    pub fn hint(&self) -> u16 {
+        u16::from_be_bytes([self.0[0], self.0[1]])
+    }
+}
+
+/// A stable 16-bit hash of a name (FNV-1a folded): which shard an org's
+/// data lives in is this modulo the store's shard count.
+pub fn org_hint(name: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in name.as_bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    ((h >> 16) ^ (h & 0xffff)) as u16
+}
 
 impl fmt::Debug for TokenDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,6 +117,14 @@ mod tests {
         assert_eq!(a.as_str().len(), TOKEN_LEN);
         assert_eq!(Token::parse(a.as_str()).unwrap().digest(), a.digest());
         assert!(!format!("{a:?}").contains(a.as_str()));
+    }
+
+    #[test]
+    fn org_tokens_carry_the_org_hint() {
+        let t = Token::generate_for_org("example.com").unwrap();
+        assert_eq!(t.as_str().len(), TOKEN_LEN);
+        assert_eq!(t.digest().hint(), org_hint("example.com"));
+        assert_eq!(Token::parse(t.as_str()).unwrap().digest(), t.digest());
     }
 
     #[test]

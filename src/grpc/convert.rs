@@ -67,6 +67,7 @@ pub fn revocation_to_pb(r: &Revocation) -> pb::Revocation {
         kind: kind_to_pb(r.kind) as i32,
         reason: reason_to_pb(r.reason) as i32,
         at: Some(timestamp(r.at)),
+        cursor: r.cursor.clone(),
     }
 }
 

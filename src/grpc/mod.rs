@@ -315,6 +315,7 @@ fn watch_request(msg: pb::WatchRevocationsRequest) -> Result<WatchRequest, Error
         .collect::<Result<Vec<_>, _>>()?;
     Ok(WatchRequest {
         after: msg.after_sequence,
+        after_cursor: (!msg.after_cursor.is_empty()).then_some(msg.after_cursor),
         org: (!msg.org.is_empty()).then_some(msg.org),
         kinds,
     })

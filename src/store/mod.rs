@@ -132,14 +132,55 @@ pub trait Store: Send + Sync + 'static {
     /// Live sessions by kind (for the metrics gauge).
     async fn live_counts(&self, now: Millis) -> Result<Vec<(Kind, u64)>>;
 
-    /// The sequence of the newest revocation event (0 when there is none).
-    async fn last_sequence(&self) -> Result<u64>;
-    /// Up to `limit` events with sequence greater than `after`, oldest first.
-    /// `CursorExpired` when events after `after` were already purged.
-    async fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<Revocation>>;
-    /// Returns once an event newer than `after` may exist, or after `timeout`.
-    /// Spurious returns are allowed; callers re-read with `revocations_after`.
-    async fn wait_for_revocation(&self, after: u64, timeout: Duration) -> Result<()>;
+    /// How many event logs (shards) the store keeps, each with its own
+    /// increasing sequence: 1 for SQLite.
+    fn shards(&self) -> u16 {
+        1
+    }
+    /// The shard whose event log holds the events of `org`.
+    fn shard_of(&self, _org: &str) -> u16 {
+        0
+    }
+    /// The sequence of the newest revocation event of a shard (0 when there
+    /// is none).
+    async fn last_sequence(&self, shard: u16) -> Result<u64>;
+    /// Up to `limit` events of a shard with sequence greater than `after`,
+    /// oldest first. `CursorExpired` when events after `after` were already
+    /// purged.
+    async fn revocations_after(
+        &self,
+        shard: u16,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Revocation>>;
+    /// Returns once a shard of `after` (shard, sequence) may have an event
+    /// newer than its sequence, or after `timeout`. Spurious returns are
+    /// allowed; callers re-read with `revocations_after`.
+    async fn wait_for_revocation(&self, after: &[(u16, u64)], timeout: Duration) -> Result<()>;
+    /// Of the shards in `after`, those known to have newer events (so a
+    /// watcher of many shards reads only those); `None` when the store
+    /// cannot tell (read them all).
+    fn fresh_shards(&self, _after: &[(u16, u64)]) -> Option<Vec<u16>> {
+        None
+    }
+
+    /// Whether the store keeps the credential-failure counters, shared by
+    /// every replica (Redis). Otherwise each process counts in memory.
+    fn shares_failures(&self) -> bool {
+        false
+    }
+    /// (failures, time left in the window) of a counter (`u:<user>` or
+    /// `a:<address>`); (0, 0) when it has none.
+    async fn failures(&self, _key: &str) -> Result<(u32, Duration)> {
+        Ok((0, Duration::ZERO))
+    }
+    /// Counts one failure; the window starts with the first failure.
+    async fn record_failure(&self, _key: &str, _window: Duration) -> Result<()> {
+        Ok(())
+    }
+    async fn clear_failures(&self, _key: &str) -> Result<()> {
+        Ok(())
+    }
 
     /// Called once after a clean stop, when no call is in flight any more
     /// (SQLite checkpoints its WAL into the main file).
@@ -161,6 +202,9 @@ pub enum StoreUrl {
     SqliteFile(std::path::PathBuf),
     SqliteMemory,
     Redis(String),
+    /// `redis-cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT…]`: seed nodes of a
+    /// Redis Cluster.
+    RedisCluster(String),
 }
 
 impl std::str::FromStr for StoreUrl {
@@ -175,9 +219,14 @@ impl std::str::FromStr for StoreUrl {
             Ok(StoreUrl::SqliteFile(path.into()))
         } else if s.starts_with("redis://") || s.starts_with("rediss://") {
             Ok(StoreUrl::Redis(s.to_owned()))
+        } else if s.starts_with("redis-cluster://") {
+            self::redis::cluster_nodes(s)?;
+            Ok(StoreUrl::RedisCluster(s.to_owned()))
         } else {
             Err(format!(
-                "unknown store {s:?}: expected sqlite://PATH, sqlite::memory: or redis://HOST:PORT/"
+                "unknown store {}: expected sqlite://PATH, sqlite::memory:, redis://HOST:PORT/ \
+                 or redis-cluster://HOST:PORT[,HOST:PORT…]",
+                redact_userinfo(s)
             ))
         }
     }
@@ -189,7 +238,9 @@ impl std::fmt::Display for StoreUrl {
             StoreUrl::SqliteFile(p) => write!(f, "sqlite://{}", p.display()),
             StoreUrl::SqliteMemory => f.write_str("sqlite::memory:"),
             // Host and database, never the password a redis URL may hold.
-            StoreUrl::Redis(url) => f.write_str(&redact_userinfo(url)),
+            StoreUrl::Redis(url) | StoreUrl::RedisCluster(url) => {
+                f.write_str(&redact_userinfo(url))
+            }
         }
     }
 }
@@ -212,6 +263,12 @@ pub struct OpenOptions {
     /// Prefix of every Redis key (inside the hash tag), so two deployments
     /// can share one Redis.
     pub redis_prefix: String,
+    /// Shards of a Redis store (fixed when the store is created; a store
+    /// created with another count is refused).
+    pub redis_shards: u16,
+    /// Replicas that must confirm an ending (Redis `WAIT`) before it is
+    /// acknowledged; 0: the primary's word is enough.
+    pub redis_replica_acks: u32,
     /// Refuse to create a SQLite file that does not exist yet (the `user`
     /// command, so a typo in a path cannot start an empty store).
     pub must_exist: bool,
@@ -221,6 +278,8 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             redis_prefix: "sessiond".into(),
+            redis_shards: self::redis::DEFAULT_SHARDS,
+            redis_replica_acks: 0,
             must_exist: false,
         }
     }
@@ -245,8 +304,8 @@ pub async fn open_with(url: &StoreUrl, options: &OpenOptions) -> Result<Arc<dyn 
             Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
         }
         StoreUrl::SqliteMemory => Ok(Arc::new(sqlite::SqliteStore::open_memory().await?)),
-        StoreUrl::Redis(u) => Ok(Arc::new(
-            self::redis::RedisStore::open_prefixed(u, &options.redis_prefix).await?,
+        StoreUrl::Redis(_) | StoreUrl::RedisCluster(_) => Ok(Arc::new(
+            self::redis::RedisStore::open_with(url, options).await?,
         )),
     }
 }
@@ -264,6 +323,10 @@ mod tests {
             ),
             ("rediss://u:p@h:1/", "rediss://<redacted>@h:1/"),
             ("redis://127.0.0.1:6379/", "redis://127.0.0.1:6379/"),
+            (
+                "redis-cluster://:pw@10.0.0.1:7000,10.0.0.2:7000",
+                "redis-cluster://<redacted>@10.0.0.1:7000,10.0.0.2:7000",
+            ),
         ] {
             let parsed: StoreUrl = url.parse().unwrap();
             assert_eq!(parsed.to_string(), shown);

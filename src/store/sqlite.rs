@@ -283,6 +283,8 @@ fn row_to_revocation(r: &Row<'_>) -> rusqlite::Result<Revocation> {
     let reason: String = r.get(5)?;
     Ok(Revocation {
         sequence: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+        shard: 0,
+        cursor: String::new(),
         session_id: r.get(1)?,
         username: r.get(2)?,
         org: r.get(3)?,
@@ -1103,7 +1105,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn last_sequence(&self) -> Result<u64> {
+    async fn last_sequence(&self, _shard: u16) -> Result<u64> {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'revocations'), 0)",
@@ -1114,7 +1116,12 @@ impl Store for SqliteStore {
         .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
-    async fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<Revocation>> {
+    async fn revocations_after(
+        &self,
+        _shard: u16,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Revocation>> {
         let after_i = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (purged, events) = self
@@ -1140,11 +1147,12 @@ impl Store for SqliteStore {
         Ok(events)
     }
 
-    async fn wait_for_revocation(&self, after: u64, timeout: Duration) -> Result<()> {
+    async fn wait_for_revocation(&self, after: &[(u16, u64)], timeout: Duration) -> Result<()> {
+        let after = after.iter().map(|(_, seq)| *seq).min().unwrap_or(0);
         let mut woken = self.inner.events.subscribe();
         let deadline = Instant::now() + timeout;
         loop {
-            if self.last_sequence().await? > after {
+            if self.last_sequence(0).await? > after {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());

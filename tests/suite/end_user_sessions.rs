@@ -36,7 +36,7 @@ async fn events(server: &TestServer, reason: EndReason) -> Vec<(i32, String)> {
         .running
         .sessions
         .store()
-        .revocations_after(0, 10_000)
+        .revocations_after(0, 0, 10_000)
         .await
         .unwrap()
         .into_iter()

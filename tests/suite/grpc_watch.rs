@@ -23,6 +23,7 @@ fn watch_request(after: Option<u64>, org: &str, kinds: &[Kind]) -> pb::WatchRevo
         after_sequence: after,
         org: org.into(),
         kinds: kinds.iter().map(|k| *k as i32).collect(),
+        after_cursor: String::new(),
     }
 }
 
@@ -293,4 +294,46 @@ async fn shutdown_ends_open_watches_instead_of_hanging() {
         matches!(end, Err(ref s) if s.code() == Code::Unavailable) || matches!(end, Ok(None)),
         "{end:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_resumes_after_a_cursor_and_bad_cursors_are_refused() {
+    let server = server().await;
+    let mut c = server.client().await;
+    let mut first = watch(&mut c, SERVICE_SECRET, watch_request(None, "", &[])).await;
+    let mut ended = Vec::new();
+    for _ in 0..4 {
+        let (t, s) = login(&mut c, JOE, Kind::Api).await;
+        c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+        ended.push(s.id);
+    }
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(next(&mut first).await);
+    }
+    assert!(!seen[1].cursor.is_empty(), "every event carries a cursor");
+    drop(first);
+    let mut req = watch_request(None, "", &[]);
+    req.after_cursor = seen[1].cursor.clone();
+    let mut resumed = watch(&mut c, SERVICE_SECRET, req).await;
+    let replay = [next(&mut resumed).await, next(&mut resumed).await];
+    assert_eq!(
+        replay.iter().map(|e| e.session_id).collect::<Vec<_>>(),
+        ended[2..].to_vec()
+    );
+    quiet(&mut resumed).await;
+    for bad in ["garbage", "v1.99.0-1", &"v1.1.0-1".repeat(3000)] {
+        let mut req = watch_request(None, "", &[]);
+        req.after_cursor = bad.to_owned();
+        let r = c.watch_revocations(authed(req, SERVICE_SECRET)).await;
+        assert_eq!(
+            r.unwrap_err().code(),
+            tonic::Code::InvalidArgument,
+            "{bad:.20}"
+        );
+    }
+    let mut both = watch_request(Some(0), "", &[]);
+    both.after_cursor = replay[1].cursor.clone();
+    let r = c.watch_revocations(authed(both, SERVICE_SECRET)).await;
+    assert_eq!(r.unwrap_err().code(), tonic::Code::InvalidArgument);
 }

@@ -92,3 +92,21 @@ async fn no_validation_succeeds_on_any_replica_after_an_acknowledged_logoff_redi
         check(validators, connect(&a.url()).await, token).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_validation_succeeds_on_any_replica_after_an_acknowledged_logoff_redis_cluster() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    // Endings go through their own connection and WAIT for a replica. Seven
+    // redis-servers and two replicas share the machine: no load shedding.
+    let flags = ["--redis-replica-acks", "1", "--max-queue-delay-ms", "5000"];
+    let replica = || store_replica(&cluster.url(), &flags, &[]);
+    let (a, b) = (replica(), replica());
+    let mut ca = connect(&a.url()).await;
+    for _ in 0..5 {
+        let (token, _) = login(&mut ca, JOE, Kind::Api).await;
+        let validators = vec![connect(&a.url()).await, connect(&b.url()).await];
+        check(validators, connect(&a.url()).await, token).await;
+    }
+}

@@ -20,6 +20,7 @@ mod mail_frontend;
 mod metrics_overload;
 mod properties;
 mod readme_examples;
+mod redis_cluster;
 mod redis_replicas;
 mod rest_equivalence;
 mod rest_hostile;

@@ -1,5 +1,6 @@
 //! One conformance suite for the `Store` trait, run against every backend:
-//! SQLite in memory, SQLite on a file, and Redis (a private redis-server).
+//! SQLite in memory, SQLite on a file, Redis (a private redis-server) and a
+//! Redis Cluster (six private redis-servers, one cluster per test).
 //! Times are passed explicitly, so expiry is tested by moving `now`, not by
 //! sleeping.
 
@@ -38,6 +39,40 @@ async fn redis() -> (Arc<dyn Store>, Guard) {
     (s, Box::new(server))
 }
 
+/// A private cluster for each test, stopped when the test's guard drops (a
+/// cluster kept in a static would outlive the test process: statics are
+/// never dropped, and its six servers would be left running).
+async fn redis_cluster() -> (Arc<dyn Store>, Guard) {
+    let cluster = tokio::task::spawn_blocking(crate::support::RedisCluster::start)
+        .await
+        .unwrap();
+    let s = store::open(&StoreUrl::RedisCluster(cluster.url()))
+        .await
+        .unwrap();
+    (s, Box::new(cluster))
+}
+
+/// Orgs of the users made by [`user`], so sessions get tokens for their org.
+static ORGS: std::sync::Mutex<Vec<(usize, i64, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn store_id(s: &Arc<dyn Store>) -> usize {
+    Arc::as_ptr(s) as *const () as usize
+}
+
+fn org_of(s: &Arc<dyn Store>, uid: i64) -> String {
+    ORGS.lock()
+        .unwrap()
+        .iter()
+        .find(|(st, u, _)| *st == store_id(s) && *u == uid)
+        .map(|(_, _, o)| o.clone())
+        .expect("a user made by user()")
+}
+
+/// The event log of example.com (where these tests' events go).
+fn log(s: &Arc<dyn Store>) -> u16 {
+    s.shard_of("example.com")
+}
+
 /// The audit line of the endings made by these tests.
 fn audit() -> Audit {
     Audit {
@@ -50,21 +85,24 @@ const MIN: Millis = 60_000;
 const HOUR: Millis = 60 * MIN;
 
 async fn user(s: &Arc<dyn Store>, name: &str, org: &str, role: Role) -> i64 {
-    s.create_user(NewUser {
-        username: name.into(),
-        org: org.into(),
-        role,
-        password_hash: format!("hash-of-{name}"),
-        now: now_millis(),
-    })
-    .await
-    .unwrap()
-    .id
+    let id = s
+        .create_user(NewUser {
+            username: name.into(),
+            org: org.into(),
+            role,
+            password_hash: format!("hash-of-{name}"),
+            now: now_millis(),
+        })
+        .await
+        .unwrap()
+        .id;
+    ORGS.lock().unwrap().push((store_id(s), id, org.into()));
+    id
 }
 
 /// Opens a session at `now` (30 min idle, 12 h lifetime); returns (id, digest).
 async fn open(s: &Arc<dyn Store>, uid: i64, kind: Kind, now: Millis) -> (i32, TokenDigest) {
-    let digest = Token::generate().unwrap().digest();
+    let digest = Token::generate_for_org(&org_of(s, uid)).unwrap().digest();
     let session = s
         .create_session(NewSession {
             digest,
@@ -186,18 +224,18 @@ async fn disabled_users_lose_sessions_and_cannot_open_new_ones(s: Arc<dyn Store>
     let uid = user(&s, "bob@example.com", "example.com", Role::User).await;
     let now = now_millis();
     let (_, d) = open(&s, uid, Kind::Imap, now).await;
-    let before = s.last_sequence().await.unwrap();
+    let before = s.last_sequence(log(&s)).await.unwrap();
     assert!(s
         .set_disabled("bob@example.com", true, now, &Actor::operator())
         .await
         .unwrap());
     assert!(!live(&s, &d, now).await);
-    let events = s.revocations_after(before, 10).await.unwrap();
+    let events = s.revocations_after(log(&s), before, 10).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].reason, EndReason::LogoffOther);
     let refused = s
         .create_session(NewSession {
-            digest: Token::generate().unwrap().digest(),
+            digest: Token::generate_for_org("example.com").unwrap().digest(),
             kind: Kind::Api,
             user_id: uid,
             now,
@@ -225,7 +263,7 @@ async fn ending_one_session_records_one_event(s: Arc<dyn Store>) {
     let uid = user(&s, "ann@example.com", "example.com", Role::Admin).await;
     let now = now_millis();
     let (id, d) = open(&s, uid, Kind::Admin, now).await;
-    let before = s.last_sequence().await.unwrap();
+    let before = s.last_sequence(log(&s)).await.unwrap();
     let target = |org: Option<&str>, kind: Option<Kind>| EndTarget {
         id,
         org: org.map(str::to_owned),
@@ -270,7 +308,7 @@ async fn ending_one_session_records_one_event(s: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
-    let events = s.revocations_after(before, 10).await.unwrap();
+    let events = s.revocations_after(log(&s), before, 10).await.unwrap();
     assert_eq!(events.len(), 1);
     let e = &events[0];
     assert_eq!(
@@ -282,7 +320,7 @@ async fn ending_one_session_records_one_event(s: Arc<dyn Store>) {
         ("ann@example.com", "example.com")
     );
     assert_eq!(e.sequence, before + 1);
-    assert_eq!(s.last_sequence().await.unwrap(), before + 1);
+    assert_eq!(s.last_sequence(log(&s)).await.unwrap(), before + 1);
 }
 
 async fn bulk_endings_take_exactly_their_scope(s: Arc<dyn Store>) {
@@ -414,13 +452,13 @@ async fn sweeping_ends_expired_sessions_and_purges_old_events(s: Arc<dyn Store>)
     s.touch_session(a, now + 20 * MIN, now + 50 * MIN)
         .await
         .unwrap();
-    let before = s.last_sequence().await.unwrap();
+    let before = s.last_sequence(log(&s)).await.unwrap();
     // At +40 min, b is past its idle deadline; a (touched) is not.
     let r = s.sweep(now + 40 * MIN, 0, 0).await.unwrap();
     assert_eq!(r.expired, 1);
     assert!(live(&s, &da, now + 40 * MIN).await);
     assert!(!live(&s, &db, now).await, "swept sessions stay ended");
-    let events = s.revocations_after(before, 10).await.unwrap();
+    let events = s.revocations_after(log(&s), before, 10).await.unwrap();
     assert_eq!(
         events.iter().map(|e| e.reason).collect::<Vec<_>>(),
         vec![EndReason::Expired]
@@ -428,13 +466,13 @@ async fn sweeping_ends_expired_sessions_and_purges_old_events(s: Arc<dyn Store>)
     // Purge events older than +45 min: the cursor before them is now expired.
     let r = s.sweep(now + 41 * MIN, now + 45 * MIN, 0).await.unwrap();
     assert!(r.purged >= 1);
-    let err = s.revocations_after(0, 10).await.unwrap_err();
+    let err = s.revocations_after(log(&s), 0, 10).await.unwrap_err();
     assert!(
         matches!(err, Error::CursorExpired { oldest, .. } if oldest == before + 1),
         "{err:?}"
     );
     assert!(s
-        .revocations_after(before + 1, 10)
+        .revocations_after(log(&s), before + 1, 10)
         .await
         .unwrap()
         .is_empty());
@@ -451,7 +489,7 @@ async fn sweeping_ends_expired_sessions_and_purges_old_events(s: Arc<dyn Store>)
     )
     .await
     .unwrap();
-    let after = s.revocations_after(before + 1, 10).await.unwrap();
+    let after = s.revocations_after(log(&s), before + 1, 10).await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].sequence, before + 2);
 }
@@ -474,20 +512,23 @@ async fn events_page_in_order(s: Arc<dyn Store>) {
         .await
         .unwrap();
     }
-    let first = s.revocations_after(0, 4).await.unwrap();
-    let rest = s.revocations_after(first[3].sequence, 4).await.unwrap();
+    let first = s.revocations_after(log(&s), 0, 4).await.unwrap();
+    let rest = s
+        .revocations_after(log(&s), first[3].sequence, 4)
+        .await
+        .unwrap();
     let seqs: Vec<u64> = first.iter().chain(&rest).map(|e| e.sequence).collect();
     assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
-    assert_eq!(s.last_sequence().await.unwrap(), 7);
+    assert_eq!(s.last_sequence(log(&s)).await.unwrap(), 7);
 }
 
 async fn waiting_wakes_on_a_new_event_and_times_out_otherwise(s: Arc<dyn Store>) {
     let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
     let now = now_millis();
     let (id, _) = open(&s, joe, Kind::Api, now).await;
-    let last = s.last_sequence().await.unwrap();
+    let last = s.last_sequence(log(&s)).await.unwrap();
     let started = std::time::Instant::now();
-    s.wait_for_revocation(last, Duration::from_millis(300))
+    s.wait_for_revocation(&[(log(&s), last)], Duration::from_millis(300))
         .await
         .unwrap();
     assert!(
@@ -513,7 +554,7 @@ async fn waiting_wakes_on_a_new_event_and_times_out_otherwise(s: Arc<dyn Store>)
         })
     };
     let started = std::time::Instant::now();
-    s.wait_for_revocation(last, Duration::from_secs(10))
+    s.wait_for_revocation(&[(log(&s), last)], Duration::from_secs(10))
         .await
         .unwrap();
     assert!(
@@ -521,7 +562,7 @@ async fn waiting_wakes_on_a_new_event_and_times_out_otherwise(s: Arc<dyn Store>)
         "woken by the ending, not the timeout"
     );
     ender.await.unwrap();
-    assert_eq!(s.last_sequence().await.unwrap(), last + 1);
+    assert_eq!(s.last_sequence(log(&s)).await.unwrap(), last + 1);
 }
 
 /// Logins race a LogoutAll of their org: every session created before the
@@ -729,6 +770,7 @@ macro_rules! every_backend {
         conformance!(sqlite_memory: $($name),*);
         conformance!(sqlite_file: $($name),*);
         conformance!(redis: $($name),*);
+        conformance!(redis_cluster: $($name),*);
     };
 }
 

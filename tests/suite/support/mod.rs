@@ -546,3 +546,227 @@ pub fn path_with_sessiond() -> std::ffi::OsString {
     }
     std::env::join_paths(dirs).expect("PATH")
 }
+
+/// A private Redis Cluster: six `redis-server`s in cluster mode on free ports
+/// (three primaries, one replica each, a short node timeout, append-only
+/// files), joined by `redis-cli --cluster create`; killed and removed on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<ClusterNode>,
+    /// Node directories (config, append-only files), removed on drop.
+    _dir: tempfile::TempDir,
+}
+
+pub struct ClusterNode {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl ClusterNode {
+    /// SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A port that is free, and whose cluster bus port (+10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        let port = l.local_addr().expect("addr").port();
+        if port > 55_000 {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let port = free_cluster_port();
+            let node_dir = dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--cluster-node-timeout", "1000", "--appendonly", "yes"])
+                .args(["--save", "", "--cluster-replica-validity-factor", "0"])
+                // Other shards keep serving while one fails over.
+                .args(["--cluster-require-full-coverage", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (apt-get install -y redis-server)");
+            nodes.push(ClusterNode {
+                port,
+                child: Some(child),
+            });
+        }
+        let cluster = RedisCluster { nodes, _dir: dir };
+        for n in &cluster.nodes {
+            cluster.wait_for(
+                || cluster.cli(n.port, &["PING"]).starts_with("PONG"),
+                "node up",
+            );
+        }
+        let mut create: Vec<String> = vec!["--cluster".into(), "create".into()];
+        create.extend(
+            cluster
+                .nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port)),
+        );
+        create.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
+        let out = Command::new("redis-cli")
+            .args(&create)
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "cluster create: {:?}", out);
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// `redis-cli -p PORT ARGS…`, stdout as text ("" when the node is down).
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn wait_for(&self, mut ok: impl FnMut() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ok() {
+            assert!(Instant::now() < deadline, "redis cluster: {what} timed out");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every live node sees `cluster_state:ok`, and every live replica's
+    /// link to its primary is up.
+    pub fn wait_ready(&self) {
+        self.wait_for(
+            || {
+                self.live_ports().iter().all(|&p| {
+                    let info = self.cli(p, &["CLUSTER", "INFO"]);
+                    let repl = self.cli(p, &["INFO", "replication"]);
+                    info.contains("cluster_state:ok")
+                        && (repl.contains("role:master") || repl.contains("master_link_status:up"))
+                })
+            },
+            "cluster_state:ok and replicas linked",
+        );
+    }
+
+    pub fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// Ports of the live primaries.
+    pub fn primaries(&self) -> Vec<u16> {
+        self.live_ports()
+            .into_iter()
+            .filter(|&p| self.cli(p, &["ROLE"]).starts_with("master"))
+            .collect()
+    }
+
+    /// The port of the primary serving a key.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let slot: u16 = self
+            .cli(self.live_ports()[0], &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("slot");
+        self.primaries()
+            .into_iter()
+            .find(|&p| self.serves(p, slot))
+            .expect("a primary serves the slot")
+    }
+
+    fn serves(&self, port: u16, slot: u16) -> bool {
+        // The slot ranges on the node's own line of CLUSTER NODES.
+        let nodes = self.cli(port, &["CLUSTER", "NODES"]);
+        nodes
+            .lines()
+            .filter(|l| l.contains("myself"))
+            .flat_map(|l| {
+                l.split_whitespace()
+                    .skip(8)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .any(|range| match range.split_once('-') {
+                Some((a, b)) => {
+                    a.parse::<u16>().is_ok_and(|a| a <= slot)
+                        && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                }
+                None => range.parse::<u16>().is_ok_and(|s| s == slot),
+            })
+    }
+
+    /// `redis-cluster://` URL naming every node as a seed.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis-cluster://{}", hosts.join(","))
+    }
+
+    pub fn node_mut(&mut self, port: u16) -> &mut ClusterNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("node")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+    }
+}
+
+/// A `sessiond serve` process on any store URL (ports 0, demo users, cheap
+/// hashing, sweeps every second, no REST), with extra flags and environment.
+pub fn store_replica(store: &str, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--store".into(),
+        store.into(),
+        "--grpc-addr".into(),
+        "127.0.0.1:0".into(),
+        "--rest-addr".into(),
+        "off".into(),
+        "--demo".into(),
+        "--sweep-interval-secs".into(),
+        "1".into(),
+    ];
+    args.extend(CHEAP_HASH_FLAGS.iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServerProcess::spawn_env(&refs, env)
+}

@@ -1,0 +1,139 @@
+//! Where every key lives: shards, hash tags and name encoding.
+//!
+//! A store has a fixed number of shards, recorded at creation. Shard `s` is
+//! the hash tag `{<prefix>:<s>}`, so on a Redis Cluster each shard is one
+//! hash slot (and on a single Redis just a key prefix). Everything of an
+//! organization lives in the shard of its name, [`org_hint`] modulo the shard
+//! count; tokens carry the same hint, so a token finds its shard by itself.
+//!
+//! User-chosen names (usernames, orgs) appear in key names only hex-encoded:
+//! they can neither contain a brace (and so steer a key's slot) nor collide
+//! with another key.
+
+pub use crate::domain::token::org_hint;
+
+/// Shards of a new store unless `--redis-shards` says otherwise.
+pub const DEFAULT_SHARDS: u16 = 16;
+/// Most shards a store may have.
+pub const MAX_SHARDS: u16 = 1024;
+
+/// Lowercase hex of a name, for use inside key names.
+pub fn enc(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The shard of a username's directory entry (which records its org).
+pub fn name_shard(username: &str, shards: u16) -> u16 {
+    org_hint(username) % shards
+}
+
+/// The shard an id was allocated in (ids are `sequence * shards + shard`).
+pub fn id_shard(id: i64, shards: u16) -> u16 {
+    u16::try_from(id.rem_euclid(i64::from(shards))).unwrap_or(0)
+}
+
+/// Key names of one store.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub prefix: String,
+    pub shards: u16,
+}
+
+impl Layout {
+    pub fn org_shard(&self, org: &str) -> u16 {
+        org_hint(org) % self.shards
+    }
+
+    /// The store-wide record (shard count), outside every shard.
+    pub fn meta(&self) -> String {
+        format!("{{{}}}:meta", self.prefix)
+    }
+
+    /// `{<prefix>:<shard>}`.
+    pub fn tag(&self, shard: u16) -> String {
+        format!("{{{}:{shard}}}", self.prefix)
+    }
+
+    pub fn key(&self, shard: u16, suffix: &str) -> String {
+        format!("{}:{suffix}", self.tag(shard))
+    }
+
+    /// The user record, in its org's shard.
+    pub fn user(&self, shard: u16, username: &str) -> String {
+        self.key(shard, &format!("user:{}", enc(username)))
+    }
+
+    /// Directory entry: username -> org.
+    pub fn name(&self, username: &str) -> String {
+        let shard = name_shard(username, self.shards);
+        self.key(shard, &format!("name:{}", enc(username)))
+    }
+
+    pub fn session(&self, id: i64) -> String {
+        self.key(id_shard(id, self.shards), &format!("s:{id}"))
+    }
+
+    pub fn token(&self, shard: u16, digest_hex: &str) -> String {
+        self.key(shard, &format!("t:{digest_hex}"))
+    }
+
+    /// Live sessions of a user by kind (the user's shard is its org's).
+    pub fn live_user(&self, uid: i64, kind: &str) -> String {
+        self.key(id_shard(uid, self.shards), &format!("lu:{kind}:{uid}"))
+    }
+
+    pub fn live_org(&self, org: &str, kind: &str) -> String {
+        self.key(self.org_shard(org), &format!("lo:{kind}:{}", enc(org)))
+    }
+
+    pub fn audit(&self, org: &str) -> String {
+        self.key(self.org_shard(org), &format!("audit:{}", enc(org)))
+    }
+
+    /// A credential-failure counter (per username or per address), in a
+    /// shard chosen from the counted name.
+    pub fn failures(&self, what: &str, name: &str) -> String {
+        let shard = org_hint(name) % self.shards;
+        self.key(shard, &format!("fail:{what}:{}", enc(name)))
+    }
+}
+
+/// Redis Cluster's key slot of a hash tag's content (CRC16/XMODEM mod 16384).
+pub fn slot(tag_content: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in tag_content.as_bytes() {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("123456789"), 12739);
+    }
+
+    #[test]
+    fn names_cannot_steer_a_slot_or_collide() {
+        let l = Layout {
+            prefix: "sessiond".into(),
+            shards: 16,
+        };
+        let k = l.live_org("{x}orgs", "API");
+        assert!(k.starts_with("{sessiond:"));
+        assert_eq!(k.matches('{').count(), 1);
+        assert_ne!(l.audit("orgs"), l.key(l.org_shard("orgs"), "audit:orgs"));
+    }
+}

@@ -1,0 +1,80 @@
+-- Shared by every script that ends sessions (prepended to each). Every key
+-- is declared in KEYS by the caller; names only fill fields and values.
+-- Event fields are packed into one value, split by the unit separator (a
+-- control character names never hold): one field per entry keeps XADD cheap.
+local US = '\31'
+
+local function tomap(h)
+  local m = {}
+  for i = 1, #h, 2 do m[h[i]] = h[i + 1] end
+  return m
+end
+
+-- A fence value: '<watermark>' or '<watermark>:<spared id>'.
+local function parse_fence(v)
+  if not v then return -1, '' end
+  local w, keep = string.match(v, '^(%d+):?(%d*)$')
+  return tonumber(w) or -1, keep or ''
+end
+
+-- Whether a bulk ending already covers the session: its id is at or below
+-- the watermark of a fence on its org and kind, or on its user and kind.
+local function fenced(fences, id, kind, org, uid)
+  local f = redis.call('HMGET', fences, 'o:' .. kind .. ':' .. org, 'u:' .. kind .. ':' .. uid)
+  local n = tonumber(id)
+  local ow = parse_fence(f[1])
+  if n <= ow then return true end
+  local uw, keep = parse_fence(f[2])
+  return n <= uw and tostring(id) ~= keep
+end
+
+-- One audit record per call, in the org's audit stream.
+local function audit(key, orgs, seq, org, actor, sid, reason, target, ended, now)
+  local id = redis.call('INCR', seq)
+  redis.call('XADD', key, id .. '-0', 'at', now, 'actor', actor, 'sid', sid,
+    'reason', reason, 'target', target, 'ended', ended)
+  redis.call('SADD', orgs, org)
+end
+
+-- Ends one session: its event, then its keys and index entries go.
+-- ctx: {deadlines, counts, events, seq}; v: {digest, kind, user_id, username, org}.
+local function finish(ctx, s, t, lu, lo, id, v, reason, now)
+  local seq = redis.call('INCR', ctx.seq)
+  redis.call('XADD', ctx.events, seq .. '-0', 'e',
+    id .. US .. v[4] .. US .. v[5] .. US .. v[2] .. US .. reason .. US .. now)
+  redis.call('DEL', s, t)
+  redis.call('ZREM', lu, id)
+  redis.call('ZREM', lo, id)
+  redis.call('ZREM', ctx.deadlines, id)
+  redis.call('HINCRBY', ctx.counts, v[2], -1)
+end
+
+-- Fences the live indexes KEYS[first..] (fence fields ARGV[ffirst..]) at the
+-- shard's newest session id, sparing `keep`, and queues their removal in
+-- `pending`. Returns how many live sessions the fences newly cover (the
+-- expired ones not swept yet are the sweeper's: they are few, as it runs
+-- every interval; at most 1000 are looked at).
+local function fence(k, shards, shard, first, ffirst, keep, reason, now)
+  local w = tonumber(redis.call('GET', k.seqsess) or '0') * shards + shard
+  local due = redis.call('ZRANGEBYSCORE', k.deadlines, '-inf', now, 'LIMIT', 0, 1000)
+  local n = 0
+  for i = first, #KEYS do
+    local idx, field = KEYS[i], ARGV[ffirst + i - first]
+    local ow, okeep = parse_fence(redis.call('HGET', k.fences, field))
+    local spare = keep
+    -- An id an older fence covered stays ended.
+    if spare ~= '' and tonumber(spare) <= ow and spare ~= okeep then spare = '' end
+    n = n + redis.call('ZCOUNT', idx, '(' .. ow, w)
+    if okeep ~= '' and okeep ~= spare and redis.call('ZSCORE', idx, okeep) then n = n + 1 end
+    if spare ~= '' and tonumber(spare) > ow and redis.call('ZSCORE', idx, spare) then n = n - 1 end
+    for _, id in ipairs(due) do
+      local v = tonumber(id)
+      if v > ow and v <= w and id ~= spare and redis.call('ZSCORE', idx, id) then n = n - 1 end
+    end
+    local value = tostring(w)
+    if spare ~= '' then value = value .. ':' .. spare end
+    redis.call('HSET', k.fences, field, value)
+    redis.call('HSET', k.pending, idx, w .. US .. reason .. US .. now .. US .. spare)
+  end
+  return n
+end

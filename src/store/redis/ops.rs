@@ -1,0 +1,1126 @@
+//! The [`Store`] operations on the sharded layout.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ::redis::Value;
+use async_trait::async_trait;
+
+use super::decode::{
+    audit_from, corrupt, fields, hex, map_err, revocation_from, session_from, sid, text, user_from,
+};
+use super::layout::id_shard;
+use super::{lock, RedisStore, BATCH, DRAIN_PARALLEL, PURGE_BATCH, TTL_GRACE_MS};
+use crate::domain::{
+    Actor, Audit, AuditRecord, AuthFailure, EndReason, Error, Kind, Millis, NewSession, NewUser,
+    Result, Revocation, Session, TokenDigest, User, UserRecord,
+};
+use crate::store::{EndTarget, ListQuery, Scope, Store, SweepReport};
+
+const US: char = '\u{1f}';
+
+/// One queued bulk ending of a live index: every id up to `watermark` but
+/// `keep` goes, with `reason`, at `at`.
+struct Pending {
+    raw: String,
+    watermark: i64,
+    reason: String,
+    at: String,
+    keep: String,
+}
+
+impl Pending {
+    fn parse(raw: String) -> Option<Self> {
+        let mut parts = raw.split(US);
+        let watermark = parts.next()?.parse().ok()?;
+        let reason = parts.next()?.to_owned();
+        let at = parts.next()?.to_owned();
+        let keep = parts.next().unwrap_or("").to_owned();
+        Some(Pending {
+            raw,
+            watermark,
+            reason,
+            at,
+            keep,
+        })
+    }
+}
+
+/// The fields of a session needed to end it: (digest, kind, user id, org).
+type Ends = Option<(String, String, i64, String)>;
+
+impl RedisStore {
+    /// `u:<user>` / `a:<address>` -> its counter key.
+    fn failure_key(&self, key: &str) -> String {
+        let (what, name) = key.split_once(':').unwrap_or(("x", key));
+        self.layout().failures(what, name)
+    }
+
+    /// The org a username belongs to (its directory entry).
+    async fn org_of(&self, username: &str) -> Result<Option<String>> {
+        ::redis::cmd("GET")
+            .arg(self.layout().name(username))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)
+    }
+
+    /// (username, org) of a user id.
+    async fn user_of_id(&self, uid: i64) -> Result<Option<(String, String)>> {
+        let shard = id_shard(uid, self.layout().shards);
+        let v: Option<String> = ::redis::cmd("HGET")
+            .arg(self.layout().key(shard, "uids"))
+            .arg(uid)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        Ok(v.and_then(|v| {
+            v.split_once(US)
+                .map(|(name, org)| (name.to_owned(), org.to_owned()))
+        }))
+    }
+
+    /// The fields needed to end each of `ids` (one shard), `None` if gone.
+    async fn ends_of(&self, ids: &[i64]) -> Result<Vec<Ends>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.layout().session(*id))
+                .arg(&["digest", "kind", "user_id", "org"]);
+        }
+        let rows: Vec<Vec<Option<String>>> =
+            pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| match r.as_slice() {
+                [Some(d), Some(k), Some(u), Some(o)] => {
+                    u.parse().ok().map(|u| (d.clone(), k.clone(), u, o.clone()))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// KEYS and ARGV of one session in an `end_batch` call; a gone session
+    /// only loses its entries in `index`.
+    fn batch_entry(&self, id: i64, ends: &Ends, index: &str, keys: &mut Vec<String>) -> String {
+        let l = self.layout();
+        let shard = id_shard(id, l.shards);
+        keys.push(l.session(id));
+        match ends {
+            Some((digest, kind, uid, org)) => {
+                keys.push(l.token(shard, digest));
+                keys.push(l.live_user(*uid, kind));
+                keys.push(l.live_org(org, kind));
+                digest.clone()
+            }
+            None => {
+                keys.push(l.session(id));
+                keys.push(index.to_owned());
+                keys.push(index.to_owned());
+                String::new()
+            }
+        }
+    }
+
+    fn shard_keys(&self, shard: u16, names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| self.layout().key(shard, n)).collect()
+    }
+
+    /// Ends `ids` (one shard) in one bounded script; returns how many ended.
+    #[allow(clippy::too_many_arguments)]
+    async fn end_batch(
+        &self,
+        shard: u16,
+        ids: &[(i64, Ends)],
+        index: &str,
+        reason: &str,
+        at: &str,
+        due: bool,
+        audit_org: Option<&str>,
+    ) -> Result<i64> {
+        let l = self.layout();
+        let mut keys = self.shard_keys(shard, &["deadlines", "counts", "events", "seq:event"]);
+        keys.push(l.audit(audit_org.unwrap_or("")));
+        keys.extend(self.shard_keys(shard, &["audit:orgs", "seq:audit"]));
+        let mut args = vec![
+            reason.to_owned(),
+            at.to_owned(),
+            if due { "due" } else { "all" }.to_owned(),
+            audit_org.unwrap_or("").to_owned(),
+            "system".to_owned(),
+        ];
+        for (id, ends) in ids {
+            let digest = self.batch_entry(*id, ends, index, &mut keys);
+            args.push(id.to_string());
+            args.push(digest);
+        }
+        // An org's audit key lives in its own shard; without one, any key of
+        // this shard stands in (the script does not write it).
+        if audit_org.is_none() {
+            keys[4] = l.key(shard, "audit:none");
+        }
+        self.int(&self.inner.scripts.end_batch, &keys, &args).await
+    }
+
+    /// Carries out the queued bulk ending of `index` (if any) in bounded
+    /// batches; returns how many sessions it ended. Safe to run twice at
+    /// once (each batch re-checks every session).
+    async fn drain(&self, shard: u16, index: &str) -> Result<u32> {
+        let pending_key = self.layout().key(shard, "pending");
+        let raw: Option<String> = ::redis::cmd("HGET")
+            .arg(&pending_key)
+            .arg(index)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let Some(p) = raw.and_then(Pending::parse) else {
+            return Ok(0);
+        };
+        let mut ended = 0u32;
+        let mut after = String::from("-inf");
+        loop {
+            let ids: Vec<i64> = ::redis::cmd("ZRANGEBYSCORE")
+                .arg(index)
+                .arg(&after)
+                .arg(p.watermark)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(BATCH * DRAIN_PARALLEL)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(map_err)?;
+            let Some(&last) = ids.last() else { break };
+            after = format!("({last}");
+            let ids: Vec<i64> = ids
+                .into_iter()
+                .filter(|id| id.to_string() != p.keep)
+                .collect();
+            // Batches of disjoint ids, several in flight: Redis runs them one
+            // by one; the round trips around them overlap.
+            let mut batches = tokio::task::JoinSet::new();
+            for chunk in ids.chunks(BATCH) {
+                let (store, chunk, index) = (self.clone(), chunk.to_vec(), index.to_owned());
+                let (reason, at) = (p.reason.clone(), p.at.clone());
+                batches.spawn(async move {
+                    let ends = store.ends_of(&chunk).await?;
+                    let batch: Vec<(i64, Ends)> = chunk.into_iter().zip(ends).collect();
+                    store
+                        .end_batch(shard, &batch, &index, &reason, &at, false, None)
+                        .await
+                });
+            }
+            while let Some(done) = batches.join_next().await {
+                let n = done.map_err(|e| Error::Internal(format!("bulk ending batch: {e}")))??;
+                ended += u32::try_from(n).unwrap_or(0);
+            }
+        }
+        self.run(
+            &self.inner.scripts.pending_done,
+            &[pending_key],
+            &[index.to_owned(), p.raw],
+        )
+        .await?;
+        Ok(ended)
+    }
+
+    /// Drains `indexes` now when the ending was small, else in the
+    /// background (the call is already acknowledged: its fences hold).
+    async fn finish_ending(&self, shard: u16, indexes: Vec<String>, covered: i64) -> Result<()> {
+        if usize::try_from(covered).unwrap_or(usize::MAX) <= BATCH {
+            for index in &indexes {
+                self.drain(shard, index).await?;
+            }
+            return Ok(());
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            for index in indexes {
+                store.drain_once(shard, index).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// [`Self::drain`] unless this process is draining `index` already;
+    /// errors are left to the next sweep.
+    async fn drain_once(&self, shard: u16, index: String) {
+        if !lock(&self.inner.draining).insert(index.clone()) {
+            return;
+        }
+        if let Err(e) = self.drain(shard, &index).await {
+            tracing::warn!(error = %e, "bulk ending: removal interrupted; the sweeper resumes it");
+        }
+        lock(&self.inner.draining).remove(&index);
+    }
+
+    /// Fences `indexes` of one scope (first step of a bulk ending).
+    #[allow(clippy::too_many_arguments)]
+    async fn fence(
+        &self,
+        shard: u16,
+        indexes: &[String],
+        fence_fields: Vec<String>,
+        keep: String,
+        audit_org: &str,
+        reason: EndReason,
+        now: Millis,
+        audit: &Audit,
+    ) -> Result<i64> {
+        let l = self.layout();
+        let mut keys = self.shard_keys(shard, &["fences", "pending", "seq:session", "deadlines"]);
+        // A user removed meanwhile has no org: the record goes nowhere useful
+        // but must stay in this shard.
+        keys.push(if l.org_shard(audit_org) == shard {
+            l.audit(audit_org)
+        } else {
+            l.key(shard, "audit:none")
+        });
+        keys.extend(self.shard_keys(shard, &["audit:orgs", "seq:audit"]));
+        keys.extend(indexes.iter().cloned());
+        let mut args = vec![
+            reason.as_str().to_owned(),
+            now.to_string(),
+            audit.actor.name.clone(),
+            sid(&audit.actor),
+            audit.target.clone(),
+            audit_org.to_owned(),
+            keep,
+            l.shards.to_string(),
+            shard.to_string(),
+        ];
+        args.extend(fence_fields);
+        self.int_ending(&self.inner.scripts.end_scope, &keys, &args)
+            .await
+    }
+
+    /// Keeps only the sessions no fence covers (listing must not show a
+    /// session a bulk ending already ended).
+    async fn unfenced(&self, shard: u16, sessions: Vec<Session>) -> Result<Vec<Session>> {
+        if sessions.is_empty() {
+            return Ok(sessions);
+        }
+        let mut names: Vec<String> = Vec::new();
+        for s in &sessions {
+            names.push(format!("o:{}:{}", s.kind, s.org));
+            names.push(format!("u:{}:{}", s.kind, s.user_id));
+        }
+        let values: Vec<Option<String>> = ::redis::cmd("HMGET")
+            .arg(self.layout().key(shard, "fences"))
+            .arg(&names)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let covers = |v: &Option<String>, id: i32, spare_ok: bool| {
+            v.as_deref().is_some_and(|v| {
+                let (w, keep) = v.split_once(':').unwrap_or((v, ""));
+                let w: i64 = w.parse().unwrap_or(-1);
+                i64::from(id) <= w && !(spare_ok && keep == id.to_string())
+            })
+        };
+        Ok(sessions
+            .into_iter()
+            .zip(values.chunks(2))
+            .filter(|(s, f)| !(covers(&f[0], s.id, false) || covers(&f[1], s.id, true)))
+            .map(|(s, _)| s)
+            .collect())
+    }
+
+    async fn load_sessions(&self, ids: &[i64]) -> Result<Vec<Option<HashMap<String, String>>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(self.layout().session(*id));
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+        Ok(replies
+            .iter()
+            .map(|v| fields(v).filter(|m| !m.is_empty()))
+            .collect())
+    }
+
+    /// Ends one shard's sessions past their deadline, in bounded batches
+    /// (one per org, audited per org).
+    async fn sweep_expired(&self, shard: u16, now: Millis) -> Result<u32> {
+        let deadlines = self.layout().key(shard, "deadlines");
+        let mut expired = 0;
+        loop {
+            let due: Vec<i64> = ::redis::cmd("ZRANGEBYSCORE")
+                .arg(&deadlines)
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(BATCH)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(map_err)?;
+            let ends = self.ends_of(&due).await?;
+            let mut by_org: HashMap<Option<String>, Vec<(i64, Ends)>> = HashMap::new();
+            for (id, e) in due.iter().copied().zip(ends) {
+                let org = e.as_ref().map(|(_, _, _, o)| o.clone());
+                by_org.entry(org).or_default().push((id, e));
+            }
+            for (org, batch) in by_org {
+                let n = self
+                    .end_batch(
+                        shard,
+                        &batch,
+                        &deadlines,
+                        EndReason::Expired.as_str(),
+                        &now.to_string(),
+                        true,
+                        org.as_deref(),
+                    )
+                    .await?;
+                expired += u32::try_from(n).unwrap_or(0);
+            }
+            if due.len() < BATCH {
+                return Ok(expired);
+            }
+        }
+    }
+
+    /// Resumes every bulk ending of a shard left unfinished.
+    async fn sweep_pending(&self, shard: u16) -> Result<()> {
+        let pending: Vec<String> = ::redis::cmd("HKEYS")
+            .arg(self.layout().key(shard, "pending"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        for index in pending {
+            self.drain_once(shard, index).await;
+        }
+        Ok(())
+    }
+
+    async fn purge_shard(&self, shard: u16, before: Millis, audit_before: Millis) -> Result<u32> {
+        let keys = self.shard_keys(shard, &["events", "events:purged"]);
+        let mut purged = 0u32;
+        loop {
+            let removed = self
+                .int(
+                    &self.inner.scripts.purge_events,
+                    &keys,
+                    &[before.to_string(), PURGE_BATCH.to_string()],
+                )
+                .await?;
+            purged += u32::try_from(removed).unwrap_or(0);
+            if usize::try_from(removed).unwrap_or(0) < PURGE_BATCH {
+                break;
+            }
+        }
+        let orgs: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(self.layout().key(shard, "audit:orgs"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        for org in orgs {
+            purged += self.purge_audit(&org, audit_before).await?;
+        }
+        Ok(purged)
+    }
+
+    /// Trims an org's audit records older than `before` (plain XTRIM).
+    async fn purge_audit(&self, org: &str, before: Millis) -> Result<u32> {
+        let key = self.layout().audit(org);
+        let mut purged = 0u32;
+        loop {
+            let records = self.list_audit(org, 0, PURGE_BATCH).await?;
+            let old: Vec<&AuditRecord> = records.iter().take_while(|r| r.at < before).collect();
+            let Some(last) = old.last() else { break };
+            let removed: u64 = ::redis::cmd("XTRIM")
+                .arg(&key)
+                .arg("MINID")
+                .arg(format!("{}-0", last.id + 1))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(map_err)?;
+            purged += u32::try_from(removed).unwrap_or(0);
+            if old.len() < PURGE_BATCH {
+                break;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Claims `username` for `org` in the directory; false when it is taken
+    /// by a user that exists.
+    async fn claim_name(&self, username: &str, org: &str) -> Result<bool> {
+        let name = self.layout().name(username);
+        let set: bool = ::redis::cmd("SET")
+            .arg(&name)
+            .arg(org)
+            .arg("NX")
+            .query_async::<Option<String>>(&mut self.conn())
+            .await
+            .map_err(map_err)?
+            .is_some();
+        if set {
+            return Ok(true);
+        }
+        if self.find_user(username).await?.is_some() {
+            return Ok(false);
+        }
+        // A claim whose user was never created (a replica stopped between
+        // the two steps): taken over.
+        ::redis::cmd("SET")
+            .arg(&name)
+            .arg(org)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn user_record(&self, username: &str) -> Result<Option<(u16, UserRecord)>> {
+        let Some(org) = self.org_of(username).await? else {
+            return Ok(None);
+        };
+        let shard = self.layout().org_shard(&org);
+        let reply: Value = ::redis::cmd("HGETALL")
+            .arg(self.layout().user(shard, username))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        match fields(&reply) {
+            Some(m) if !m.is_empty() => Ok(Some((shard, user_from(&m)?))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Reserves an id in the shard of `uid`, reading the user's name and org.
+    async fn reserve_session(&self, uid: i64) -> Result<(i64, Option<(String, String)>)> {
+        let l = self.layout();
+        let shard = id_shard(uid, l.shards);
+        let (seq, who): (i64, Option<String>) = ::redis::pipe()
+            .cmd("INCR")
+            .arg(l.key(shard, "seq:session"))
+            .cmd("HGET")
+            .arg(l.key(shard, "uids"))
+            .arg(uid)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let id = seq
+            .checked_mul(i64::from(l.shards))
+            .and_then(|v| v.checked_add(i64::from(shard)))
+            .filter(|id| *id <= i64::from(i32::MAX))
+            .ok_or_else(|| Error::Internal("session id space (int32) exhausted".into()))?;
+        let who = who.and_then(|v| v.split_once(US).map(|(n, o)| (n.to_owned(), o.to_owned())));
+        Ok((id, who))
+    }
+
+    async fn try_create_session(&self, new: &NewSession) -> Result<Option<Session>> {
+        let l = self.layout();
+        let shard = id_shard(new.user_id, l.shards);
+        let (id, who) = self.reserve_session(new.user_id).await?;
+        let Some((username, org)) = who else {
+            return Err(Error::Unauthenticated(AuthFailure::BadCredentials));
+        };
+        let digest = hex(&new.digest);
+        let kind = new.kind.as_str();
+        let mut keys = vec![
+            l.user(shard, &username),
+            l.session(id),
+            l.token(shard, &digest),
+        ];
+        keys.push(l.live_user(new.user_id, kind));
+        keys.push(l.live_org(&org, kind));
+        keys.extend(self.shard_keys(shard, &["deadlines", "counts", "fences"]));
+        let args = [
+            id.to_string(),
+            new.user_id.to_string(),
+            digest,
+            kind.to_owned(),
+            new.now.to_string(),
+            new.idle_deadline.to_string(),
+            new.expires_at.to_string(),
+            new.client.address.clone().unwrap_or_default(),
+            new.client.user_agent.clone().unwrap_or_default(),
+            TTL_GRACE_MS.to_string(),
+        ];
+        let reply = self
+            .run(&self.inner.scripts.create_session, &keys, &args)
+            .await?;
+        match text(&reply).as_deref() {
+            Some("NOUSER") => return Err(Error::Unauthenticated(AuthFailure::BadCredentials)),
+            Some("RETRY") => return Ok(None),
+            _ => {}
+        }
+        let m = fields(&reply).ok_or_else(|| corrupt("create_session reply"))?;
+        session_from(&m).map(Some)
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn holds_data(&self) -> Result<bool> {
+        let n: i64 = ::redis::cmd("EXISTS")
+            .arg(self.layout().meta())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        Ok(n > 0)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        // The store's own key: on a cluster this asks the node serving it.
+        ::redis::cmd("EXISTS")
+            .arg(self.layout().meta())
+            .query_async::<i64>(&mut self.conn())
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User> {
+        if !self.claim_name(&user.username, &user.org).await? {
+            return Err(Error::AlreadyExists);
+        }
+        let l = self.layout();
+        let shard = l.org_shard(&user.org);
+        let keys = vec![
+            l.user(shard, &user.username),
+            l.key(shard, "seq:user"),
+            l.key(shard, "uids"),
+            l.key(shard, "users"),
+        ];
+        let args = [
+            user.username.clone(),
+            user.org.clone(),
+            user.role.as_str().to_owned(),
+            user.password_hash.clone(),
+            user.now.to_string(),
+            l.shards.to_string(),
+            shard.to_string(),
+        ];
+        let reply = self
+            .run(&self.inner.scripts.create_user, &keys, &args)
+            .await?;
+        match text(&reply).as_deref() {
+            Some("EXISTS") => Err(Error::AlreadyExists),
+            Some(id) => Ok(User {
+                id: id.parse().map_err(|_| corrupt("user id"))?,
+                username: user.username,
+                org: user.org,
+                role: user.role,
+                disabled: false,
+                created_at: user.now,
+            }),
+            None => Err(corrupt("create_user reply")),
+        }
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>> {
+        Ok(self.user_record(username).await?.map(|(_, r)| r))
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        let mut users = Vec::new();
+        for shard in 0..self.layout().shards {
+            let names: Vec<String> = ::redis::cmd("SMEMBERS")
+                .arg(self.layout().key(shard, "users"))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(map_err)?;
+            if names.is_empty() {
+                continue;
+            }
+            let mut pipe = ::redis::pipe();
+            for n in &names {
+                pipe.cmd("HGETALL").arg(self.layout().user(shard, n));
+            }
+            let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+            for m in replies
+                .iter()
+                .filter_map(|v| fields(v).filter(|m| !m.is_empty()))
+            {
+                users.push(user_from(&m)?.user);
+            }
+        }
+        users.sort_by(|a, b| (&a.org, &a.username).cmp(&(&b.org, &b.username)));
+        Ok(users)
+    }
+
+    async fn set_password(&self, username: &str, password_hash: String) -> Result<bool> {
+        let Some(org) = self.org_of(username).await? else {
+            return Ok(false);
+        };
+        let key = self.layout().user(self.layout().org_shard(&org), username);
+        let n = self
+            .int(&self.inner.scripts.set_password, &[key], &[password_hash])
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        now: Millis,
+        actor: &Actor,
+    ) -> Result<bool> {
+        let Some((shard, record)) = self.user_record(username).await? else {
+            return Ok(false);
+        };
+        let (l, uid) = (self.layout(), record.user.id);
+        let mut keys = vec![l.user(shard, username)];
+        keys.extend(self.shard_keys(shard, &["fences", "pending", "seq:session", "deadlines"]));
+        keys.push(l.audit(&record.user.org));
+        keys.extend(self.shard_keys(shard, &["audit:orgs", "seq:audit"]));
+        let indexes: Vec<String> = Kind::ALL
+            .iter()
+            .map(|k| l.live_user(uid, k.as_str()))
+            .collect();
+        keys.extend(indexes.iter().cloned());
+        let mut args = vec![
+            if disabled { "1" } else { "0" }.to_owned(),
+            now.to_string(),
+            actor.name.clone(),
+            sid(actor),
+            format!("user:{username}"),
+            uid.to_string(),
+            l.shards.to_string(),
+            shard.to_string(),
+        ];
+        args.extend(Kind::ALL.iter().map(|k| format!("u:{k}:{uid}")));
+        let n = self
+            .int_ending(&self.inner.scripts.set_disabled, &keys, &args)
+            .await?;
+        if n < 0 {
+            return Ok(false);
+        }
+        if disabled {
+            self.confirm(shard).await?;
+            self.finish_ending(shard, indexes, n).await?;
+        }
+        Ok(true)
+    }
+
+    async fn delete_user(&self, username: &str, now: Millis, actor: &Actor) -> Result<bool> {
+        let Some((shard, record)) = self.user_record(username).await? else {
+            return Ok(false);
+        };
+        if !self.set_disabled(username, true, now, actor).await? {
+            return Ok(false);
+        }
+        let l = self.layout();
+        let keys = vec![
+            l.user(shard, username),
+            l.key(shard, "uids"),
+            l.key(shard, "users"),
+        ];
+        let args = [username.to_owned(), record.user.id.to_string()];
+        let n = self
+            .int(&self.inner.scripts.delete_user, &keys, &args)
+            .await?;
+        self.run(
+            &self.inner.scripts.release_name,
+            &[l.name(username)],
+            &[record.user.org],
+        )
+        .await?;
+        Ok(n == 1)
+    }
+
+    async fn create_session(&self, new: NewSession) -> Result<Session> {
+        let shard = id_shard(new.user_id, self.layout().shards);
+        if new.digest.hint() % self.layout().shards != shard {
+            return Err(Error::Internal(
+                "the token was not made for the user's organization".into(),
+            ));
+        }
+        // An id reserved just before a fence of the user's org or user is
+        // refused by the script; a fresh one is above the fence.
+        for _ in 0..3 {
+            if let Some(s) = self.try_create_session(&new).await? {
+                return Ok(s);
+            }
+        }
+        Err(Error::Unavailable(
+            "session creation kept racing bulk endings; retry".into(),
+        ))
+    }
+
+    async fn find_live_session(
+        &self,
+        digest: &TokenDigest,
+        now: Millis,
+    ) -> Result<Option<Session>> {
+        // The hot path: one script reading the token's copy of the session
+        // and the shard's fences; deadlines are checked here.
+        let l = self.layout();
+        let shard = digest.hint() % l.shards;
+        let digest = hex(digest);
+        let keys = [l.token(shard, &digest), l.key(shard, "fences")];
+        let reply = self.run(&self.inner.scripts.validate, &keys, &[]).await?;
+        match fields(&reply) {
+            Some(m) if !m.is_empty() && m.get("digest") == Some(&digest) => {
+                let session = session_from(&m)?;
+                Ok(session.is_live_at(now).then_some(session))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn touch_session(&self, id: i32, now: Millis, idle_deadline: Millis) -> Result<()> {
+        let l = self.layout();
+        let id = i64::from(id);
+        let shard = id_shard(id, l.shards);
+        let digest: Option<String> = ::redis::cmd("HGET")
+            .arg(l.session(id))
+            .arg("digest")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let Some(digest) = digest else { return Ok(()) };
+        let keys = [
+            l.session(id),
+            l.token(shard, &digest),
+            l.key(shard, "deadlines"),
+        ];
+        let args = [
+            id.to_string(),
+            now.to_string(),
+            idle_deadline.to_string(),
+            TTL_GRACE_MS.to_string(),
+            digest,
+        ];
+        self.int(&self.inner.scripts.touch, &keys, &args)
+            .await
+            .map(|_| ())
+    }
+
+    async fn end_session(
+        &self,
+        target: EndTarget,
+        reason: EndReason,
+        now: Millis,
+        audit: &Audit,
+    ) -> Result<Option<Session>> {
+        let l = self.layout();
+        let id = i64::from(target.id);
+        let shard = id_shard(id, l.shards);
+        let Some(Some((digest, kind, uid, org))) = self.ends_of(&[id]).await?.pop() else {
+            return Ok(None);
+        };
+        let mut keys = vec![l.session(id), l.token(shard, &digest)];
+        keys.push(l.live_user(uid, &kind));
+        keys.push(l.live_org(&org, &kind));
+        keys.extend(self.shard_keys(shard, &["deadlines", "counts", "events", "seq:event"]));
+        keys.push(l.key(shard, "fences"));
+        keys.push(l.audit(&org));
+        keys.extend(self.shard_keys(shard, &["audit:orgs", "seq:audit"]));
+        let args = [
+            id.to_string(),
+            digest,
+            reason.as_str().to_owned(),
+            now.to_string(),
+            target.org.unwrap_or_default(),
+            target
+                .kind
+                .map(|k| k.as_str().to_owned())
+                .unwrap_or_default(),
+            audit.actor.name.clone(),
+            sid(&audit.actor),
+            audit.target.clone(),
+        ];
+        let reply = self
+            .run_ending(&self.inner.scripts.end_one, &keys, &args)
+            .await?;
+        match fields(&reply) {
+            Some(m) if !m.is_empty() => {
+                self.confirm(shard).await?;
+                session_from(&m).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn end_sessions(
+        &self,
+        scope: Scope,
+        kinds: &[Kind],
+        reason: EndReason,
+        now: Millis,
+        audit: &Audit,
+    ) -> Result<u32> {
+        let l = self.layout();
+        let (shard, org, indexes, fence_fields, keep) = match &scope {
+            Scope::Org(org) => (
+                l.org_shard(org),
+                org.clone(),
+                kinds.iter().map(|k| l.live_org(org, k.as_str())).collect(),
+                kinds.iter().map(|k| format!("o:{k}:{org}")).collect(),
+                String::new(),
+            ),
+            Scope::User(uid) | Scope::UserExcept { user: uid, .. } => {
+                let org = self.user_of_id(*uid).await?.map(|(_, o)| o);
+                let keep = match scope {
+                    Scope::UserExcept { keep, .. } => keep.to_string(),
+                    _ => String::new(),
+                };
+                (
+                    id_shard(*uid, l.shards),
+                    org.unwrap_or_default(),
+                    kinds
+                        .iter()
+                        .map(|k| l.live_user(*uid, k.as_str()))
+                        .collect(),
+                    kinds
+                        .iter()
+                        .map(|k| format!("u:{k}:{uid}"))
+                        .collect::<Vec<_>>(),
+                    keep,
+                )
+            }
+        };
+        let indexes: Vec<String> = indexes;
+        let n = self
+            .fence(
+                shard,
+                &indexes,
+                fence_fields,
+                keep,
+                &org,
+                reason,
+                now,
+                audit,
+            )
+            .await?;
+        self.confirm(shard).await?;
+        self.finish_ending(shard, indexes, n).await?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    async fn list_sessions(&self, query: ListQuery, now: Millis) -> Result<Vec<Session>> {
+        let l = self.layout();
+        let shard = l.org_shard(&query.org);
+        let kinds: Vec<Kind> = query.kind.map_or_else(|| Kind::ALL.to_vec(), |k| vec![k]);
+        let indexes: Vec<String> = match &query.username {
+            Some(name) => match self.find_user(name).await? {
+                Some(r) if r.user.org == query.org => kinds
+                    .iter()
+                    .map(|k| l.live_user(r.user.id, k.as_str()))
+                    .collect(),
+                _ => return Ok(Vec::new()),
+            },
+            None => kinds
+                .iter()
+                .map(|k| l.live_org(&query.org, k.as_str()))
+                .collect(),
+        };
+        let mut out = Vec::new();
+        let mut after = i64::from(query.after_id);
+        loop {
+            let mut pipe = ::redis::pipe();
+            for idx in &indexes {
+                pipe.cmd("ZRANGEBYSCORE")
+                    .arg(idx)
+                    .arg(format!("({after}"))
+                    .arg("+inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(query.limit);
+            }
+            let per_index: Vec<Vec<i64>> =
+                pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+            let mut ids: Vec<i64> = per_index.into_iter().flatten().collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.truncate(query.limit);
+            let Some(&last) = ids.last() else { break };
+            let mut page = Vec::new();
+            for m in self.load_sessions(&ids).await?.into_iter().flatten() {
+                let s = session_from(&m)?;
+                if s.is_live_at(now) && s.org == query.org {
+                    page.push(s);
+                }
+            }
+            out.extend(self.unfenced(shard, page).await?);
+            if out.len() >= query.limit || ids.len() < query.limit {
+                break;
+            }
+            after = last;
+        }
+        out.truncate(query.limit);
+        Ok(out)
+    }
+
+    async fn sweep(
+        &self,
+        now: Millis,
+        purge_before: Millis,
+        audit_purge_before: Millis,
+    ) -> Result<SweepReport> {
+        self.check_shards_once().await?;
+        let mut report = SweepReport::default();
+        for shard in 0..self.layout().shards {
+            self.sweep_pending(shard).await?;
+            report.expired += self.sweep_expired(shard, now).await?;
+            report.purged += self
+                .purge_shard(shard, purge_before, audit_purge_before)
+                .await?;
+        }
+        Ok(report)
+    }
+
+    async fn list_audit(&self, org: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let reply: Value = ::redis::cmd("XRANGE")
+            .arg(self.layout().audit(org))
+            .arg(format!("{}-0", after.saturating_add(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let Value::Array(entries) = reply else {
+            return Ok(Vec::new());
+        };
+        entries.iter().map(|e| audit_from(org, e)).collect()
+    }
+
+    /// Sessions not yet removed (an expired one counts until the sweeper
+    /// ends it, a fenced one until its batch runs).
+    async fn live_counts(&self, _now: Millis) -> Result<Vec<(Kind, u64)>> {
+        let mut totals: HashMap<String, i64> = HashMap::new();
+        for shard in 0..self.layout().shards {
+            let counts: HashMap<String, i64> = ::redis::cmd("HGETALL")
+                .arg(self.layout().key(shard, "counts"))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(map_err)?;
+            for (k, n) in counts {
+                *totals.entry(k).or_default() += n;
+            }
+        }
+        Ok(Kind::ALL
+            .into_iter()
+            .map(|k| {
+                let n = totals.get(k.as_str()).copied().unwrap_or(0);
+                (k, u64::try_from(n).unwrap_or(0))
+            })
+            .collect())
+    }
+
+    fn shards(&self) -> u16 {
+        self.layout().shards
+    }
+
+    fn shares_failures(&self) -> bool {
+        true
+    }
+
+    async fn failures(&self, key: &str) -> Result<(u32, Duration)> {
+        let key = self.failure_key(key);
+        let (n, ttl): (Option<u32>, i64) = ::redis::pipe()
+            .cmd("GET")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let left = Duration::from_millis(u64::try_from(ttl).unwrap_or(0));
+        Ok((n.unwrap_or(0), left))
+    }
+
+    async fn record_failure(&self, key: &str, window: Duration) -> Result<()> {
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.int(
+            &self.inner.scripts.record_failure,
+            &[self.failure_key(key)],
+            &[ms.to_string()],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn clear_failures(&self, key: &str) -> Result<()> {
+        ::redis::cmd("DEL")
+            .arg(self.failure_key(key))
+            .query_async::<i64>(&mut self.conn())
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    fn shard_of(&self, org: &str) -> u16 {
+        self.layout().org_shard(org)
+    }
+
+    async fn last_sequence(&self, shard: u16) -> Result<u64> {
+        self.last_sequence_of(shard).await
+    }
+
+    async fn revocations_after(
+        &self,
+        shard: u16,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Revocation>> {
+        let keys = self.shard_keys(shard, &["events:purged", "events"]);
+        let args = [
+            after.to_string(),
+            format!("{}-0", after.saturating_add(1)),
+            limit.to_string(),
+        ];
+        let reply = self
+            .run(&self.inner.scripts.events_after, &keys, &args)
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(corrupt("events reply"));
+        };
+        match (parts.first().and_then(text).as_deref(), parts.get(1)) {
+            (Some("EXPIRED"), Some(oldest)) => Err(Error::CursorExpired {
+                after,
+                oldest: text(oldest).and_then(|t| t.parse().ok()).unwrap_or(0),
+            }),
+            (Some("OK"), Some(Value::Array(entries))) => entries
+                .iter()
+                .map(|e| revocation_from(e).map(|r| Revocation { shard, ..r }))
+                .collect(),
+            _ => Err(corrupt("events reply")),
+        }
+    }
+
+    fn fresh_shards(&self, after: &[(u16, u64)]) -> Option<Vec<u16>> {
+        let latest = lock(&self.inner.tails.latest);
+        let fresh: Vec<u16> = after
+            .iter()
+            .filter(|(s, seq)| latest.get(s).is_none_or(|l| l > seq))
+            .map(|(s, _)| *s)
+            .collect();
+        // Nothing new known (a timeout): read every shard, to be safe.
+        (!fresh.is_empty()).then_some(fresh)
+    }
+
+    async fn wait_for_revocation(&self, after: &[(u16, u64)], timeout: Duration) -> Result<()> {
+        let shards: Vec<u16> = after.iter().map(|(s, _)| *s).collect();
+        self.tail(&shards).await?;
+        let mut rx = self.inner.tails.bump.subscribe();
+        let newer = || {
+            let latest = lock(&self.inner.tails.latest);
+            after
+                .iter()
+                .any(|(s, seq)| latest.get(s).is_some_and(|l| l > seq))
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !newer() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

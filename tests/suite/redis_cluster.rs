@@ -1,0 +1,573 @@
+//! sessiond on a real local Redis Cluster (six redis-servers: three
+//! primaries, one replica each): data placed by organization, the shard count
+//! guarded, the credential lockout shared by replicas, the revocation feed
+//! merged across shards and resumed by cursor, and endings that survive a
+//! primary's crash with `--redis-replica-acks 1`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use sessiond::domain::password::Hasher;
+use sessiond::domain::{NewUser, Role};
+use sessiond::pb::{self, Kind};
+use sessiond::sessions::now_millis;
+use sessiond::store::{self, OpenOptions, Store, StoreUrl};
+use tonic::Code;
+
+const SERVICE_SECRET: &str = "cluster-test-service-credential-0123456789";
+const PREFIX: &str = "sessiond";
+
+async fn open(
+    cluster: &RedisCluster,
+    prefix: &str,
+    shards: u16,
+) -> sessiond::domain::Result<Arc<dyn Store>> {
+    let options = OpenOptions {
+        redis_prefix: prefix.into(),
+        redis_shards: shards,
+        ..Default::default()
+    };
+    store::open_with(&StoreUrl::RedisCluster(cluster.url()), &options).await
+}
+
+async fn start_cluster() -> RedisCluster {
+    tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap()
+}
+
+/// Creates `name` in `org` (password "password-1") directly in the store.
+async fn add_user(s: &Arc<dyn Store>, name: &str, org: &str, role: Role) -> i64 {
+    let hash = Hasher::new(CHEAP_HASH).unwrap().hash("password-1").unwrap();
+    s.create_user(NewUser {
+        username: name.into(),
+        org: org.into(),
+        role,
+        password_hash: hash,
+        now: now_millis(),
+    })
+    .await
+    .unwrap()
+    .id
+}
+
+/// The primary holding an org's shard.
+fn primary_of_org(cluster: &RedisCluster, s: &Arc<dyn Store>, org: &str) -> u16 {
+    cluster.primary_of(&format!("{{{PREFIX}:{}}}:x", s.shard_of(org)))
+}
+
+/// Keys under `{<PREFIX>:` on a node.
+fn keys_on(cluster: &RedisCluster, port: u16) -> Vec<String> {
+    cluster
+        .cli(port, &["--scan", "--pattern", &format!("{{{PREFIX}:*")])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orgs_spread_over_every_primary_and_each_org_stays_on_one() {
+    let cluster = start_cluster().await;
+    let s = open(&cluster, PREFIX, 16).await.unwrap();
+    let now = now_millis();
+    for i in 0..100 {
+        let org = format!("org-{i}.example");
+        let uid = add_user(&s, &format!("user@{org}"), &org, Role::User).await;
+        for kind in [Kind::Api, Kind::Imap] {
+            let digest = sessiond::domain::Token::generate_for_org(&org)
+                .unwrap()
+                .digest();
+            s.create_session(sessiond::domain::NewSession {
+                digest,
+                kind: kind_of(kind),
+                user_id: uid,
+                now,
+                idle_deadline: now + 600_000,
+                expires_at: now + 3_600_000,
+                client: Default::default(),
+            })
+            .await
+            .unwrap();
+        }
+    }
+    let mut per_primary = BTreeMap::new();
+    let mut tag_homes: HashMap<String, BTreeSet<u16>> = HashMap::new();
+    for p in cluster.primaries() {
+        let keys = keys_on(&cluster, p);
+        for k in &keys {
+            let tag = k[..=k.find('}').unwrap()].to_owned();
+            tag_homes.entry(tag).or_default().insert(p);
+        }
+        per_primary.insert(p, keys.len());
+    }
+    eprintln!("keys per primary (100 orgs, 2 sessions each): {per_primary:?}");
+    assert_eq!(per_primary.len(), 3);
+    assert!(per_primary.values().all(|&n| n > 0), "{per_primary:?}");
+    assert!(
+        tag_homes.values().all(|homes| homes.len() == 1),
+        "every shard on exactly one primary"
+    );
+    // One org's session, token, index and user keys all sit on its primary.
+    let org = "org-7.example";
+    let home = primary_of_org(&cluster, &s, org);
+    let tag = format!("{{{PREFIX}:{}}}", s.shard_of(org));
+    let on_home = keys_on(&cluster, home);
+    let hex: String = org.bytes().map(|b| format!("{b:02x}")).collect();
+    for needle in [
+        format!("{tag}:lo:API:{hex}"),
+        format!("{tag}:lo:IMAP:{hex}"),
+    ] {
+        assert!(on_home.contains(&needle), "{needle} on {home}");
+    }
+}
+
+fn kind_of(k: Kind) -> sessiond::domain::Kind {
+    match k {
+        Kind::Api => sessiond::domain::Kind::Api,
+        Kind::Imap => sessiond::domain::Kind::Imap,
+        Kind::Pop => sessiond::domain::Kind::Pop,
+        _ => sessiond::domain::Kind::Admin,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_configured_with_another_shard_count_refuses_to_start() {
+    let cluster = start_cluster().await;
+    open(&cluster, PREFIX, 16).await.unwrap();
+    let Err(err) = open(&cluster, PREFIX, 8).await else {
+        panic!("a store of 16 shards opened with 8");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("16 shards") && err.contains("--redis-shards 8"),
+        "{err}"
+    );
+    // The binary says so and exits.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args(["serve", "--store", &cluster.url(), "--redis-shards", "4"])
+        .args(["--grpc-addr", "127.0.0.1:0", "--rest-addr", "off"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--redis-shards 4"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_spread_over_two_replicas_lock_the_user_in_total() {
+    let cluster = start_cluster().await;
+    let flags = ["--max-failures-per-user", "6"];
+    let a = store_replica(&cluster.url(), &flags, &[]);
+    let b = store_replica(&cluster.url(), &flags, &[]);
+    let mut ca = connect(&a.url()).await;
+    let mut cb = connect(&b.url()).await;
+    let wrong = (JOE.0, "not-the-password");
+    for i in 0..6 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        assert_status(
+            try_login(c, wrong, Kind::Api).await,
+            Code::Unauthenticated,
+            "BAD_CREDENTIALS",
+        );
+    }
+    // Three failures per replica, six in total: locked on both.
+    for c in [&mut ca, &mut cb] {
+        let r = try_login(c, JOE, Kind::Api).await;
+        assert_eq!(r.unwrap_err().code(), Code::ResourceExhausted);
+    }
+    // Another user is not affected.
+    login(&mut ca, USEREMAIL, Kind::Api).await;
+}
+
+async fn service_watch(
+    c: &mut Client,
+    after_cursor: &str,
+) -> tonic::Streaming<pb::WatchRevocationsResponse> {
+    c.watch_revocations(authed(
+        pb::WatchRevocationsRequest {
+            after_sequence: None,
+            org: String::new(),
+            kinds: vec![],
+            after_cursor: after_cursor.into(),
+        },
+        SERVICE_SECRET,
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn next(s: &mut tonic::Streaming<pb::WatchRevocationsResponse>) -> pb::Revocation {
+    tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("event within 10 s")
+        .unwrap()
+        .unwrap()
+        .revocation
+        .unwrap()
+}
+
+async fn login_as(c: &mut Client, user: &str) -> (String, pb::Session) {
+    login(c, (user, "password-1"), Kind::Api).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_watcher_merges_every_shard_and_resumes_by_cursor() {
+    let cluster = start_cluster().await;
+    let s = open(&cluster, PREFIX, 16).await.unwrap();
+    let orgs = ["alpha.test", "bravo.test", "charlie.test", "delta.test"];
+    for org in orgs {
+        add_user(&s, &format!("u@{org}"), org, Role::User).await;
+    }
+    let env = [("SESSIOND_SERVICE_CREDENTIAL", SERVICE_SECRET)];
+    let a = store_replica(&cluster.url(), &[], &env);
+    let b = store_replica(&cluster.url(), &[], &env);
+    let mut ca = connect(&a.url()).await;
+    let mut cb = connect(&b.url()).await;
+    let mut feed = service_watch(&mut cb, "").await;
+
+    // Call on A, event on B, in every org.
+    let mut latencies = Vec::new();
+    let mut last = None;
+    for i in 0..100 {
+        let user = format!("u@{}", orgs[i % orgs.len()]);
+        let (t, s) = login_as(&mut ca, &user).await;
+        let sent = Instant::now();
+        ca.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+        let e = next(&mut feed).await;
+        latencies.push(sent.elapsed());
+        assert_eq!(e.session_id, s.id);
+        last = Some(e);
+    }
+    latencies.sort();
+    let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+    eprintln!(
+        "cross-replica revocation latency on the cluster (logoff on A -> event on B, 4 orgs): \
+         median {:?}, p99 {:?}, max {:?} over {} samples",
+        pct(50),
+        pct(99),
+        latencies[latencies.len() - 1],
+        latencies.len()
+    );
+    let cursor = last.unwrap().cursor;
+    drop(feed);
+
+    // Endings in every org while nobody watches, on both replicas.
+    let mut missed = BTreeSet::new();
+    for i in 0..12 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        let (t, s) = login_as(c, &format!("u@{}", orgs[i % orgs.len()])).await;
+        c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+        missed.insert(s.id);
+    }
+    let mut resumed = service_watch(&mut ca, &cursor).await;
+    let mut got = BTreeSet::new();
+    let mut per_org: HashMap<String, Vec<u64>> = HashMap::new();
+    for _ in 0..12 {
+        let e = next(&mut resumed).await;
+        assert!(got.insert(e.session_id), "no event twice");
+        per_org.entry(e.org.clone()).or_default().push(e.sequence);
+    }
+    assert_eq!(got, missed, "exactly the missed endings");
+    for seqs in per_org.values() {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order per org");
+    }
+    if let Ok(extra) = tokio::time::timeout(Duration::from_millis(500), resumed.message()).await {
+        panic!("nothing more expected, got {extra:?}");
+    }
+    // A service watch over several shards has no single sequence.
+    let err = cb
+        .watch_revocations(authed(
+            pb::WatchRevocationsRequest {
+                after_sequence: Some(1),
+                org: String::new(),
+                kinds: vec![],
+                after_cursor: String::new(),
+            },
+            SERVICE_SECRET,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+/// (status of a validation) as a short word: valid / ended / unavailable.
+async fn check(c: &mut Client, token: &str) -> &'static str {
+    match validate(c, token).await {
+        Ok(_) => "valid",
+        Err(s) if s.code() == Code::Unauthenticated => "ended",
+        Err(s) if s.code() == Code::Unavailable => "unavailable",
+        Err(s) => panic!("unexpected validation answer: {s:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_endings_survive_a_primary_crash_with_replica_acks() {
+    let mut cluster = start_cluster().await;
+    let s = open(&cluster, PREFIX, 16).await.unwrap();
+    // One org per primary.
+    let mut orgs: BTreeMap<u16, String> = BTreeMap::new();
+    for i in 0.. {
+        let org = format!("org-{i}.fail");
+        orgs.entry(primary_of_org(&cluster, &s, &org))
+            .or_insert(org);
+        if orgs.len() == 3 {
+            break;
+        }
+    }
+    for org in orgs.values() {
+        add_user(&s, &format!("u@{org}"), org, Role::User).await;
+    }
+    let a = store_replica(&cluster.url(), &["--redis-replica-acks", "1"], &[]);
+    let mut c = connect(&a.url()).await;
+    let mut ended = BTreeMap::new();
+    let mut live = BTreeMap::new();
+    for (port, org) in &orgs {
+        let user = format!("u@{org}");
+        live.insert(*port, login_as(&mut c, &user).await.0);
+        let mut gone = Vec::new();
+        for _ in 0..3 {
+            let (t, _) = login_as(&mut c, &user).await;
+            c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+            gone.push(t);
+        }
+        ended.insert(*port, gone);
+    }
+    // Right after the acknowledgements, the first org's primary crashes.
+    let victim = *orgs.keys().next().unwrap();
+    cluster.node_mut(victim).kill();
+    let crashed = Instant::now();
+    let mut unavailable = 0;
+    let recovered = loop {
+        assert!(
+            crashed.elapsed() < Duration::from_secs(30),
+            "no failover within 30 s"
+        );
+        for t in &ended[&victim] {
+            assert_ne!(
+                check(&mut c, t).await,
+                "valid",
+                "an acknowledged ending was lost"
+            );
+        }
+        for (port, t) in &live {
+            if *port != victim {
+                assert_eq!(
+                    check(&mut c, t).await,
+                    "valid",
+                    "another shard stopped serving"
+                );
+            }
+        }
+        match check(&mut c, &live[&victim]).await {
+            "valid" => break crashed.elapsed(),
+            "unavailable" => unavailable += 1,
+            other => panic!("the live session of the failed shard answered {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "primary {victim} killed: its shard answered UNAVAILABLE for {recovered:?} \
+         ({unavailable} checks) until its replica took over; no restart of sessiond"
+    );
+    for (port, tokens) in &ended {
+        for t in tokens {
+            assert_eq!(check(&mut c, t).await, "ended", "shard of {port}");
+        }
+    }
+    for t in live.values() {
+        assert_eq!(check(&mut c, t).await, "valid");
+    }
+    let (t, _) = login_as(&mut c, &format!("u@{}", orgs[&victim])).await;
+    assert_eq!(check(&mut c, &t).await, "valid");
+}
+
+/// The isolation figure (slow: seeds 100,000 sessions; run with
+/// `cargo nextest run -E 'test(isolation)' --run-ignored only`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
+    const N: usize = 100_000;
+    let cluster = start_cluster().await;
+    let s = open(&cluster, PREFIX, 16).await.unwrap();
+    let big = "big.test";
+    let mut small = String::new();
+    for i in 0.. {
+        small = format!("small-{i}.test");
+        if primary_of_org(&cluster, &s, &small) != primary_of_org(&cluster, &s, big) {
+            break;
+        }
+    }
+    let admin = add_user(&s, "admin@big.test", big, Role::Admin).await;
+    add_user(&s, &format!("u@{small}"), &small, Role::User).await;
+    let seeded = Instant::now();
+    seed(&s, admin, big, N).await;
+    eprintln!("seeded {N} API sessions of {big} in {:?}", seeded.elapsed());
+
+    let env = [("SESSIOND_SERVICE_CREDENTIAL", SERVICE_SECRET)];
+    let a = store_replica(&cluster.url(), &[], &env);
+    let b = store_replica(&cluster.url(), &[], &env);
+    let mut ca = connect(&a.url()).await;
+    let mut cb = connect(&b.url()).await;
+    let (token, _) = login_as(&mut cb, &format!("u@{small}")).await;
+    let idle = validation_latencies(&b.url(), &token, Duration::from_secs(3)).await;
+
+    for p in cluster.primaries() {
+        cluster.cli(p, &["CONFIG", "SET", "slowlog-log-slower-than", "10000"]);
+        cluster.cli(p, &["SLOWLOG", "RESET"]);
+    }
+    let mut feed = cb
+        .watch_revocations(authed(
+            pb::WatchRevocationsRequest {
+                after_sequence: None,
+                org: big.into(),
+                kinds: vec![],
+                after_cursor: String::new(),
+            },
+            SERVICE_SECRET,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let load = tokio::spawn({
+        let (url, token) = (b.url(), token.clone());
+        async move { validation_latencies(&url, &token, Duration::from_secs(6)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // When the big org's live index is empty: every session removed.
+    let index = format!(
+        "{{{PREFIX}:{}}}:lo:API:{}",
+        s.shard_of(big),
+        big.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let home = primary_of_org(&cluster, &s, big);
+    let sent = Instant::now();
+    let removed = {
+        let cli = move |args: &[&str]| {
+            std::process::Command::new("redis-cli")
+                .args(["-p", &home.to_string()])
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        tokio::task::spawn_blocking(move || {
+            while cli(&["ZCARD", &index]) != "0" {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            sent.elapsed()
+        })
+    };
+    let ended = ca
+        .logout_all(pb::LogoutAllRequest {
+            username: "admin@big.test".into(),
+            password: "password-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ended;
+    let acked = sent.elapsed();
+    let mut events = 0;
+    while events < N {
+        let msg = tokio::time::timeout(Duration::from_secs(60), feed.message())
+            .await
+            .expect("events keep coming")
+            .unwrap()
+            .unwrap();
+        events += usize::from(msg.revocation.is_some());
+    }
+    let last_event = sent.elapsed();
+    let removed = removed.await.unwrap();
+    let busy = load.await.unwrap();
+    let mut slow = Vec::new();
+    for p in cluster.primaries() {
+        let log = cluster.cli(p, &["SLOWLOG", "GET", "128"]);
+        if !log.trim().is_empty() {
+            slow.push((p, log));
+        }
+    }
+    eprintln!(
+        "LogoutAll of {ended} sessions: acknowledged in {acked:?}, every session removed after \
+         {removed:?}, last event at the watcher after {last_event:?}; validations of {small} on the other replica: idle p99 {:?} ({} calls, \
+         {} shed), during p99 {:?} ({} calls, {} shed); slowlog (>10 ms) entries on primaries: {}",
+        idle.p99(),
+        idle.ok.len(),
+        idle.shed,
+        busy.p99(),
+        busy.ok.len(),
+        busy.shed,
+        slow.len()
+    );
+    assert_eq!(ended as usize, N);
+    assert!(slow.is_empty(), "slow commands: {slow:?}");
+}
+
+/// Creates `n` API sessions of `uid` (in `org`) through the store.
+async fn seed(s: &Arc<dyn Store>, uid: i64, org: &str, n: usize) {
+    let now = now_millis();
+    let mut tasks = tokio::task::JoinSet::new();
+    let workers = 32;
+    for w in 0..workers {
+        let (s, org) = (s.clone(), org.to_owned());
+        tasks.spawn(async move {
+            for _ in (w..n).step_by(workers) {
+                let digest = sessiond::domain::Token::generate_for_org(&org)
+                    .unwrap()
+                    .digest();
+                s.create_session(sessiond::domain::NewSession {
+                    digest,
+                    kind: sessiond::domain::Kind::Api,
+                    user_id: uid,
+                    now,
+                    idle_deadline: now + 3_600_000,
+                    expires_at: now + 7_200_000,
+                    client: Default::default(),
+                })
+                .await
+                .unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+}
+
+/// Sequential validations of `token` for `how_long`, their latencies sorted
+/// (calls shed as overloaded by a saturated machine count as `shed`).
+async fn validation_latencies(url: &str, token: &str, how_long: Duration) -> Latencies {
+    let mut c = connect(url).await;
+    let mut out = Latencies::default();
+    let start = Instant::now();
+    while start.elapsed() < how_long {
+        let t = Instant::now();
+        match validate(&mut c, token).await {
+            Ok(_) => out.ok.push(t.elapsed()),
+            Err(s) if s.code() == Code::ResourceExhausted => out.shed += 1,
+            Err(s) => panic!("validation failed: {s:?}"),
+        }
+    }
+    out.ok.sort();
+    out
+}
+
+#[derive(Default)]
+struct Latencies {
+    ok: Vec<Duration>,
+    shed: usize,
+}
+
+impl Latencies {
+    fn p99(&self) -> Duration {
+        let v = &self.ok;
+        v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    }
+}
