@@ -47,12 +47,21 @@ pub struct Policy {
     pub hash_cost: HashCost,
     /// Concurrent Argon2 computations; more wait their turn.
     pub hash_concurrency: usize,
+    /// Longest wait for an Argon2 slot before the call is shed
+    /// (RESOURCE_EXHAUSTED); calls that hash are not counted against the
+    /// shared in-flight budget, this queue bounds them instead.
+    pub hash_queue_wait: Duration,
+    /// Calls waiting for an Argon2 slot at once; more are shed at once.
+    pub hash_queue_max: usize,
     pub throttle_user: Limit,
     pub throttle_address: Limit,
     /// A secret that lets a service (not a person) watch every org's revocations.
     pub service_credential: Option<ServiceCredential>,
     /// Shortest password a new or changed password may be, in characters.
     pub min_password_length: usize,
+    /// Open WatchRevocations streams per principal (an admin user, or the
+    /// service credential); more are refused with RESOURCE_EXHAUSTED.
+    pub max_watches_per_principal: usize,
 }
 
 /// The configured service credential. Only its SHA-256 digest is kept; a
@@ -64,11 +73,28 @@ impl ServiceCredential {
     /// Shortest secret accepted, so it cannot be guessed.
     pub const MIN_LEN: usize = 32;
 
+    /// Fewest distinct bytes accepted: rejects `aaaa…`, `abab…` and the like.
+    pub const MIN_DISTINCT: usize = 10;
+
+    /// Surrounding whitespace (a file's trailing newline) is not part of
+    /// the secret; what is left must be long and varied enough.
     pub fn new(secret: &str) -> std::result::Result<Self, String> {
+        let secret = secret.trim();
         if secret.len() < Self::MIN_LEN {
             return Err(format!(
                 "the service credential must be at least {} characters",
                 Self::MIN_LEN
+            ));
+        }
+        let distinct = secret
+            .bytes()
+            .collect::<std::collections::BTreeSet<u8>>()
+            .len();
+        if distinct < Self::MIN_DISTINCT {
+            return Err(format!(
+                "the service credential is too predictable: it must use at least {} \
+                 different characters (e.g. `openssl rand -hex 32`)",
+                Self::MIN_DISTINCT
             ));
         }
         Ok(ServiceCredential(Sha256::digest(secret.as_bytes()).into()))
@@ -98,6 +124,8 @@ impl Default for Policy {
             // Half the cores: a login storm leaves the rest to validations.
             hash_concurrency: std::thread::available_parallelism()
                 .map_or(1, |n| (n.get() / 2).max(1)),
+            hash_queue_wait: Duration::from_secs(1),
+            hash_queue_max: 256,
             throttle_user: Limit {
                 max_failures: 10,
                 window: Duration::from_secs(300),
@@ -108,6 +136,7 @@ impl Default for Policy {
             },
             service_credential: None,
             min_password_length: 8,
+            max_watches_per_principal: 16,
         }
     }
 }
@@ -149,7 +178,11 @@ pub struct Sessions {
     policy: Policy,
     hasher: Arc<Hasher>,
     hashing: Arc<Semaphore>,
+    /// Calls waiting for a hashing slot now.
+    hash_waiters: std::sync::atomic::AtomicUsize,
     throttle: Throttle,
+    /// Open watch streams by principal.
+    watchers: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
 impl fmt::Debug for Sessions {
@@ -176,6 +209,8 @@ impl Sessions {
         Ok(Sessions {
             store,
             hashing: Arc::new(Semaphore::new(policy.hash_concurrency.max(1))),
+            hash_waiters: std::sync::atomic::AtomicUsize::new(0),
+            watchers: Arc::default(),
             throttle: Throttle::new(policy.throttle_user, policy.throttle_address),
             policy,
             hasher,
@@ -187,12 +222,26 @@ impl Sessions {
     }
 
     /// Runs Argon2 on the blocking pool, at most `hash_concurrency` at once, so
-    /// a login storm cannot starve validations of runtime threads.
+    /// a login storm cannot starve validations of runtime threads. The queue
+    /// in front is bounded in length and in wait: past either, this call
+    /// alone is shed (RESOURCE_EXHAUSTED), nothing else waits behind it.
     async fn hashing_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
-        self.hashing
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("hashing pool closed".into()))
+        use std::sync::atomic::Ordering;
+        if let Ok(slot) = self.hashing.try_acquire() {
+            return Ok(slot);
+        }
+        let waiting = self.hash_waiters.fetch_add(1, Ordering::AcqRel);
+        let slot = if waiting >= self.policy.hash_queue_max.max(1) {
+            Err(Error::Overloaded)
+        } else {
+            match tokio::time::timeout(self.policy.hash_queue_wait, self.hashing.acquire()).await {
+                Ok(Ok(slot)) => Ok(slot),
+                Ok(Err(_)) => Err(Error::Internal("hashing pool closed".into())),
+                Err(_) => Err(Error::Overloaded),
+            }
+        };
+        self.hash_waiters.fetch_sub(1, Ordering::AcqRel);
+        slot
     }
 
     /// Runs `f` on the blocking pool (the caller holds a hashing slot).
@@ -239,9 +288,10 @@ impl Sessions {
         let matches = self
             .on_blocking_pool(move |h| h.verify(stored.as_deref(), &password))
             .await?;
+        let known = record.is_some().then_some(username);
         match record {
             Some(r) if matches && !r.user.disabled => {
-                self.throttle.record_success(username);
+                self.throttle.record_success(username, address);
                 Ok(r)
             }
             // A store outage returned early above: it is not counted.
@@ -251,7 +301,9 @@ impl Sessions {
                     address = address.unwrap_or("-"),
                     "credential check failed"
                 );
-                self.throttle.record_failure(username, address);
+                // Only an existing account's counters: invented names
+                // count against the address alone.
+                self.throttle.record_failure(known, address);
                 Err(Error::Unauthenticated(AuthFailure::BadCredentials))
             }
         }
@@ -418,7 +470,7 @@ impl Sessions {
         user: &str,
         secret: &Secret,
         address: Option<&str>,
-    ) -> Result<(User, Option<i32>)> {
+    ) -> Result<(User, Option<(i32, Kind)>)> {
         let user = limits::username("credentials.user", user)?;
         match secret {
             Secret::Password(p) => {
@@ -426,21 +478,29 @@ impl Sessions {
                 Ok((self.authenticate(&user, p, address).await?.user, None))
             }
             Secret::Token(t) => {
-                self.throttle.check(&user, address)?;
+                // Tokens cannot be guessed: only the address is throttled
+                // (a locked-out password does not lock out a live token).
+                if let Some(a) = address {
+                    self.throttle.check_address(a)?;
+                }
                 let found = match self.session_of(Some(t)).await {
-                    Ok(s) if s.username == user => {
-                        self.store.find_user(&user).await?.map(|r| (r, s.id))
-                    }
+                    Ok(s) if s.username == user => self
+                        .store
+                        .find_user(&user)
+                        .await?
+                        .map(|r| (r, (s.id, s.kind))),
                     Ok(_) | Err(Error::Unauthenticated(_)) => None,
                     Err(e) => return Err(e),
                 };
                 match found {
-                    Some((r, session_id)) if !r.user.disabled => {
-                        self.throttle.record_success(&user);
-                        Ok((r.user, Some(session_id)))
+                    Some((r, session)) if !r.user.disabled => {
+                        self.throttle.record_success(&user, address);
+                        Ok((r.user, Some(session)))
                     }
                     _ => {
-                        self.throttle.record_failure(&user, address);
+                        // A wrong token says nothing about the password:
+                        // it counts against the address, never the user.
+                        self.throttle.record_failure(None, address);
                         Err(Error::Unauthenticated(AuthFailure::BadCredentials))
                     }
                 }
@@ -463,6 +523,12 @@ impl Sessions {
         let target = if caller.username == mailbox {
             caller.clone()
         } else {
+            // Another mailbox by token: only from a console session.
+            if caller_session.is_some_and(|(_, kind)| kind != Kind::Admin) {
+                return Err(Error::PermissionDenied(
+                    "logging out another mailbox by token needs an ADMIN (console) session",
+                ));
+            }
             let found = self.store.find_user(&mailbox).await?.map(|r| r.user);
             policy::may_reach_user((&caller).into(), &mailbox, found.as_ref())?;
             found.ok_or(Error::NotFound(NotFound::Mailbox))?
@@ -475,7 +541,7 @@ impl Sessions {
                 EndReason::LogoutUser,
                 now_millis(),
                 &Audit {
-                    actor: Actor::user(&caller.username, caller_session),
+                    actor: Actor::user(&caller.username, caller_session.map(|(id, _)| id)),
                     target: format!("mailbox:{}", target.username),
                 },
             )
@@ -821,6 +887,8 @@ pub struct WatchRequest {
     pub org: Option<String>,
     /// Empty: every kind.
     pub kinds: Vec<Kind>,
+    /// The caller's address, for throttling wrong credentials.
+    pub address: Option<String>,
 }
 
 /// An authorized watch, ready to run.
@@ -832,6 +900,47 @@ pub struct Watch {
     org: Option<String>,
     kinds: Vec<Kind>,
     cursor: u64,
+    /// Counts this stream against its principal's cap until dropped.
+    _slot: WatchSlot,
+}
+
+/// One open watch stream of one principal; gives its place back when the
+/// stream ends (the watch is dropped).
+#[derive(Debug)]
+struct WatchSlot {
+    principal: String,
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+impl WatchSlot {
+    fn take(
+        open: &Arc<std::sync::Mutex<HashMap<String, usize>>>,
+        principal: String,
+        max: usize,
+    ) -> Result<Self> {
+        let mut map = open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(principal.clone()).or_insert(0);
+        if *n >= max.max(1) {
+            return Err(Error::Overloaded);
+        }
+        *n += 1;
+        Ok(WatchSlot {
+            principal,
+            open: open.clone(),
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut map = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.principal) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.principal);
+            }
+        }
+    }
 }
 
 impl Watch {
@@ -852,35 +961,48 @@ impl Sessions {
     /// RPC's status; nothing has been streamed yet.
     pub async fn start_watch(&self, token: Option<&str>, req: WatchRequest) -> Result<Watch> {
         let org = req.org.as_deref().map(limits::org).transpose()?;
+        if let Some(address) = req.address.as_deref() {
+            self.throttle.check_address(address)?;
+        }
         let is_service = match (token, &self.policy.service_credential) {
             (Some(t), Some(cred)) => cred.matches(t),
             _ => false,
         };
-        let (admin, org) = if is_service {
-            (None, org)
+        let (admin, org, principal) = if is_service {
+            (None, org, "service".to_owned())
         } else {
-            let caller = self.session_of(token).await?;
+            let caller = match self.session_of(token).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Guessing the service credential is throttled per address.
+                    self.throttle.record_failure(None, req.address.as_deref());
+                    return Err(e);
+                }
+            };
             if caller.role != Role::Admin {
                 return Err(Error::PermissionDenied(
                     "only admins (or the service credential) may watch revocations",
                 ));
             }
+            policy::may_list(&caller)?;
             if org.as_ref().is_some_and(|o| *o != caller.org) {
                 return Err(Error::PermissionDenied(
                     "an admin may watch its own organization only",
                 ));
             }
             let token = token.map(str::to_owned).unwrap_or_default();
-            (Some((token, caller.id)), Some(caller.org))
+            let principal = format!("user:{}", caller.user_id);
+            (Some((token, caller.id)), Some(caller.org), principal)
         };
         let last = self.store.last_sequence().await?;
         let cursor = match req.after {
             None => last,
             Some(after) if after > last => {
+                // The newest sequence is store-wide: not told to one org.
                 return Err(Error::invalid(
                     "after_sequence",
-                    format!("{after} is ahead of the newest event ({last})"),
-                ))
+                    format!("{after} is ahead of the newest event"),
+                ));
             }
             Some(after) => {
                 // Fails now, not mid-stream, when the cursor is past retention.
@@ -888,11 +1010,17 @@ impl Sessions {
                 after
             }
         };
+        let _slot = WatchSlot::take(
+            &self.watchers,
+            principal,
+            self.policy.max_watches_per_principal,
+        )?;
         Ok(Watch {
             admin,
             org,
             kinds: req.kinds,
             cursor,
+            _slot,
         })
     }
 
