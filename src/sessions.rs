@@ -48,12 +48,21 @@ pub struct Policy {
     pub hash_cost: HashCost,
     /// Concurrent Argon2 computations; more wait their turn.
     pub hash_concurrency: usize,
+    /// Longest wait for an Argon2 slot before the call is shed
+    /// (RESOURCE_EXHAUSTED); calls that hash are not counted against the
+    /// shared in-flight budget, this queue bounds them instead.
+    pub hash_queue_wait: Duration,
+    /// Calls waiting for an Argon2 slot at once; more are shed at once.
+    pub hash_queue_max: usize,
     pub throttle_user: Limit,
     pub throttle_address: Limit,
     /// A secret that lets a service (not a person) watch every org's revocations.
     pub service_credential: Option<ServiceCredential>,
     /// Shortest password a new or changed password may be, in characters.
     pub min_password_length: usize,
+    /// Open WatchRevocations streams per principal (an admin user, or the
+    /// service credential); more are refused with RESOURCE_EXHAUSTED.
+    pub max_watches_per_principal: usize,
 }
 
 /// The configured service credential. Only its SHA-256 digest is kept; a
@@ -65,11 +74,28 @@ impl ServiceCredential {
     /// Shortest secret accepted, so it cannot be guessed.
     pub const MIN_LEN: usize = 32;
 
+    /// Fewest distinct bytes accepted: rejects `aaaa…`, `abab…` and the like.
+    pub const MIN_DISTINCT: usize = 10;
+
+    /// Surrounding whitespace (a file's trailing newline) is not part of
+    /// the secret; what is left must be long and varied enough.
     pub fn new(secret: &str) -> std::result::Result<Self, String> {
+        let secret = secret.trim();
         if secret.len() < Self::MIN_LEN {
             return Err(format!(
                 "the service credential must be at least {} characters",
                 Self::MIN_LEN
+            ));
+        }
+        let distinct = secret
+            .bytes()
+            .collect::<std::collections::BTreeSet<u8>>()
+            .len();
+        if distinct < Self::MIN_DISTINCT {
+            return Err(format!(
+                "the service credential is too predictable: it must use at least {} \
+                 different characters (e.g. `openssl rand -hex 32`)",
+                Self::MIN_DISTINCT
             ));
         }
         Ok(ServiceCredential(Sha256::digest(secret.as_bytes()).into()))
@@ -99,6 +125,8 @@ impl Default for Policy {
             // Half the cores: a login storm leaves the rest to validations.
             hash_concurrency: std::thread::available_parallelism()
                 .map_or(1, |n| (n.get() / 2).max(1)),
+            hash_queue_wait: Duration::from_secs(1),
+            hash_queue_max: 256,
             throttle_user: Limit {
                 max_failures: 10,
                 window: Duration::from_secs(300),
@@ -109,6 +137,7 @@ impl Default for Policy {
             },
             service_credential: None,
             min_password_length: 8,
+            max_watches_per_principal: 16,
         }
     }
 }
@@ -150,7 +179,11 @@ pub struct Sessions {
     policy: Policy,
     hasher: Arc<Hasher>,
     hashing: Arc<Semaphore>,
+    /// Calls waiting for a hashing slot now.
+    hash_waiters: std::sync::atomic::AtomicUsize,
     throttle: Throttle,
+    /// Open watch streams by principal.
+    watchers: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
 impl fmt::Debug for Sessions {
@@ -177,6 +210,8 @@ impl Sessions {
         Ok(Sessions {
             store,
             hashing: Arc::new(Semaphore::new(policy.hash_concurrency.max(1))),
+            hash_waiters: std::sync::atomic::AtomicUsize::new(0),
+            watchers: Arc::default(),
             throttle: Throttle::new(policy.throttle_user, policy.throttle_address),
             policy,
             hasher,
@@ -211,15 +246,18 @@ impl Sessions {
         Ok(())
     }
 
-    async fn lockout_failure(&self, user: &str, address: Option<&str>) -> Result<()> {
+    /// `user` is `None` where only the address may be charged (an unknown
+    /// name, a wrong token).
+    async fn lockout_failure(&self, user: Option<&str>, address: Option<&str>) -> Result<()> {
         if !self.store.shares_failures() {
             self.throttle.record_failure(user, address);
             return Ok(());
         }
-        let user_key = format!("u:{user}");
-        self.store
-            .record_failure(&user_key, self.policy.throttle_user.window)
-            .await?;
+        if let Some(user) = user {
+            self.store
+                .record_failure(&format!("u:{user}"), self.policy.throttle_user.window)
+                .await?;
+        }
         if let Some(a) = address {
             self.store
                 .record_failure(&format!("a:{a}"), self.policy.throttle_address.window)
@@ -229,21 +267,49 @@ impl Sessions {
     }
 
     /// A successful check clears the user's counter (not the address's).
-    async fn lockout_success(&self, user: &str) -> Result<()> {
+    async fn lockout_success(&self, user: &str, address: Option<&str>) -> Result<()> {
         if !self.store.shares_failures() {
-            self.throttle.record_success(user);
+            self.throttle.record_success(user, address);
             return Ok(());
         }
         self.store.clear_failures(&format!("u:{user}")).await
     }
 
+    /// The token path: only the caller's address can be locked out.
+    async fn lockout_check_address(&self, address: Option<&str>) -> Result<()> {
+        let Some(a) = address else { return Ok(()) };
+        if !self.store.shares_failures() {
+            return self.throttle.check_address(a);
+        }
+        let (failures, left) = self.store.failures(&format!("a:{a}")).await?;
+        let limit = self.policy.throttle_address;
+        if failures >= limit.max_failures && !left.is_zero() {
+            return Err(Error::TooManyAttempts { retry_after: left });
+        }
+        Ok(())
+    }
+
     /// Runs Argon2 on the blocking pool, at most `hash_concurrency` at once, so
-    /// a login storm cannot starve validations of runtime threads.
+    /// a login storm cannot starve validations of runtime threads. The queue
+    /// in front is bounded in length and in wait: past either, this call
+    /// alone is shed (RESOURCE_EXHAUSTED), nothing else waits behind it.
     async fn hashing_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
-        self.hashing
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("hashing pool closed".into()))
+        use std::sync::atomic::Ordering;
+        if let Ok(slot) = self.hashing.try_acquire() {
+            return Ok(slot);
+        }
+        let waiting = self.hash_waiters.fetch_add(1, Ordering::AcqRel);
+        let slot = if waiting >= self.policy.hash_queue_max.max(1) {
+            Err(Error::Overloaded)
+        } else {
+            match tokio::time::timeout(self.policy.hash_queue_wait, self.hashing.acquire()).await {
+                Ok(Ok(slot)) => Ok(slot),
+                Ok(Err(_)) => Err(Error::Internal("hashing pool closed".into())),
+                Err(_) => Err(Error::Overloaded),
+            }
+        };
+        self.hash_waiters.fetch_sub(1, Ordering::AcqRel);
+        slot
     }
 
     /// Runs `f` on the blocking pool (the caller holds a hashing slot).
@@ -292,9 +358,10 @@ impl Sessions {
         let matches = self
             .on_blocking_pool(move |h| h.verify(stored.as_deref(), &password))
             .await?;
+        let known = record.is_some().then_some(username);
         match record {
             Some(r) if matches && !r.user.disabled => {
-                self.lockout_success(username).await?;
+                self.lockout_success(username, address).await?;
                 Ok(r)
             }
             // A store outage returned early above: it is not counted.
@@ -304,7 +371,9 @@ impl Sessions {
                     address = address.unwrap_or("-"),
                     "credential check failed"
                 );
-                self.lockout_failure(username, address).await?;
+                // Only an existing account's counters: invented names
+                // count against the address alone.
+                self.lockout_failure(known, address).await?;
                 Err(Error::Unauthenticated(AuthFailure::BadCredentials))
             }
         }
@@ -471,7 +540,7 @@ impl Sessions {
         user: &str,
         secret: &Secret,
         address: Option<&str>,
-    ) -> Result<(User, Option<i32>)> {
+    ) -> Result<(User, Option<(i32, Kind)>)> {
         let user = limits::username("credentials.user", user)?;
         match secret {
             Secret::Password(p) => {
@@ -479,21 +548,27 @@ impl Sessions {
                 Ok((self.authenticate(&user, p, address).await?.user, None))
             }
             Secret::Token(t) => {
-                self.lockout_check(&user, address).await?;
+                // Tokens cannot be guessed: only the address is throttled
+                // (a locked-out password does not lock out a live token).
+                self.lockout_check_address(address).await?;
                 let found = match self.session_of(Some(t)).await {
-                    Ok(s) if s.username == user => {
-                        self.store.find_user(&user).await?.map(|r| (r, s.id))
-                    }
+                    Ok(s) if s.username == user => self
+                        .store
+                        .find_user(&user)
+                        .await?
+                        .map(|r| (r, (s.id, s.kind))),
                     Ok(_) | Err(Error::Unauthenticated(_)) => None,
                     Err(e) => return Err(e),
                 };
                 match found {
                     Some((r, session_id)) if !r.user.disabled => {
-                        self.lockout_success(&user).await?;
+                        self.lockout_success(&user, address).await?;
                         Ok((r.user, Some(session_id)))
                     }
                     _ => {
-                        self.lockout_failure(&user, address).await?;
+                        // A wrong token says nothing about the password:
+                        // it counts against the address, never the user.
+                        self.lockout_failure(None, address).await?;
                         Err(Error::Unauthenticated(AuthFailure::BadCredentials))
                     }
                 }
@@ -516,6 +591,12 @@ impl Sessions {
         let target = if caller.username == mailbox {
             caller.clone()
         } else {
+            // Another mailbox by token: only from a console session.
+            if caller_session.is_some_and(|(_, kind)| kind != Kind::Admin) {
+                return Err(Error::PermissionDenied(
+                    "logging out another mailbox by token needs an ADMIN (console) session",
+                ));
+            }
             let found = self.store.find_user(&mailbox).await?.map(|r| r.user);
             policy::may_reach_user((&caller).into(), &mailbox, found.as_ref())?;
             found.ok_or(Error::NotFound(NotFound::Mailbox))?
@@ -528,7 +609,7 @@ impl Sessions {
                 EndReason::LogoutUser,
                 now_millis(),
                 &Audit {
-                    actor: Actor::user(&caller.username, caller_session),
+                    actor: Actor::user(&caller.username, caller_session.map(|(id, _)| id)),
                     target: format!("mailbox:{}", target.username),
                 },
             )
@@ -876,6 +957,8 @@ pub struct WatchRequest {
     pub org: Option<String>,
     /// Empty: every kind.
     pub kinds: Vec<Kind>,
+    /// The caller's address, for throttling wrong credentials.
+    pub address: Option<String>,
 }
 
 /// An authorized watch, ready to run.
@@ -888,6 +971,47 @@ pub struct Watch {
     kinds: Vec<Kind>,
     /// The last sequence delivered from each shard the watch reads.
     positions: cursor::Positions,
+    /// Counts this stream against its principal's cap until dropped.
+    _slot: WatchSlot,
+}
+
+/// One open watch stream of one principal; gives its place back when the
+/// stream ends (the watch is dropped).
+#[derive(Debug)]
+struct WatchSlot {
+    principal: String,
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+impl WatchSlot {
+    fn take(
+        open: &Arc<std::sync::Mutex<HashMap<String, usize>>>,
+        principal: String,
+        max: usize,
+    ) -> Result<Self> {
+        let mut map = open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(principal.clone()).or_insert(0);
+        if *n >= max.max(1) {
+            return Err(Error::Overloaded);
+        }
+        *n += 1;
+        Ok(WatchSlot {
+            principal,
+            open: open.clone(),
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut map = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.principal) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.principal);
+            }
+        }
+    }
 }
 
 impl Watch {
@@ -908,37 +1032,55 @@ impl Sessions {
     /// RPC's status; nothing has been streamed yet.
     pub async fn start_watch(&self, token: Option<&str>, req: WatchRequest) -> Result<Watch> {
         let org = req.org.as_deref().map(limits::org).transpose()?;
+        if let Some(address) = req.address.as_deref() {
+            self.throttle.check_address(address)?;
+        }
         let is_service = match (token, &self.policy.service_credential) {
             (Some(t), Some(cred)) => cred.matches(t),
             _ => false,
         };
-        let (admin, org) = if is_service {
-            (None, org)
+        let (admin, org, principal) = if is_service {
+            (None, org, "service".to_owned())
         } else {
-            let caller = self.session_of(token).await?;
+            let caller = match self.session_of(token).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Guessing the service credential is throttled per address.
+                    self.throttle.record_failure(None, req.address.as_deref());
+                    return Err(e);
+                }
+            };
             if caller.role != Role::Admin {
                 return Err(Error::PermissionDenied(
                     "only admins (or the service credential) may watch revocations",
                 ));
             }
+            policy::may_list(&caller)?;
             if org.as_ref().is_some_and(|o| *o != caller.org) {
                 return Err(Error::PermissionDenied(
                     "an admin may watch its own organization only",
                 ));
             }
             let token = token.map(str::to_owned).unwrap_or_default();
-            (Some((token, caller.id)), Some(caller.org))
+            let principal = format!("user:{}", caller.user_id);
+            (Some((token, caller.id)), Some(caller.org), principal)
         };
         let shards: Vec<u16> = match &org {
             Some(o) => vec![self.store.shard_of(o)],
             None => (0..self.store.shards()).collect(),
         };
         let positions = self.start_positions(&shards, &req).await?;
+        let _slot = WatchSlot::take(
+            &self.watchers,
+            principal,
+            self.policy.max_watches_per_principal,
+        )?;
         Ok(Watch {
             admin,
             org,
             kinds: req.kinds,
             positions,
+            _slot,
         })
     }
 

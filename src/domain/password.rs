@@ -29,12 +29,15 @@ impl Default for HashCost {
 
 /// Hashes new passwords at a configured cost and verifies stored hashes (each
 /// at the cost recorded in it).
-#[derive(Clone)]
 pub struct Hasher {
     params: Params,
     /// A hash of a random password at the current cost: verifying against it
     /// makes an unknown user cost the same time as a wrong password.
     dummy_hash: String,
+    /// The same at the cost of the stored hash verified last, when that
+    /// differs: after the configured cost changes, stored hashes keep their
+    /// old cost, and an unknown user must cost what they cost.
+    matched_dummy: std::sync::Mutex<Option<(Params, String)>>,
 }
 
 impl fmt::Debug for Hasher {
@@ -52,6 +55,7 @@ impl Hasher {
         let mut hasher = Hasher {
             params,
             dummy_hash: String::new(),
+            matched_dummy: std::sync::Mutex::new(None),
         };
         let mut random = [0u8; 24];
         getrandom::getrandom(&mut random)
@@ -80,19 +84,63 @@ impl Hasher {
     /// True when `password` matches `stored`. With `None` (unknown user) it
     /// spends the same work on the dummy hash and returns false.
     pub fn verify(&self, stored: Option<&str>, password: &str) -> bool {
-        let (hash, real) = match stored {
-            Some(h) => (h, true),
-            None => (self.dummy_hash.as_str(), false),
+        let matched = match stored {
+            Some(_) => None,
+            None => self.current_dummy(),
+        };
+        let (hash, real) = match (stored, &matched) {
+            (Some(h), _) => (h, true),
+            (None, Some(dummy)) => (dummy.as_str(), false),
+            (None, None) => (self.dummy_hash.as_str(), false),
         };
         let Ok(parsed) = PasswordHash::new(hash) else {
             return false;
         };
+        if real {
+            self.remember_params(&parsed);
+        }
         let ok = self
             .argon2()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok();
         ok && real
     }
+
+    fn current_dummy(&self) -> Option<String> {
+        let guard = self.matched_dummy.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|(_, h)| h.clone())
+    }
+
+    /// Keeps a dummy hash with the cost of the stored hash just seen, when
+    /// it differs from the configured cost (made once per change of cost).
+    fn remember_params(&self, stored: &PasswordHash<'_>) {
+        let Ok(params) = Params::try_from(stored) else {
+            return;
+        };
+        let mut guard = self.matched_dummy.lock().unwrap_or_else(|p| p.into_inner());
+        if same_cost(&params, &self.params) {
+            *guard = None;
+            return;
+        }
+        if guard.as_ref().is_some_and(|(p, _)| same_cost(p, &params)) {
+            return;
+        }
+        let other = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let mut salt = [0u8; 16];
+        if getrandom::getrandom(&mut salt).is_err() {
+            return;
+        }
+        let Ok(salt) = SaltString::encode_b64(&salt) else {
+            return;
+        };
+        if let Ok(h) = other.hash_password(&salt.as_str().as_bytes()[..8], &salt) {
+            *guard = Some((params, h.to_string()));
+        }
+    }
+}
+
+fn same_cost(a: &Params, b: &Params) -> bool {
+    (a.m_cost(), a.t_cost(), a.p_cost()) == (b.m_cost(), b.t_cost(), b.p_cost())
 }
 
 fn base64_of(bytes: &[u8]) -> String {

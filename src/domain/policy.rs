@@ -84,10 +84,18 @@ pub fn may_reach_user(caller: Caller<'_>, name: &str, target: Option<&User>) -> 
     }
 }
 
-/// ListSessions: admins only, and only their own org (the query is scoped).
+/// ListSessions, ListAuditRecords, WatchRevocations (the console's powers):
+/// admins only, from a `KIND_ADMIN` session, and only their own org (the
+/// query is scoped). An admin's IMAP, POP or API token sits in mail clients
+/// and front ends: it must not carry org-wide power.
 pub fn may_list(caller: &Session) -> Result<(), Error> {
     if caller.role != Role::Admin {
         return Err(Error::PermissionDenied("only admins may list sessions"));
+    }
+    if caller.kind != Kind::Admin {
+        return Err(Error::PermissionDenied(
+            "org-wide calls need an ADMIN (console) session",
+        ));
     }
     Ok(())
 }

@@ -41,6 +41,12 @@ static RPCS: [RpcMetrics; 11] = [
     RpcMetrics::new("ChangePassword"),
 ];
 
+/// Methods that check a password: their Argon2 work has its own bounded
+/// queue (`Sessions::hashing_slot`), so they take no share of the in-flight
+/// budget, where a login flood waiting for Argon2 would hold every permit
+/// and shed validations.
+const OWN_QUEUE: [&str; 3] = ["Login", "LogoutAll", "ChangePassword"];
+
 /// The method a request path (`/session.v1.SessionService/<Rpc>`) names.
 fn rpc_of(path: &str) -> Option<&'static RpcMetrics> {
     const SERVICE: &str = <SessionServiceServer<super::SessionGrpc> as NamedService>::NAME;
@@ -131,10 +137,13 @@ where
         Box::pin(async move {
             let started = Instant::now();
             let late = max_delay.is_some_and(|max| started - arrived > max);
+            let own_queue = OWN_QUEUE.contains(&rpc.rpc());
             let permit = if late {
                 None
+            } else if own_queue {
+                Some(None)
             } else {
-                admission.try_acquire().ok()
+                admission.try_acquire().ok().map(Some)
             };
             let Some(_permit) = permit else {
                 rpc.record_shed();

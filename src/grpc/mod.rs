@@ -194,7 +194,9 @@ impl SessionService for SessionGrpc {
         req: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let token = token_of(&req)?;
-        let request = watch_request(req.into_inner()).map_err(to_status)?;
+        let address = self.throttle_address(&req);
+        let mut request = watch_request(req.into_inner()).map_err(to_status)?;
+        request.address = address;
         let watch = self
             .sessions
             .start_watch(token.as_deref(), request)
@@ -318,6 +320,7 @@ fn watch_request(msg: pb::WatchRevocationsRequest) -> Result<WatchRequest, Error
         after_cursor: (!msg.after_cursor.is_empty()).then_some(msg.after_cursor),
         org: (!msg.org.is_empty()).then_some(msg.org),
         kinds,
+        address: None,
     })
 }
 

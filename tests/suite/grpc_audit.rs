@@ -119,7 +119,7 @@ async fn only_admins_read_the_audit_trail() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
     let (joe, _) = login(&mut c, JOE, Kind::Api).await;
-    let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Api).await;
+    let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     assert_status(
         c.list_audit_records(authed(page(0, ""), &joe)).await,
         Code::PermissionDenied,

@@ -166,7 +166,7 @@ async fn who_may_watch() {
     let server = server().await;
     let mut c = server.client().await;
     let (joe, _) = login(&mut c, JOE, Kind::Api).await;
-    let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Api).await;
+    let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     let cases: Vec<(Request<pb::WatchRevocationsRequest>, Code, &str)> = vec![
         (
             Request::new(watch_request(None, "", &[])),

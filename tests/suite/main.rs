@@ -4,6 +4,7 @@
 
 mod support;
 
+mod abuse;
 mod authz_matrix;
 mod crash;
 mod day_one;

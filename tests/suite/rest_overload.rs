@@ -74,6 +74,8 @@ async fn shed_calls_read_as_overload_in_every_vendor_shape() {
             parallelism: 1,
         };
         c.policy.hash_concurrency = 1;
+        // Logins queue for Argon2 apart from the in-flight budget: one waits.
+        c.policy.hash_queue_max = 1;
     })
     .await;
     let base = server.rest();
