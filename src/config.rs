@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::password::HashCost;
 use crate::domain::Kind;
+use crate::logging::LogFormat;
 use crate::sessions::{Lifetimes, Policy, ServiceCredential};
 use crate::store::{OpenOptions, StoreUrl};
 
@@ -49,6 +50,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// The base of Informatica's `serverUrl` behind a proxy (checked, no trailing slash).
     pub public_url: Option<String>,
+    /// How log lines are written (the binary installs the subscriber).
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             tls: None,
             config_file: None,
             public_url: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -106,6 +110,7 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub public_url: Option<String>,
+    pub log_format: Option<LogFormat>,
     /// Per-kind lifetimes (`[kinds.imap]`; kind names in any case). File only.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,
@@ -358,6 +363,7 @@ impl Settings {
             c.max_in_flight = n.max(1);
         }
         c.trusted_proxies = self.trusted_proxies.unwrap_or_default();
+        c.log_format = self.log_format.unwrap_or_default();
         c.config_file = self.config_file;
         Ok(c)
     }
