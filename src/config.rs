@@ -426,6 +426,20 @@ mod tests {
     }
 
     #[test]
+    fn log_format_comes_from_the_file_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "log_format = \"json\"\n").unwrap();
+        let c = serve(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(serve(&[]).unwrap().log_format, LogFormat::Text);
+        std::fs::write(&path, "log_format = \"xml\"\n").unwrap();
+        let err = serve(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("xml"), "{err}");
+        assert!(serve(&["--log-format", "yaml"]).is_err());
+    }
+
+    #[test]
     fn bad_values_are_refused_in_words() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
