@@ -12,6 +12,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::domain::Role;
+use crate::logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,8 @@ pub enum Command {
     User(UserArgs),
     /// Copy a SQLite store to a file while it is in use (online backup).
     Backup(BackupArgs),
+    /// One gRPC health check of the service: exits 0 only when it is SERVING.
+    Health(HealthArgs),
 }
 
 /// Parses `args` (the first is the program name); also returns the raw
@@ -125,6 +128,9 @@ pub struct ServeArgs {
     /// [default: the listener's scheme and the authority the client used].
     #[arg(long, env = "SESSIOND_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Log lines on stderr: text, or one JSON object per line.
+    #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Where the data lives. `global`: `sessiond user` takes them after its
@@ -219,6 +225,9 @@ pub struct RestArgs {
     /// Base URL clients use to reach this shim behind a proxy (Informatica's serverUrl).
     #[arg(long, env = "SESSIOND_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Log lines on stderr: text, or one JSON object per line.
+    #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Flags of `sessiond user`.
@@ -284,4 +293,22 @@ pub struct BackupArgs {
     #[arg(long)]
     #[serde(skip)]
     pub to: PathBuf,
+}
+
+/// Flags of `sessiond health`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// The sessiond gRPC endpoint to check (http:// or https://; a bare HOST:PORT means http://).
+    #[arg(
+        long,
+        env = "SESSIOND_HEALTH_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub addr: String,
+    /// CA certificate (PEM) that an https:// endpoint's certificate must chain to.
+    #[arg(long, env = "SESSIOND_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Give up after this many seconds (connecting and asking).
+    #[arg(long, env = "SESSIOND_HEALTH_TIMEOUT_SECS", default_value = "5")]
+    pub timeout_secs: u64,
 }

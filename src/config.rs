@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::password::HashCost;
 use crate::domain::Kind;
+use crate::logging::LogFormat;
 use crate::sessions::{Lifetimes, Policy, ServiceCredential};
 use crate::store::{OpenOptions, StoreUrl};
 
@@ -49,6 +50,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// The base of Informatica's `serverUrl` behind a proxy (checked, no trailing slash).
     pub public_url: Option<String>,
+    /// How log lines are written (the binary installs the subscriber).
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             tls: None,
             config_file: None,
             public_url: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -108,6 +112,7 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub public_url: Option<String>,
+    pub log_format: Option<LogFormat>,
     /// Per-kind lifetimes (`[kinds.imap]`; kind names in any case). File only.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,
@@ -369,6 +374,7 @@ impl Settings {
             c.max_in_flight = n.max(1);
         }
         c.trusted_proxies = self.trusted_proxies.unwrap_or_default();
+        c.log_format = self.log_format.unwrap_or_default();
         c.config_file = self.config_file;
         Ok(c)
     }
@@ -428,6 +434,20 @@ mod tests {
         // Defaults stay where no layer says otherwise.
         assert_eq!(c.grpc_addr, Config::default().grpc_addr);
         assert_eq!(c.sweep_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn log_format_comes_from_the_file_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "log_format = \"json\"\n").unwrap();
+        let c = serve(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(serve(&[]).unwrap().log_format, LogFormat::Text);
+        std::fs::write(&path, "log_format = \"xml\"\n").unwrap();
+        let err = serve(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("xml"), "{err}");
+        assert!(serve(&["--log-format", "yaml"]).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod logging;
 pub mod rest;
 pub mod server;
 pub mod sessions;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::ArgMatches;
-use sessiond::cli::{BackupArgs, Command, RestArgs, ServeArgs, UserAction, UserArgs};
+use sessiond::cli::{BackupArgs, Command, HealthArgs, RestArgs, ServeArgs, UserAction, UserArgs};
 use sessiond::config::Settings;
 use sessiond::domain::Error;
 use sessiond::sessions::Sessions;
@@ -63,7 +63,9 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 async fn serve(args: &ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
     let signal = shutdown_signal();
-    let config = Settings::layered(args, m, args.config.as_deref())?.serve_config()?;
+    let settings = Settings::layered(args, m, args.config.as_deref())?;
+    sessiond::logging::init(settings.log_format.unwrap_or_default());
+    let config = settings.serve_config()?;
     sessiond::server::serve_until(config, signal).await?;
     Ok(())
 }
@@ -71,6 +73,7 @@ async fn serve(args: &ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
 async fn rest(args: &RestArgs, m: &ArgMatches) -> anyhow::Result<()> {
     let signal = shutdown_signal();
     let s = Settings::layered(args, m, args.config.as_deref())?;
+    sessiond::logging::init(s.log_format.unwrap_or_default());
     let Some(upstream) = s.upstream.clone() else {
         bail!(
             "sessiond rest needs --upstream (or SESSIOND_UPSTREAM, or upstream in the config file)"
@@ -202,30 +205,71 @@ fn backup(args: &BackupArgs, m: &ArgMatches) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sessiond health`: one `grpc.health.v1` Check of the service; `Ok` only
+/// when it answers SERVING (for exec probes and container health checks).
+async fn health(args: &HealthArgs) -> anyhow::Result<()> {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let service = sessiond::pb::session_service_server::SERVICE_NAME;
+    let addr = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("http://{}", args.addr)
+    };
+    let timeout = std::time::Duration::from_secs(args.timeout_secs.max(1));
+    let mut endpoint = tonic::transport::Endpoint::from_shared(addr.clone())
+        .with_context(|| format!("--addr {addr:?}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    if addr.starts_with("https://") {
+        let Some(ca) = &args.upstream_ca else {
+            bail!("an https:// address needs --upstream-ca (its CA certificate, PEM)");
+        };
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {addr}"))?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .with_context(|| format!("health check of {service} at {addr}"))?;
+    let status = reply.into_inner().status();
+    if status != tonic_health::pb::health_check_response::ServingStatus::Serving {
+        bail!("{service} at {addr} is {}", status.as_str_name());
+    }
+    println!("{service} at {addr} is SERVING");
+    Ok(())
+}
+
 async fn run() -> anyhow::Result<()> {
     let (cli, matches) =
         sessiond::cli::parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let Some((_, m)) = matches.subcommand() else {
         bail!("no command given; see sessiond --help");
     };
+    // serve and rest install the subscriber once their settings say which
+    // format; the one-shot commands always log text.
+    if !matches!(cli.command, Command::Serve(_) | Command::Rest(_)) {
+        sessiond::logging::init(sessiond::logging::LogFormat::Text);
+    }
     match &cli.command {
         Command::Serve(args) => serve(args, m).await,
         Command::Rest(args) => rest(args, m).await,
         Command::User(args) => user(args, m).await,
         Command::Backup(args) => backup(args, m),
+        Command::Health(args) => health(args).await,
     }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

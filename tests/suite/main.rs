@@ -19,6 +19,7 @@ mod grpc_watch;
 mod linearizability;
 mod mail_frontend;
 mod metrics_overload;
+mod observability;
 mod properties;
 mod readme_examples;
 mod redis_cluster;

@@ -208,3 +208,28 @@ async fn a_refused_upstream_certificate_is_logged_with_its_cause() {
         "{log}"
     );
 }
+
+/// `sessiond health` against a TLS listener: verified with `--upstream-ca`,
+/// refused without the right CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_command_speaks_tls() {
+    let pki = self_signed();
+    let files = pki.files.clone();
+    let server = TestServer::start_with(move |c| c.tls = Some(files)).await;
+    let addr = format!("https://127.0.0.1:{}", server.running.grpc_addr.port());
+    let health = move |ca: std::path::PathBuf| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_sessiond"))
+                .args(["health", "--addr", &addr, "--upstream-ca"])
+                .arg(ca)
+                .output()
+                .expect("run sessiond health")
+        })
+    };
+    let ok = health(pki.files.cert.clone()).await.unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    let other = self_signed();
+    let refused = health(other.files.cert.clone()).await.unwrap();
+    assert!(!refused.status.success(), "{refused:?}");
+}

@@ -303,7 +303,11 @@ impl Drop for ServerProcess {
 
 fn addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
     let rest = &line[line.find(marker)? + marker.len()..];
-    rest.split_whitespace().next()?.parse().ok()
+    // A text line ends the address with a space, a JSON line with a quote.
+    rest.split(|c: char| c.is_whitespace() || c == '"')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// `serve` args for the binary on a SQLite file, ports 0, cheap hashing.
