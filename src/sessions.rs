@@ -1127,9 +1127,10 @@ impl Sessions {
                 )
             })?;
             if after > last {
+                // The newest sequence may be shared with other orgs: not told.
                 return Err(Error::invalid(
                     field,
-                    format!("{after} is ahead of the newest event ({last})"),
+                    format!("{after} is ahead of the newest event"),
                 ));
             }
             // Fails now when the cursor is past retention.
