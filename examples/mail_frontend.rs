@@ -47,7 +47,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = SessionServiceClient::new(channel);
     let connections: Connections = Arc::default();
 
-    tokio::spawn(watch(client.clone(), credential, connections.clone()));
+    // Accept nobody before the feed is live: a connection opened earlier
+    // could miss the very ending meant to close it.
+    let (live_tx, mut live_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(watch(
+        client.clone(),
+        credential,
+        connections.clone(),
+        live_tx,
+    ));
+    let _ = live_rx.wait_for(|live| *live).await;
 
     let listener = TcpListener::bind(listen).await?;
     println!("mail front end listening on {}", listener.local_addr()?);
@@ -59,7 +68,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Follows the revocation feed for ever, resuming after the last event seen
 /// whenever the stream breaks, so no ending is missed across a reconnect.
-async fn watch(mut client: SessionServiceClient<Channel>, credential: String, conns: Connections) {
+async fn watch(
+    mut client: SessionServiceClient<Channel>,
+    credential: String,
+    conns: Connections,
+    live: tokio::sync::watch::Sender<bool>,
+) {
     let mut cursor = String::new();
     loop {
         let mut req = tonic::Request::new(pb::WatchRevocationsRequest {
@@ -74,6 +88,7 @@ async fn watch(mut client: SessionServiceClient<Channel>, credential: String, co
         match client.watch_revocations(req).await {
             Ok(stream) => {
                 println!("watching revocations");
+                live.send_replace(true);
                 let mut stream = stream.into_inner();
                 while let Ok(Some(msg)) = stream.message().await {
                     let Some(r) = msg.revocation else { continue };
