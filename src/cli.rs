@@ -123,14 +123,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub tls: TlsArgs,
-    /// Base URL clients use to reach the REST shim behind a proxy, e.g.
-    /// https://sessions.example.com (Informatica's serverUrl is built from it)
-    /// [default: the listener's scheme and the authority the client used].
-    #[arg(long, env = "SESSIOND_PUBLIC_URL")]
-    pub public_url: Option<String>,
-    /// Log lines on stderr: text, or one JSON object per line.
-    #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub listener: ListenerArgs,
 }
 
 /// Where the data lives. `global`: `sessiond user` takes them after its
@@ -203,6 +198,19 @@ pub struct TlsArgs {
     pub tls_key: Option<PathBuf>,
 }
 
+/// What both long-running commands (`serve` and `rest`) share besides TLS.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct ListenerArgs {
+    /// Base URL clients use to reach the REST shim behind a proxy, e.g.
+    /// https://sessions.example.com (Informatica's serverUrl is built from it)
+    /// [default: the listener's scheme and the authority the client used].
+    #[arg(long, env = "SESSIOND_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Log lines on stderr: text, or one JSON object per line.
+    #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: Option<LogFormat>,
+}
+
 /// Flags of `sessiond rest`.
 #[derive(Debug, Clone, Default, clap::Args, Serialize)]
 pub struct RestArgs {
@@ -222,12 +230,9 @@ pub struct RestArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub tls: TlsArgs,
-    /// Base URL clients use to reach this shim behind a proxy (Informatica's serverUrl).
-    #[arg(long, env = "SESSIOND_PUBLIC_URL")]
-    pub public_url: Option<String>,
-    /// Log lines on stderr: text, or one JSON object per line.
-    #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub listener: ListenerArgs,
 }
 
 /// Flags of `sessiond user`.
