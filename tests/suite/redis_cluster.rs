@@ -184,34 +184,6 @@ async fn wrong_passwords_spread_over_two_replicas_lock_the_user_in_total() {
     login(&mut ca, USEREMAIL, Kind::Api).await;
 }
 
-async fn service_watch(
-    c: &mut Client,
-    after_cursor: &str,
-) -> tonic::Streaming<pb::WatchRevocationsResponse> {
-    c.watch_revocations(authed(
-        pb::WatchRevocationsRequest {
-            after_sequence: None,
-            org: String::new(),
-            kinds: vec![],
-            after_cursor: after_cursor.into(),
-        },
-        SERVICE_SECRET,
-    ))
-    .await
-    .unwrap()
-    .into_inner()
-}
-
-async fn next(s: &mut tonic::Streaming<pb::WatchRevocationsResponse>) -> pb::Revocation {
-    tokio::time::timeout(Duration::from_secs(10), s.message())
-        .await
-        .expect("event within 10 s")
-        .unwrap()
-        .unwrap()
-        .revocation
-        .unwrap()
-}
-
 async fn login_as(c: &mut Client, user: &str) -> (String, pb::Session) {
     login(c, (user, "password-1"), Kind::Api).await
 }
@@ -229,7 +201,7 @@ async fn a_service_watcher_merges_every_shard_and_resumes_by_cursor() {
     let b = store_replica(&cluster.url(), &[], &env);
     let mut ca = connect(&a.url()).await;
     let mut cb = connect(&b.url()).await;
-    let mut feed = service_watch(&mut cb, "").await;
+    let mut feed = service_watch(&mut cb, SERVICE_SECRET, "").await;
 
     // Call on A, event on B, in every org.
     let mut latencies = Vec::new();
@@ -239,7 +211,7 @@ async fn a_service_watcher_merges_every_shard_and_resumes_by_cursor() {
         let (t, s) = login_as(&mut ca, &user).await;
         let sent = Instant::now();
         ca.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
-        let e = next(&mut feed).await;
+        let e = next_event(&mut feed).await;
         latencies.push(sent.elapsed());
         assert_eq!(e.session_id, s.id);
         last = Some(e);
@@ -265,11 +237,11 @@ async fn a_service_watcher_merges_every_shard_and_resumes_by_cursor() {
         c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
         missed.insert(s.id);
     }
-    let mut resumed = service_watch(&mut ca, &cursor).await;
+    let mut resumed = service_watch(&mut ca, SERVICE_SECRET, &cursor).await;
     let mut got = BTreeSet::new();
     let mut per_org: HashMap<String, Vec<u64>> = HashMap::new();
     for _ in 0..12 {
-        let e = next(&mut resumed).await;
+        let e = next_event(&mut resumed).await;
         assert!(got.insert(e.session_id), "no event twice");
         per_org.entry(e.org.clone()).or_default().push(e.sequence);
     }

@@ -21,39 +21,11 @@ fn replica(redis: &RedisServer, rest: bool) -> ServerProcess {
     )
 }
 
-async fn watch(
-    c: &mut Client,
-    after_cursor: &str,
-) -> tonic::Streaming<pb::WatchRevocationsResponse> {
-    c.watch_revocations(authed(
-        pb::WatchRevocationsRequest {
-            after_sequence: None,
-            org: String::new(),
-            kinds: vec![],
-            after_cursor: after_cursor.into(),
-        },
-        SERVICE_SECRET,
-    ))
-    .await
-    .unwrap()
-    .into_inner()
-}
-
-async fn next(s: &mut tonic::Streaming<pb::WatchRevocationsResponse>) -> pb::Revocation {
-    tokio::time::timeout(Duration::from_secs(10), s.message())
-        .await
-        .expect("event within 10 s")
-        .unwrap()
-        .unwrap()
-        .revocation
-        .unwrap()
-}
-
 /// Reads the nine queued joe endings; returns the last.
 async fn next_of_nine(s: &mut tonic::Streaming<pb::WatchRevocationsResponse>) -> pb::Revocation {
-    let mut last = next(s).await;
+    let mut last = next_event(s).await;
     for _ in 1..9 {
-        let e = next(s).await;
+        let e = next_event(s).await;
         assert_eq!(e.sequence, last.sequence + 1);
         last = e;
     }
@@ -103,7 +75,7 @@ async fn a_watcher_on_one_replica_sees_endings_on_another_and_resumes_without_lo
     let b = replica(&redis, false);
     let mut ca = connect(&a.url()).await;
     let mut cb = connect(&b.url()).await;
-    let mut feed = watch(&mut cb, "").await;
+    let mut feed = service_watch(&mut cb, SERVICE_SECRET, "").await;
 
     // LogoutUser on A; the watcher on B hears of both mail sessions.
     let (_, imap) = login(&mut ca, JOE, Kind::Imap).await;
@@ -112,8 +84,8 @@ async fn a_watcher_on_one_replica_sees_endings_on_another_and_resumes_without_lo
     let sent = Instant::now();
     assert_eq!(logout_joe(&mut ca).await, 2);
     let acked = sent.elapsed();
-    let e1 = next(&mut feed).await;
-    let e2 = next(&mut feed).await;
+    let e1 = next_event(&mut feed).await;
+    let e2 = next_event(&mut feed).await;
     latencies.push(sent.elapsed());
     let mut got = vec![e1.session_id, e2.session_id];
     got.sort();
@@ -125,7 +97,7 @@ async fn a_watcher_on_one_replica_sees_endings_on_another_and_resumes_without_lo
         let (t, _) = login(&mut ca, JOE, Kind::Imap).await;
         let sent = Instant::now();
         ca.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
-        next(&mut feed).await;
+        next_event(&mut feed).await;
         latencies.push(sent.elapsed());
     }
     // Nine more joe endings the watcher hears of before it drops.
@@ -156,10 +128,10 @@ async fn a_watcher_on_one_replica_sees_endings_on_another_and_resumes_without_lo
     }
     // Resuming on A after the cursor: exactly the six missed endings (the
     // joe endings before the cursor are not repeated).
-    let mut resumed = watch(&mut ca, &cursor).await;
+    let mut resumed = service_watch(&mut ca, SERVICE_SECRET, &cursor).await;
     let mut replay = Vec::new();
     for _ in 0..6 {
-        replay.push(next(&mut resumed).await);
+        replay.push(next_event(&mut resumed).await);
     }
     let seqs: Vec<u64> = replay.iter().map(|e| e.sequence).collect();
     assert!(

@@ -774,3 +774,35 @@ pub fn store_replica(store: &str, extra: &[&str], env: &[(&str, &str)]) -> Serve
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     ServerProcess::spawn_env(&refs, env)
 }
+
+/// A WatchRevocations stream of every org, by the service credential
+/// `secret`, resuming after `after_cursor` (empty: from now).
+pub async fn service_watch(
+    c: &mut Client,
+    secret: &str,
+    after_cursor: &str,
+) -> tonic::Streaming<pb::WatchRevocationsResponse> {
+    c.watch_revocations(authed(
+        pb::WatchRevocationsRequest {
+            after_sequence: None,
+            org: String::new(),
+            kinds: vec![],
+            after_cursor: after_cursor.into(),
+        },
+        secret,
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// The next event of a watch, within 10 s.
+pub async fn next_event(s: &mut tonic::Streaming<pb::WatchRevocationsResponse>) -> pb::Revocation {
+    tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("event within 10 s")
+        .unwrap()
+        .unwrap()
+        .revocation
+        .unwrap()
+}
