@@ -1,6 +1,9 @@
 //! What every `session.v1.SessionService` call goes through, as one tower
 //! layer: admission (calls in flight at once) and queue-delay shedding,
-//! then metrics by RPC and status code. Applied to the gRPC server and to
+//! then metrics by RPC and status code. The queue delay is read when the
+//! request's message has arrived, which is when the handler can start: under
+//! a flood the wait is both for a runtime worker and for the connection task
+//! that reads the body. Applied to the gRPC server and to
 //! the in-process service the REST shim calls; requests for other services
 //! (health, reflection) pass through untouched.
 
@@ -10,6 +13,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Semaphore;
 use tonic::server::NamedService;
 use tonic::Code;
@@ -111,7 +116,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Calls<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<Timed<ReqBody>>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     ResBody: Default + 'static,
 {
@@ -125,18 +130,16 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let Some(rpc) = rpc_of(req.uri().path()) else {
-            return Box::pin(self.inner.call(req));
+            return Box::pin(self.inner.call(req.map(Timed::untimed)));
         };
-        // Arrival is when the server dispatches the request; the future
-        // below starts when a runtime worker gets to it.
+        // Arrival is when the server dispatches the request's head.
         let arrived = Instant::now();
+        let deadline = self.layer.max_queue_delay.map(|max| (arrived + max, rpc));
         // Not polled until admitted; dropped unpolled when shed.
-        let call = self.inner.call(req);
+        let call = self.inner.call(req.map(|body| Timed { body, deadline }));
         let admission = self.layer.admission.clone();
-        let max_delay = self.layer.max_queue_delay;
         Box::pin(async move {
-            let started = Instant::now();
-            let late = max_delay.is_some_and(|max| started - arrived > max);
+            let late = deadline.is_some_and(|(at, _)| Instant::now() > at);
             let own_queue = OWN_QUEUE.contains(&rpc.rpc());
             let permit = if late {
                 None
@@ -147,15 +150,65 @@ where
             };
             let Some(_permit) = permit else {
                 rpc.record_shed();
-                rpc.record(Code::ResourceExhausted, started.elapsed());
+                rpc.record(Code::ResourceExhausted, arrived.elapsed());
                 return Ok(to_status(Error::Overloaded).into_http());
             };
             // The permit covers the call up to its response head: a
             // WatchRevocations stream holds none while it is open.
             let response = call.await?;
-            rpc.record(code_of(&response), started.elapsed());
+            rpc.record(code_of(&response), arrived.elapsed());
             Ok(response)
         })
+    }
+}
+
+/// A request body that sheds its call when its first frame (the message)
+/// arrives after the deadline: the decoder turns the error into the
+/// OVERLOADED status, which is the call's answer, before the handler runs.
+pub struct Timed<B> {
+    body: B,
+    /// When the call must have started by, and whose shed count to raise;
+    /// `None` once checked, or for calls without queue-delay shedding.
+    deadline: Option<(Instant, &'static RpcMetrics)>,
+}
+
+impl<B> Timed<B> {
+    fn untimed(body: B) -> Self {
+        Timed {
+            body,
+            deadline: None,
+        }
+    }
+}
+
+impl<B> Body for Timed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Data = Bytes;
+    type Error = tonic::codegen::StdError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::codegen::StdError>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if let Some((at, rpc)) = self.deadline.take() {
+            if Instant::now() > at {
+                rpc.record_shed();
+                return Poll::Ready(Some(Err(Box::new(to_status(Error::Overloaded)))));
+            }
+        }
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -87,12 +87,6 @@ async fn overload_is_shed_quickly_and_the_server_recovers() {
     login(&mut c, JOE, Kind::Api).await;
 }
 
-// Known gap: the per-call layer measures the queue delay when it first
-// polls the call, before the body is read and decoded, so on a quiet machine
-// a flood of cheap calls rarely waits past the bound there and this flakes.
-// Kept, to run by hand (`--run-ignored only`), until the delay is measured
-// where the handler starts again.
-#[ignore = "queue delay measured before the body is decoded: flaky on a quiet machine"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_cheap_calls_is_shed_by_queue_delay() {
     // Validations are fast, so in-flight admission never fills: the queue is
