@@ -1,0 +1,225 @@
+//! Checking who the caller is: passwords (Argon2 in its own bounded queue),
+//! the credential lockout, and the rules for new passwords.
+
+use super::{Secret, Sessions};
+use crate::domain::password::Hasher;
+use crate::domain::{limits, AuthFailure, Error, Kind, Result, User, UserRecord};
+
+impl Sessions {
+    /// The credential lockout, per username and per address: in the store
+    /// when it shares counters between replicas (Redis), so N replicas do
+    /// not give N times the guesses; else in this process.
+    pub(super) async fn lockout_check(&self, user: &str, address: Option<&str>) -> Result<()> {
+        if !self.store.shares_failures() {
+            return self.throttle.check(user, address);
+        }
+        let keys = [
+            (Some(format!("u:{user}")), self.policy.throttle_user),
+            (
+                address.map(|a| format!("a:{a}")),
+                self.policy.throttle_address,
+            ),
+        ];
+        for (key, limit) in keys {
+            let Some(key) = key else { continue };
+            let (failures, left) = self.store.failures(&key).await?;
+            if failures >= limit.max_failures && !left.is_zero() {
+                return Err(Error::TooManyAttempts { retry_after: left });
+            }
+        }
+        Ok(())
+    }
+
+    /// `user` is `None` where only the address may be charged (an unknown
+    /// name, a wrong token).
+    pub(super) async fn lockout_failure(
+        &self,
+        user: Option<&str>,
+        address: Option<&str>,
+    ) -> Result<()> {
+        if !self.store.shares_failures() {
+            self.throttle.record_failure(user, address);
+            return Ok(());
+        }
+        if let Some(user) = user {
+            self.store
+                .record_failure(&format!("u:{user}"), self.policy.throttle_user.window)
+                .await?;
+        }
+        if let Some(a) = address {
+            self.store
+                .record_failure(&format!("a:{a}"), self.policy.throttle_address.window)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A successful check clears the user's counter (not the address's).
+    pub(super) async fn lockout_success(&self, user: &str, address: Option<&str>) -> Result<()> {
+        if !self.store.shares_failures() {
+            self.throttle.record_success(user, address);
+            return Ok(());
+        }
+        self.store.clear_failures(&format!("u:{user}")).await
+    }
+
+    /// The token path: only the caller's address can be locked out.
+    pub(super) async fn lockout_check_address(&self, address: Option<&str>) -> Result<()> {
+        let Some(a) = address else { return Ok(()) };
+        if !self.store.shares_failures() {
+            return self.throttle.check_address(a);
+        }
+        let (failures, left) = self.store.failures(&format!("a:{a}")).await?;
+        let limit = self.policy.throttle_address;
+        if failures >= limit.max_failures && !left.is_zero() {
+            return Err(Error::TooManyAttempts { retry_after: left });
+        }
+        Ok(())
+    }
+
+    /// Runs Argon2 on the blocking pool, at most `hash_concurrency` at once, so
+    /// a login storm cannot starve validations of runtime threads. The queue
+    /// in front is bounded in length and in wait: past either, this call
+    /// alone is shed (RESOURCE_EXHAUSTED), nothing else waits behind it.
+    pub(super) async fn hashing_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        use std::sync::atomic::Ordering;
+        if let Ok(slot) = self.hashing.try_acquire() {
+            return Ok(slot);
+        }
+        let waiting = self.hash_waiters.fetch_add(1, Ordering::AcqRel);
+        let slot = if waiting >= self.policy.hash_queue_max.max(1) {
+            Err(Error::Overloaded)
+        } else {
+            match tokio::time::timeout(self.policy.hash_queue_wait, self.hashing.acquire()).await {
+                Ok(Ok(slot)) => Ok(slot),
+                Ok(Err(_)) => Err(Error::Internal("hashing pool closed".into())),
+                Err(_) => Err(Error::Overloaded),
+            }
+        };
+        self.hash_waiters.fetch_sub(1, Ordering::AcqRel);
+        slot
+    }
+
+    /// Runs `f` on the blocking pool (the caller holds a hashing slot).
+    pub(super) async fn on_blocking_pool<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Hasher) -> T + Send + 'static,
+    ) -> Result<T> {
+        let hasher = self.hasher.clone();
+        tokio::task::spawn_blocking(move || f(&hasher))
+            .await
+            .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))
+    }
+
+    pub async fn hash_password(&self, password: &str) -> Result<String> {
+        limits::password("password", password)?;
+        let password = password.to_owned();
+        let _slot = self.hashing_slot().await?;
+        self.on_blocking_pool(move |h| h.hash(&password)).await?
+    }
+
+    /// Username + password, throttled per user and per address. Unknown user,
+    /// wrong password and disabled user give the same error after the same
+    /// work. The throttle is checked and updated while this attempt holds a
+    /// hashing slot, so parallel guesses gain at most `hash_concurrency - 1`
+    /// tries, and a burst of right passwords queues instead of locking out.
+    pub(super) async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<&str>,
+    ) -> Result<UserRecord> {
+        let _slot = self.hashing_slot().await?;
+        if let Err(e) = self.lockout_check(username, address).await {
+            if matches!(e, Error::TooManyAttempts { .. }) {
+                tracing::warn!(
+                    user = %crate::domain::limits::log_name(username),
+                    address = address.unwrap_or("-"),
+                    "credential check refused: locked out after repeated failures"
+                );
+            }
+            return Err(e);
+        }
+        let record = self.store.find_user(username).await?;
+        let stored = record.as_ref().map(|r| r.password_hash.clone());
+        let password = password.to_owned();
+        let matches = self
+            .on_blocking_pool(move |h| h.verify(stored.as_deref(), &password))
+            .await?;
+        let known = record.is_some().then_some(username);
+        match record {
+            Some(r) if matches && !r.user.disabled => {
+                self.lockout_success(username, address).await?;
+                Ok(r)
+            }
+            // A store outage returned early above: it is not counted.
+            _ => {
+                tracing::info!(
+                    user = %crate::domain::limits::log_name(username),
+                    address = address.unwrap_or("-"),
+                    "credential check failed"
+                );
+                // Only an existing account's counters: invented names
+                // count against the address alone.
+                self.lockout_failure(known, address).await?;
+                Err(Error::Unauthenticated(AuthFailure::BadCredentials))
+            }
+        }
+    }
+
+    /// Credentials of a mail-administration call: password (throttled) or any
+    /// live session token of the same user. Returns the user, and the session
+    /// whose token was used (for the audit trail).
+    pub(super) async fn authenticate_credentials(
+        &self,
+        user: &str,
+        secret: &Secret,
+        address: Option<&str>,
+    ) -> Result<(User, Option<(i32, Kind)>)> {
+        let user = limits::username("credentials.user", user)?;
+        match secret {
+            Secret::Password(p) => {
+                limits::password("credentials.password", p)?;
+                Ok((self.authenticate(&user, p, address).await?.user, None))
+            }
+            Secret::Token(t) => {
+                // Tokens cannot be guessed: only the address is throttled
+                // (a locked-out password does not lock out a live token).
+                self.lockout_check_address(address).await?;
+                let found = match self.session_of(Some(t)).await {
+                    Ok(s) if s.username == user => self
+                        .store
+                        .find_user(&user)
+                        .await?
+                        .map(|r| (r, (s.id, s.kind))),
+                    Ok(_) | Err(Error::Unauthenticated(_)) => None,
+                    Err(e) => return Err(e),
+                };
+                match found {
+                    Some((r, session_id)) if !r.user.disabled => {
+                        self.lockout_success(&user, address).await?;
+                        Ok((r.user, Some(session_id)))
+                    }
+                    _ => {
+                        // A wrong token says nothing about the password:
+                        // it counts against the address, never the user.
+                        self.lockout_failure(None, address).await?;
+                        Err(Error::Unauthenticated(AuthFailure::BadCredentials))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new password: at least the configured length (in characters).
+    pub(super) fn check_new_password(&self, password: &str) -> Result<()> {
+        let min = self.policy.min_password_length;
+        if password.chars().count() < min {
+            return Err(Error::invalid(
+                "password",
+                format!("shorter than {min} characters"),
+            ));
+        }
+        limits::password("password", password)
+    }
+}

@@ -1,0 +1,224 @@
+//! The endings: a caller's own session, another admin session, a mailbox's
+//! mail sessions, an org's API sessions, one user's sessions; and the sweep
+//! that ends expired sessions and purges old records.
+
+use std::time::Duration;
+
+use super::{millis, now_millis, Secret, Sessions};
+use crate::domain::{
+    limits, policy, Actor, Audit, AuthFailure, EndReason, Error, Kind, NotFound, Result, Session,
+};
+use crate::store::{EndTarget, Scope, SweepReport};
+use crate::telemetry;
+
+impl Sessions {
+    /// Ends the caller's own session. A second call with the same token finds
+    /// nothing live and is UNAUTHENTICATED.
+    pub async fn logoff(&self, token: Option<&str>) -> Result<Session> {
+        let session = self.session_of(token).await?;
+        let ended = self
+            .store
+            .end_session(
+                EndTarget {
+                    id: session.id,
+                    org: None,
+                    kind: None,
+                },
+                EndReason::Logoff,
+                now_millis(),
+                &Audit {
+                    actor: Actor::user(&session.username, Some(session.id)),
+                    target: format!("session:{}", session.id),
+                },
+            )
+            .await?
+            // Lost a race with another ending: the token is no longer live.
+            .ok_or(Error::Unauthenticated(AuthFailure::TokenInvalid))?;
+        tracing::info!(session = ended.id, user = %ended.username, "logoff");
+        telemetry::record_revocations(EndReason::Logoff, 1);
+        Ok(ended)
+    }
+
+    /// An admin holding an ADMIN session ends an ADMIN session of its own org.
+    pub async fn logoff_other(&self, token: Option<&str>, session_id: i32) -> Result<Session> {
+        // Authenticate before validating: an anonymous caller learns nothing
+        // about what a valid request would look like.
+        let caller = self.session_of(token).await?;
+        if session_id <= 0 {
+            return Err(Error::invalid("session_id", "must be a positive int32"));
+        }
+        policy::may_logoff_other(&caller)?;
+        let ended = self
+            .store
+            .end_session(
+                EndTarget {
+                    id: session_id,
+                    org: Some(caller.org.clone()),
+                    kind: Some(Kind::Admin),
+                },
+                EndReason::LogoffOther,
+                now_millis(),
+                &Audit {
+                    actor: Actor::user(&caller.username, Some(caller.id)),
+                    target: format!("session:{session_id}"),
+                },
+            )
+            .await?
+            .ok_or(Error::NotFound(NotFound::Session))?;
+        tracing::info!(session = ended.id, by = caller.id, "logoff other");
+        telemetry::record_revocations(EndReason::LogoffOther, 1);
+        Ok(ended)
+    }
+
+    /// Ends every IMAP and POP session of one mailbox; returns how many.
+    pub async fn logout_user(
+        &self,
+        credentials_user: &str,
+        secret: &Secret,
+        mailbox: &str,
+        address: Option<&str>,
+    ) -> Result<u32> {
+        let mailbox = limits::mailbox("user", mailbox)?;
+        let (caller, caller_session) = self
+            .authenticate_credentials(credentials_user, secret, address)
+            .await?;
+        let target = if caller.username == mailbox {
+            caller.clone()
+        } else {
+            // Another mailbox by token: only from a console session.
+            if caller_session.is_some_and(|(_, kind)| kind != Kind::Admin) {
+                return Err(Error::PermissionDenied(
+                    "logging out another mailbox by token needs an ADMIN (console) session",
+                ));
+            }
+            let found = self.store.find_user(&mailbox).await?.map(|r| r.user);
+            policy::may_reach_user((&caller).into(), &mailbox, found.as_ref())?;
+            found.ok_or(Error::NotFound(NotFound::Mailbox))?
+        };
+        let ended = self
+            .store
+            .end_sessions(
+                Scope::User(target.id),
+                &Kind::MAIL,
+                EndReason::LogoutUser,
+                now_millis(),
+                &Audit {
+                    actor: Actor::user(&caller.username, caller_session.map(|(id, _)| id)),
+                    target: format!("mailbox:{}", target.username),
+                },
+            )
+            .await?;
+        tracing::info!(mailbox = %target.username, by = %caller.username, ended, "logout user");
+        telemetry::record_revocations(EndReason::LogoutUser, u64::from(ended));
+        Ok(ended)
+    }
+
+    /// Ends every API session of the caller's org; returns how many.
+    pub async fn logout_all(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<&str>,
+    ) -> Result<u32> {
+        let username = limits::username("username", username)?;
+        limits::password("password", password)?;
+        let caller = self.authenticate(&username, password, address).await?.user;
+        let ended = self
+            .store
+            .end_sessions(
+                Scope::Org(caller.org.clone()),
+                &[Kind::Api],
+                EndReason::LogoutAll,
+                now_millis(),
+                &Audit {
+                    actor: Actor::user(&caller.username, None),
+                    target: format!("org:{}", caller.org),
+                },
+            )
+            .await?;
+        tracing::info!(org = %caller.org, by = %caller.username, ended, "logout all");
+        telemetry::record_revocations(EndReason::LogoutAll, u64::from(ended));
+        Ok(ended)
+    }
+
+    /// Ends expired sessions and purges ended ones older than `retention`.
+    /// Ends expired sessions; purges ended sessions and revocation events
+    /// older than `retention`, audit records older than `audit_retention`.
+    pub async fn sweep(
+        &self,
+        retention: Duration,
+        audit_retention: Duration,
+    ) -> Result<SweepReport> {
+        let now = now_millis();
+        let report = self
+            .store
+            .sweep(
+                now,
+                now.saturating_sub(millis(retention)),
+                now.saturating_sub(millis(audit_retention)),
+            )
+            .await?;
+        telemetry::record_revocations(EndReason::Expired, u64::from(report.expired));
+        Ok(report)
+    }
+
+    /// Ends the live sessions of one user (of `kinds`, or every kind when
+    /// empty): the user itself, optionally keeping the calling session, or
+    /// an admin of the user's org. Returns how many ended.
+    pub async fn end_user_sessions(
+        &self,
+        token: Option<&str>,
+        user: &str,
+        kinds: &[Kind],
+        keep_current: bool,
+    ) -> Result<u32> {
+        let caller = self.session_of(token).await?;
+        let name = limits::username("user", user)?;
+        if kinds.len() > Kind::ALL.len() {
+            return Err(Error::invalid(
+                "kinds",
+                format!("at most {} entries", Kind::ALL.len()),
+            ));
+        }
+        let own = name == caller.username;
+        let (target_id, target_org) = if own {
+            (caller.user_id, caller.org.clone())
+        } else {
+            let found = self.store.find_user(&name).await?.map(|r| r.user);
+            policy::may_reach_user((&caller).into(), &name, found.as_ref())?;
+            let t = found.ok_or(Error::NotFound(NotFound::User))?;
+            (t.id, t.org)
+        };
+        let mut kinds = if kinds.is_empty() {
+            Kind::ALL.to_vec()
+        } else {
+            kinds.to_vec()
+        };
+        kinds.sort();
+        kinds.dedup();
+        let scope = if own && keep_current {
+            Scope::UserExcept {
+                user: target_id,
+                keep: caller.id,
+            }
+        } else {
+            Scope::User(target_id)
+        };
+        let ended = self
+            .store
+            .end_sessions(
+                scope,
+                &kinds,
+                EndReason::EndUserSessions,
+                now_millis(),
+                &Audit {
+                    actor: Actor::user(&caller.username, Some(caller.id)),
+                    target: format!("user:{name}"),
+                },
+            )
+            .await?;
+        tracing::info!(user = %name, org = %target_org, by = %caller.username, ended, "end user sessions");
+        telemetry::record_revocations(EndReason::EndUserSessions, u64::from(ended));
+        Ok(ended)
+    }
+}
