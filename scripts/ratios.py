@@ -13,11 +13,12 @@ rows = defaultdict(list)
 with open(sys.argv[1]) as f:
     for r in csv.reader(f):
         if r and not r[0].startswith("#"):
-            rows[r[0]].append((float(r[3]), float(r[5]), int(r[7])))
-base = statistics.median(rps for rps, _, _ in rows["baseline"])
-print(f"{'target':<10} {'rounds':>6} {'median req/s':>13} {'ratio':>6} {'median p99 ms':>14} {'errors':>7}")
+            rows[r[0]].append((float(r[3]), float(r[5]), int(r[7]), float(r[4])))
+base = statistics.median(p[0] for p in rows["baseline"])
+print(f"{'target':<16} {'rounds':>6} {'median req/s':>13} {'ratio':>6} {'median p50 ms':>14} {'median p99 ms':>14} {'errors':>7}")
 for label, pts in rows.items():
     rps = statistics.median(p[0] for p in pts)
     p99 = statistics.median(p[1] for p in pts)
+    p50 = statistics.median(p[3] for p in pts)
     errors = sum(p[2] for p in pts)
-    print(f"{label:<10} {len(pts):>6} {rps:>13,.0f} {rps / base:>6.2f} {p99:>14.2f} {errors:>7}")
+    print(f"{label:<16} {len(pts):>6} {rps:>13,.0f} {rps / base:>6.2f} {p50:>14.3f} {p99:>14.2f} {errors:>7}")

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# ValidateSession on two builds of sessiond, against the bare tonic baseline,
+# in one run: interleaved rounds at 64 streams, medians. For before/after
+# comparisons of one change (build the "before" binary from the older commit
+# first, e.g. in a `git worktree` with its own CARGO_TARGET_DIR).
+#
+#   bash scripts/bench-compare.sh BEFORE_BIN AFTER_BIN [extra serve flags for AFTER...]
+#
+# Writes bench/compare.csv and prints the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BEFORE=$1; AFTER=$2; shift 2
+DUR=${SECONDS_PER_POINT:-5}
+ROUNDS=${ROUNDS:-3}
+STORE=${STORE:-sqlite}
+cargo build --release --bin sessiond-loadgen --example baseline >&2
+LOAD=target/release/sessiond-loadgen
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+# One private store per server (a redis-server each, on free ports).
+store_url() {
+  if [ "$STORE" = redis ]; then
+    local port; port=$(free_port); mkdir -p "$WORK/redis-$1"
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always \
+      --dir "$WORK/redis-$1" > /dev/null &
+    PIDS+=($!)
+    wait_port "$port"
+    echo "redis://127.0.0.1:$port/"
+  else
+    echo "sqlite://$WORK/$1.db"
+  fi
+}
+
+BASE=$(free_port)
+target/release/examples/baseline --addr 127.0.0.1:"$BASE" > /dev/null &
+PIDS+=($!)
+B=$(free_port); A=$(free_port)
+URL_B=$(store_url before); URL_A=$(store_url after)
+"$BEFORE" serve --demo --store "$URL_B" --grpc-addr 127.0.0.1:"$B" --rest-addr 127.0.0.1:"$(free_port)" 2> "$WORK/before.log" &
+PIDS+=($!)
+"$AFTER" serve --demo --store "$URL_A" --grpc-addr 127.0.0.1:"$A" --rest-addr 127.0.0.1:"$(free_port)" "$@" 2> "$WORK/after.log" &
+PIDS+=($!)
+wait_port "$BASE"; wait_port "$B"; wait_port "$A"
+
+mkdir -p bench
+echo "# label,mode,concurrency,rps,p50_ms,p99_ms,p999_ms,errors  ($(nproc) cores, $(date -u +%F), store $STORE)" > bench/compare.csv
+for round in $(seq "$ROUNDS"); do
+  for target in "baseline $BASE" "before $B" "after $A"; do
+    set -- $target
+    "$LOAD" --mode validate --tokens 64 --target "http://127.0.0.1:$2" --concurrency 64 --connections 4 \
+      --duration "$DUR" --warmup 1 --csv --label "$1" >> bench/compare.csv
+  done
+done
+for target in "baseline $BASE" "before $B" "after $A"; do
+  set -- $target
+  "$LOAD" --mode validate --tokens 1 --target "http://127.0.0.1:$2" --concurrency 1 --connections 1 \
+    --duration "$DUR" --warmup 1 --csv --label "$1-1stream" >> bench/compare.csv
+done
+python3 scripts/ratios.py bench/compare.csv
