@@ -14,6 +14,7 @@ use clap::ArgMatches;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::password::HashCost;
+use crate::domain::rate::Rate;
 use crate::domain::Kind;
 use crate::logging::LogFormat;
 use crate::sessions::{Lifetimes, Policy, ServiceCredential};
@@ -105,6 +106,12 @@ pub struct Settings {
     pub max_failures_per_user: Option<u32>,
     pub max_failures_per_address: Option<u32>,
     pub failure_window_secs: Option<u64>,
+    pub max_logins_per_user: Option<u32>,
+    pub max_logins_per_address: Option<u32>,
+    pub max_sessions_per_user: Option<u32>,
+    pub max_endings_per_user: Option<u32>,
+    pub max_endings_per_address: Option<u32>,
+    pub rate_window_secs: Option<u64>,
     pub max_in_flight: Option<usize>,
     pub max_queue_delay_ms: Option<u64>,
     pub trusted_proxies: Option<Vec<IpAddr>>,
@@ -285,6 +292,21 @@ impl Settings {
         }
         if let Some(n) = self.max_failures_per_address {
             policy.throttle_address.max_failures = n.max(1);
+        }
+        let window = match self.rate_window_secs {
+            Some(n) => secs(n, "rate_window_secs")?,
+            None => policy.login_rate_user.window,
+        };
+        let rate = |n: Option<u32>, default: Rate| Rate {
+            max: n.unwrap_or(default.max),
+            window,
+        };
+        policy.login_rate_user = rate(self.max_logins_per_user, policy.login_rate_user);
+        policy.login_rate_address = rate(self.max_logins_per_address, policy.login_rate_address);
+        policy.ending_rate_user = rate(self.max_endings_per_user, policy.ending_rate_user);
+        policy.ending_rate_address = rate(self.max_endings_per_address, policy.ending_rate_address);
+        if let Some(n) = self.max_sessions_per_user {
+            policy.max_sessions_per_user = n;
         }
         policy.service_credential = self.service_credential()?;
         Ok(policy)

@@ -544,6 +544,7 @@ impl RedisStore {
             new.client.address.clone().unwrap_or_default(),
             new.client.user_agent.clone().unwrap_or_default(),
             TTL_GRACE_MS.to_string(),
+            new.client.peer_address.clone().unwrap_or_default(),
         ];
         let reply = self
             .run(&self.inner.scripts.create_session, &keys, &args)
@@ -655,6 +656,21 @@ impl Store for RedisStore {
         let key = self.layout().user(self.layout().org_shard(&org), username);
         let n = self
             .int(&self.inner.scripts.set_password, &[key], &[password_hash])
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn rehash_password(&self, username: &str, old: &str, new: String) -> Result<bool> {
+        let Some(org) = self.org_of(username).await? else {
+            return Ok(false);
+        };
+        let key = self.layout().user(self.layout().org_shard(&org), username);
+        let n = self
+            .int(
+                &self.inner.scripts.rehash_password,
+                &[key],
+                &[old.to_owned(), new],
+            )
             .await?;
         Ok(n == 1)
     }
