@@ -668,11 +668,11 @@ async fn probe_an_ending_flood_leaves_others_their_latency() {
     .await;
     let mut c = server.client().await;
     let (joe, _) = login(&mut c, JOE, Kind::Api).await;
-    let quiet = other_user_latencies(&mut c, 20).await;
+    let quiet = other_user_latencies(&mut c, 30).await;
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(std::sync::Mutex::new((0u32, 0u32)));
     let mut flood = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..8 {
         let (mut c, stop, joe, counts) = (c.clone(), stop.clone(), joe.clone(), counts.clone());
         flood.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -686,8 +686,8 @@ async fn probe_an_ending_flood_leaves_others_their_latency() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let loud = other_user_latencies(&mut c, 20).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let loud = other_user_latencies(&mut c, 30).await;
     stop.store(true, Ordering::Relaxed);
     for f in flood {
         let _ = f.await;
@@ -706,6 +706,7 @@ async fn probe_an_ending_flood_leaves_others_their_latency() {
     );
     assert_eq!(recorded, 0, "calls that ended nothing were recorded");
     assert!(done <= 600, "{done} calls answered within one window");
+    assert!(refused > 0, "the flood was never throttled");
 }
 
 /// Median Login and Logoff latency of another user, over `n` rounds.
