@@ -473,6 +473,36 @@ mod tests {
     }
 
     #[test]
+    fn call_rates_and_the_session_cap_are_configured() {
+        let c = serve(&[
+            "--max-logins-per-user",
+            "7",
+            "--max-endings-per-address",
+            "0",
+            "--rate-window-secs",
+            "30",
+            "--max-sessions-per-user",
+            "0",
+        ])
+        .unwrap();
+        let p = &c.policy;
+        assert_eq!(
+            p.login_rate_user,
+            Rate {
+                max: 7,
+                window: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(p.login_rate_address.max, 3000);
+        assert_eq!(p.login_rate_address.window, Duration::from_secs(30));
+        assert!(p.ending_rate_address.is_off());
+        assert_eq!(p.ending_rate_user.max, 600);
+        assert_eq!(p.max_sessions_per_user, 0);
+        assert_eq!(serve(&[]).unwrap().policy.max_sessions_per_user, 500);
+        assert!(serve(&["--rate-window-secs", "0"]).is_err());
+    }
+
+    #[test]
     fn bad_values_are_refused_in_words() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
