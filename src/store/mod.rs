@@ -27,6 +27,51 @@ pub fn cap_audit(id: i32) -> Audit {
     }
 }
 
+/// Ends the oldest live sessions of `session`'s user beyond `cap` (0: no
+/// cap), each on its own (`Store::end_session`: event, audit record);
+/// returns how many ended.
+pub async fn end_over_cap<S: Store + ?Sized>(
+    store: &S,
+    session: &Session,
+    cap: u32,
+    now: Millis,
+) -> Result<u32> {
+    if cap == 0 {
+        return Ok(0);
+    }
+    let cap = cap as usize;
+    let live = store
+        .list_sessions(
+            ListQuery {
+                org: session.org.clone(),
+                username: Some(session.username.clone()),
+                kind: None,
+                after_id: 0,
+                limit: cap.saturating_add(MAX_CAP_ENDINGS),
+            },
+            now,
+        )
+        .await?;
+    let mut ended = 0;
+    let excess = live.len().saturating_sub(cap);
+    for old in live.iter().filter(|s| s.id != session.id).take(excess) {
+        let done = store
+            .end_session(
+                EndTarget {
+                    id: old.id,
+                    org: Some(session.org.clone()),
+                    kind: None,
+                },
+                EndReason::SessionLimit,
+                now,
+                &cap_audit(old.id),
+            )
+            .await?;
+        ended += u32::from(done.is_some());
+    }
+    Ok(ended)
+}
+
 /// Which single session to end. `org` and `kind`, when set, must match too, so
 /// a session outside the caller's reach is treated exactly like a missing one.
 #[derive(Debug, Clone)]
@@ -117,39 +162,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_session_capped(&self, new: NewSession, cap: u32) -> Result<(Session, u32)> {
         let now = new.now;
         let session = self.create_session(new).await?;
-        if cap == 0 {
-            return Ok((session, 0));
-        }
-        let cap = cap as usize;
-        let live = self
-            .list_sessions(
-                ListQuery {
-                    org: session.org.clone(),
-                    username: Some(session.username.clone()),
-                    kind: None,
-                    after_id: 0,
-                    limit: cap.saturating_add(MAX_CAP_ENDINGS),
-                },
-                now,
-            )
-            .await?;
-        let mut ended = 0;
-        let excess = live.len().saturating_sub(cap);
-        for old in live.iter().filter(|s| s.id != session.id).take(excess) {
-            let done = self
-                .end_session(
-                    EndTarget {
-                        id: old.id,
-                        org: Some(session.org.clone()),
-                        kind: None,
-                    },
-                    EndReason::SessionLimit,
-                    now,
-                    &cap_audit(old.id),
-                )
-                .await?;
-            ended += u32::from(done.is_some());
-        }
+        let ended = end_over_cap(self, &session, cap, now).await?;
         Ok((session, ended))
     }
     async fn find_live_session(&self, digest: &TokenDigest, now: Millis)

@@ -764,6 +764,28 @@ impl Store for RedisStore {
         ))
     }
 
+    async fn create_session_capped(&self, new: NewSession, cap: u32) -> Result<(Session, u32)> {
+        let (uid, now) = (new.user_id, new.now);
+        let session = self.create_session(new).await?;
+        if cap == 0 {
+            return Ok((session, 0));
+        }
+        // The user's live indexes count at least its live sessions (ended
+        // ones leave them in batches): at or under the cap, nothing to end
+        // and nothing more to read.
+        let l = self.layout();
+        let mut pipe = ::redis::pipe();
+        for kind in Kind::ALL {
+            pipe.cmd("ZCARD").arg(l.live_user(uid, kind.as_str()));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+        if counts.iter().sum::<u64>() <= u64::from(cap) {
+            return Ok((session, 0));
+        }
+        let ended = crate::store::end_over_cap(self, &session, cap, now).await?;
+        Ok((session, ended))
+    }
+
     async fn find_live_session(
         &self,
         digest: &TokenDigest,
