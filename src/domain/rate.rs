@@ -127,7 +127,7 @@ impl RateLimiter {
         }
         let mut calls: Vec<u32> = windows.values().map(|w| w.calls).collect();
         calls.sort_unstable();
-        let median = calls[calls.len() / 2];
+        let median = calls.get(calls.len() / 2).copied().unwrap_or(0);
         windows.retain(|_, w| w.calls > median);
         if windows.len() >= self.max_keys {
             windows.clear();
