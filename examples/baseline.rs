@@ -35,6 +35,7 @@ fn constant_session() -> Session {
             nanos: 0,
         }),
         client: None,
+        peer_address: String::new(),
     }
 }
 

@@ -24,7 +24,11 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 serve() {
   local name=$1 store=$2; shift 2
   local g r; g=$(free_port); r=$(free_port)
-  "$BIN/sessiond" serve --demo --store "$store" --grpc-addr 127.0.0.1:"$g" --rest-addr 127.0.0.1:"$r" "$@" \
+  # The per-user call limits and the session cap are off: these runs
+  # measure what a login, a logoff and a validation cost, from one demo user.
+  "$BIN/sessiond" serve --demo --store "$store" --grpc-addr 127.0.0.1:"$g" --rest-addr 127.0.0.1:"$r" \
+    --max-logins-per-user 0 --max-logins-per-address 0 --max-endings-per-user 0 \
+    --max-endings-per-address 0 --max-sessions-per-user 0 "$@" \
     2> "$WORK/$name.log" &
   PIDS+=($!)
   wait_port "$g"; wait_port "$r"

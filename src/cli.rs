@@ -106,6 +106,24 @@ pub struct ServeArgs {
     /// Length of the failure-counting window, in seconds.
     #[arg(long, env = "SESSIOND_FAILURE_WINDOW_SECS", default_value = "300")]
     pub failure_window_secs: Option<u64>,
+    /// Successful logins per user within the rate window (0: no limit).
+    #[arg(long, env = "SESSIOND_MAX_LOGINS_PER_USER", default_value = "600")]
+    pub max_logins_per_user: Option<u32>,
+    /// Successful logins per client address within the rate window (0: no limit).
+    #[arg(long, env = "SESSIOND_MAX_LOGINS_PER_ADDRESS", default_value = "3000")]
+    pub max_logins_per_address: Option<u32>,
+    /// Live sessions per user; a login past it ends the user's oldest session (0: no cap).
+    #[arg(long, env = "SESSIOND_MAX_SESSIONS_PER_USER", default_value = "500")]
+    pub max_sessions_per_user: Option<u32>,
+    /// Ending calls (Logoff, LogoffOther, LogoutUser, LogoutAll, EndUserSessions) per user within the rate window (0: no limit).
+    #[arg(long, env = "SESSIOND_MAX_ENDINGS_PER_USER", default_value = "600")]
+    pub max_endings_per_user: Option<u32>,
+    /// Ending calls per client address within the rate window (0: no limit).
+    #[arg(long, env = "SESSIOND_MAX_ENDINGS_PER_ADDRESS", default_value = "3000")]
+    pub max_endings_per_address: Option<u32>,
+    /// Length of the login and ending rate window, in seconds.
+    #[arg(long, env = "SESSIOND_RATE_WINDOW_SECS", default_value = "60")]
+    pub rate_window_secs: Option<u64>,
     /// gRPC calls in progress at once; more are shed with RESOURCE_EXHAUSTED.
     #[arg(long, env = "SESSIOND_MAX_IN_FLIGHT", default_value = "1024")]
     pub max_in_flight: Option<usize>,

@@ -14,6 +14,7 @@ use clap::ArgMatches;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::password::HashCost;
+use crate::domain::rate::Rate;
 use crate::domain::Kind;
 use crate::logging::LogFormat;
 use crate::sessions::{Lifetimes, Policy, ServiceCredential};
@@ -105,6 +106,12 @@ pub struct Settings {
     pub max_failures_per_user: Option<u32>,
     pub max_failures_per_address: Option<u32>,
     pub failure_window_secs: Option<u64>,
+    pub max_logins_per_user: Option<u32>,
+    pub max_logins_per_address: Option<u32>,
+    pub max_sessions_per_user: Option<u32>,
+    pub max_endings_per_user: Option<u32>,
+    pub max_endings_per_address: Option<u32>,
+    pub rate_window_secs: Option<u64>,
     pub max_in_flight: Option<usize>,
     pub max_queue_delay_ms: Option<u64>,
     pub trusted_proxies: Option<Vec<IpAddr>>,
@@ -286,6 +293,21 @@ impl Settings {
         if let Some(n) = self.max_failures_per_address {
             policy.throttle_address.max_failures = n.max(1);
         }
+        let window = match self.rate_window_secs {
+            Some(n) => secs(n, "rate_window_secs")?,
+            None => policy.login_rate_user.window,
+        };
+        let rate = |n: Option<u32>, default: Rate| Rate {
+            max: n.unwrap_or(default.max),
+            window,
+        };
+        policy.login_rate_user = rate(self.max_logins_per_user, policy.login_rate_user);
+        policy.login_rate_address = rate(self.max_logins_per_address, policy.login_rate_address);
+        policy.ending_rate_user = rate(self.max_endings_per_user, policy.ending_rate_user);
+        policy.ending_rate_address = rate(self.max_endings_per_address, policy.ending_rate_address);
+        if let Some(n) = self.max_sessions_per_user {
+            policy.max_sessions_per_user = n;
+        }
         policy.service_credential = self.service_credential()?;
         Ok(policy)
     }
@@ -448,6 +470,36 @@ mod tests {
         let err = serve(&["--config", path.to_str().unwrap()]).unwrap_err();
         assert!(err.to_string().contains("xml"), "{err}");
         assert!(serve(&["--log-format", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn call_rates_and_the_session_cap_are_configured() {
+        let c = serve(&[
+            "--max-logins-per-user",
+            "7",
+            "--max-endings-per-address",
+            "0",
+            "--rate-window-secs",
+            "30",
+            "--max-sessions-per-user",
+            "0",
+        ])
+        .unwrap();
+        let p = &c.policy;
+        assert_eq!(
+            p.login_rate_user,
+            Rate {
+                max: 7,
+                window: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(p.login_rate_address.max, 3000);
+        assert_eq!(p.login_rate_address.window, Duration::from_secs(30));
+        assert!(p.ending_rate_address.is_off());
+        assert_eq!(p.ending_rate_user.max, 600);
+        assert_eq!(p.max_sessions_per_user, 0);
+        assert_eq!(serve(&[]).unwrap().policy.max_sessions_per_user, 500);
+        assert!(serve(&["--rate-window-secs", "0"]).is_err());
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub enum Error {
     AlreadyExists,
     #[error("too many failed attempts; retry in {} s", .retry_after.as_secs().max(1))]
     TooManyAttempts { retry_after: Duration },
+    /// A per-caller rate limit (successful logins, endings): the same
+    /// answer as a lockout (RESOURCE_EXHAUSTED, TOO_MANY_ATTEMPTS, retry
+    /// info), in its own words.
+    #[error("too many requests; retry in {} s", .retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
     #[error("after_sequence {after} is older than retention: the oldest event kept follows {oldest}; resync and watch from now")]
     CursorExpired { after: u64, oldest: u64 },
     #[error("server overloaded; retry shortly")]

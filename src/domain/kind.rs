@@ -86,6 +86,8 @@ pub enum EndReason {
     EndUserSessions,
     /// The user's password changed (ChangePassword, `sessiond user passwd`).
     PasswordChanged,
+    /// A login took its user past the live-session cap: the oldest ended.
+    SessionLimit,
 }
 
 impl EndReason {
@@ -98,6 +100,7 @@ impl EndReason {
             EndReason::Expired => "EXPIRED",
             EndReason::EndUserSessions => "END_USER_SESSIONS",
             EndReason::PasswordChanged => "PASSWORD_CHANGED",
+            EndReason::SessionLimit => "SESSION_LIMIT",
         }
     }
 }
@@ -113,6 +116,7 @@ impl FromStr for EndReason {
             EndReason::Expired,
             EndReason::EndUserSessions,
             EndReason::PasswordChanged,
+            EndReason::SessionLimit,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)

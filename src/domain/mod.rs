@@ -7,6 +7,7 @@ mod kind;
 pub mod limits;
 pub mod password;
 pub mod policy;
+pub mod rate;
 mod session;
 pub mod throttle;
 pub mod token;

@@ -106,6 +106,23 @@ impl Hasher {
         ok && real
     }
 
+    /// Whether a stored hash (of a password that just matched) was made
+    /// at another cost than the configured one, or with another algorithm:
+    /// then it is replaced by a hash at the configured cost, so the cost
+    /// of every user converges to it (and so does the time an unknown user
+    /// takes, which follows the stored hashes).
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return false;
+        };
+        if parsed.algorithm != Algorithm::Argon2id.ident()
+            || parsed.version != Some(Version::V0x13 as u32)
+        {
+            return true;
+        }
+        Params::try_from(&parsed).map_or(true, |p| !same_cost(&p, &self.params))
+    }
+
     fn current_dummy(&self) -> Option<String> {
         let guard = self.matched_dummy.lock().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().map(|(_, h)| h.clone())
@@ -173,5 +190,22 @@ mod tests {
         assert!(!h.verify(None, "pencil75"));
         assert!(!h.verify(Some("not a hash"), "pencil75"));
         assert!(!format!("{h:?}").contains("argon2id$"));
+    }
+
+    #[test]
+    fn a_hash_at_another_cost_needs_a_rehash() {
+        let h = cheap();
+        let same = h.hash("pencil75").unwrap();
+        assert!(!h.needs_rehash(&same));
+        let other = Hasher::new(HashCost {
+            memory_kib: 128,
+            iterations: 1,
+            parallelism: 1,
+        })
+        .unwrap()
+        .hash("pencil75")
+        .unwrap();
+        assert!(h.needs_rehash(&other));
+        assert!(!h.needs_rehash("not a hash"));
     }
 }

@@ -8,8 +8,13 @@ pub type Millis = i64;
 /// Where a session was opened from, when known.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientInfo {
+    /// The address the caller reported (LoginRequest.client): informative
+    /// only, anyone can claim any address.
     pub address: Option<String>,
     pub user_agent: Option<String>,
+    /// The address the server saw: the TCP peer, or what a trusted proxy
+    /// (or this process's REST shim) forwarded. Not the caller's to choose.
+    pub peer_address: Option<String>,
 }
 
 /// A live (or just ended) session as the store returns it. Never holds the token.

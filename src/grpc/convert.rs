@@ -55,6 +55,7 @@ pub fn reason_to_pb(reason: EndReason) -> pb::EndReason {
         EndReason::Expired => pb::EndReason::Expired,
         EndReason::EndUserSessions => pb::EndReason::EndUserSessions,
         EndReason::PasswordChanged => pb::EndReason::PasswordChanged,
+        EndReason::SessionLimit => pb::EndReason::SessionLimit,
     }
 }
 
@@ -85,7 +86,8 @@ pub fn audit_to_pb(r: AuditRecord) -> pb::AuditRecord {
 }
 
 pub fn session_to_pb(s: Session) -> pb::Session {
-    let client = (s.client != ClientInfo::default()).then(|| pb::ClientInfo {
+    let reported = s.client.address.is_some() || s.client.user_agent.is_some();
+    let client = reported.then(|| pb::ClientInfo {
         address: s.client.address.unwrap_or_default(),
         user_agent: s.client.user_agent.unwrap_or_default(),
     });
@@ -98,6 +100,7 @@ pub fn session_to_pb(s: Session) -> pb::Session {
         last_seen_at: Some(timestamp(s.last_seen_at)),
         expires_at: Some(timestamp(s.expires_at)),
         client,
+        peer_address: s.client.peer_address.unwrap_or_default(),
     }
 }
 
@@ -112,6 +115,8 @@ pub fn client_from_pb(client: Option<&pb::ClientInfo>) -> Result<ClientInfo, Err
             &c.user_agent,
             limits::MAX_USER_AGENT,
         )?,
+        // Never from the request: the server fills it in.
+        peer_address: None,
     })
 }
 

@@ -54,7 +54,8 @@ impl SessionGrpc {
         self
     }
 
-    /// The caller's address for throttling: the TCP peer (a request cannot
+    /// The caller's address for throttling and the session's recorded peer
+    /// address: the TCP peer (a request cannot
     /// spoof it), unless the peer is a trusted shim or absent (in-process,
     /// from this process's shim); then the address the shim forwards.
     fn throttle_address<T>(&self, req: &Request<T>) -> Option<String> {
@@ -98,6 +99,8 @@ impl SessionService for SessionGrpc {
         if client.address.is_none() {
             client.address = req.remote_addr().map(|a| a.to_string());
         }
+        // What the server saw, kept apart from what the caller reported.
+        client.peer_address.clone_from(&address);
         let msg = req.into_inner();
         let (token, session) = self
             .sessions
@@ -135,9 +138,10 @@ impl SessionService for SessionGrpc {
         req: Request<pb::LogoffRequest>,
     ) -> Result<Response<pb::LogoffResponse>, Status> {
         let token = token_of(&req)?;
+        let address = self.throttle_address(&req);
         let ended = self
             .sessions
-            .logoff(token.as_deref())
+            .logoff(token.as_deref(), address.as_deref())
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::LogoffResponse {
@@ -150,9 +154,14 @@ impl SessionService for SessionGrpc {
         req: Request<pb::LogoffOtherRequest>,
     ) -> Result<Response<pb::LogoffOtherResponse>, Status> {
         let token = token_of(&req)?;
+        let address = self.throttle_address(&req);
         let ended = self
             .sessions
-            .logoff_other(token.as_deref(), req.get_ref().session_id)
+            .logoff_other(
+                token.as_deref(),
+                req.get_ref().session_id,
+                address.as_deref(),
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::LogoffOtherResponse {
@@ -240,11 +249,18 @@ impl SessionService for SessionGrpc {
         req: Request<pb::EndUserSessionsRequest>,
     ) -> Result<Response<pb::EndUserSessionsResponse>, Status> {
         let token = token_of(&req)?;
+        let address = self.throttle_address(&req);
         let msg = req.get_ref();
         let kinds = kinds_from_pb(&msg.kinds).map_err(to_status)?;
         let ended = self
             .sessions
-            .end_user_sessions(token.as_deref(), &msg.user, &kinds, msg.keep_current)
+            .end_user_sessions(
+                token.as_deref(),
+                &msg.user,
+                &kinds,
+                msg.keep_current,
+                address.as_deref(),
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::EndUserSessionsResponse { ended }))

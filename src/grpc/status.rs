@@ -26,7 +26,7 @@ pub fn reason_of(err: &Error) -> Reason {
         Error::NotFound(NotFound::Mailbox) => Reason::MailboxNotFound,
         Error::NotFound(NotFound::User) => Reason::UserNotFound,
         Error::AlreadyExists => Reason::AlreadyExists,
-        Error::TooManyAttempts { .. } => Reason::TooManyAttempts,
+        Error::TooManyAttempts { .. } | Error::RateLimited { .. } => Reason::TooManyAttempts,
         Error::Overloaded => Reason::Overloaded,
         Error::CursorExpired { .. } => Reason::CursorExpired,
         Error::Unavailable(_) => Reason::StoreUnavailable,
@@ -43,7 +43,7 @@ pub fn to_status(err: Error) -> Status {
             details.add_bad_request_violation(*field, r.clone());
             metadata.insert("field".to_owned(), (*field).to_owned());
         }
-        Error::TooManyAttempts { retry_after } => {
+        Error::TooManyAttempts { retry_after } | Error::RateLimited { retry_after } => {
             details.set_retry_info(Some(*retry_after));
         }
         Error::Overloaded => {
@@ -83,6 +83,9 @@ mod tests {
             Error::NotFound(NotFound::User),
             Error::AlreadyExists,
             Error::TooManyAttempts {
+                retry_after: Duration::from_secs(3),
+            },
+            Error::RateLimited {
                 retry_after: Duration::from_secs(3),
             },
             Error::CursorExpired {

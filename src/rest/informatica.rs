@@ -55,7 +55,8 @@ fn from_status(status: &tonic::Status) -> Response {
         Reason::Overloaded => ("SERVER_OVERLOADED", super::OVERLOADED_TEXT),
         Reason::TooManyAttempts => (
             "TOO_MANY_REQUESTS",
-            "Too many failed attempts; retry later.",
+            // A lockout after failures, or a login or ending rate limit.
+            "Too many attempts; retry later.",
         ),
         Reason::StoreUnavailable => ("SERVICE_UNAVAILABLE", "Service unavailable; retry later."),
         // None of these calls looks anything up or creates anything.

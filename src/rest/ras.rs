@@ -348,7 +348,9 @@ async fn list(
                         "logonTime": timestamp(s.created_at.as_ref()),
                         "lastActivityTime": timestamp(s.last_seen_at.as_ref()),
                         "expiresAt": timestamp(s.expires_at.as_ref()),
-                        "clientAddress": client.address,
+                        // The address the server saw, never the one a
+                        // client reported about itself.
+                        "clientAddress": s.peer_address,
                         "userAgent": client.user_agent,
                     })
                 }));

@@ -3,25 +3,51 @@
 
 use super::{Secret, Sessions};
 use crate::domain::password::Hasher;
+use crate::domain::throttle::{Limit, USER_WIDE_FACTOR};
 use crate::domain::{limits, AuthFailure, Error, Kind, Result, User, UserRecord};
 
+/// The store's counter of one user's failures from one address.
+fn user_at_key(user: &str, address: &str) -> String {
+    format!("ua:{user}\u{1f}{address}")
+}
+
 impl Sessions {
-    /// The credential lockout, per username and per address: in the store
-    /// when it shares counters between replicas (Redis), so N replicas do
-    /// not give N times the guesses; else in this process.
+    /// The shared counters an attempt touches, with their limits: per
+    /// (user, address) at the per-user limit, per user at
+    /// `USER_WIDE_FACTOR` times it (so guesses from one address lock that
+    /// address out of the account, not the owner elsewhere), per address.
+    /// `user` is `None` when the failure must not count against any name.
+    fn shared_lockout_keys(
+        &self,
+        user: Option<&str>,
+        address: Option<&str>,
+    ) -> Vec<(String, Limit)> {
+        let per_user = self.policy.throttle_user;
+        let mut keys = Vec::with_capacity(3);
+        if let Some(u) = user {
+            if let Some(a) = address {
+                keys.push((user_at_key(u, a), per_user));
+            }
+            let wide = Limit {
+                max_failures: per_user.max_failures.saturating_mul(USER_WIDE_FACTOR),
+                window: per_user.window,
+            };
+            keys.push((format!("u:{u}"), wide));
+        }
+        if let Some(a) = address {
+            keys.push((format!("a:{a}"), self.policy.throttle_address));
+        }
+        keys
+    }
+
+    /// The credential lockout, keyed like the in-memory throttle: in the
+    /// store when it shares counters between replicas (Redis), so N
+    /// replicas do not give N times the guesses; else in this process.
     pub(super) async fn lockout_check(&self, user: &str, address: Option<&str>) -> Result<()> {
         if !self.store.shares_failures() {
             return self.throttle.check(user, address);
         }
-        let keys = [
-            (Some(format!("u:{user}")), self.policy.throttle_user),
-            (
-                address.map(|a| format!("a:{a}")),
-                self.policy.throttle_address,
-            ),
-        ];
-        for (key, limit) in keys {
-            let Some(key) = key else { continue };
+        for (key, limit) in self.shared_lockout_keys(Some(user), address) {
             let (failures, left) = self.store.failures(&key).await?;
             if failures >= limit.max_failures && !left.is_zero() {
                 return Err(Error::TooManyAttempts { retry_after: left });
@@ -41,24 +67,20 @@ impl Sessions {
             self.throttle.record_failure(user, address);
             return Ok(());
         }
-        if let Some(user) = user {
-            self.store
-                .record_failure(&format!("u:{user}"), self.policy.throttle_user.window)
-                .await?;
-        }
-        if let Some(a) = address {
-            self.store
-                .record_failure(&format!("a:{a}"), self.policy.throttle_address.window)
-                .await?;
+        for (key, limit) in self.shared_lockout_keys(user, address) {
+            self.store.record_failure(&key, limit.window).await?;
         }
         Ok(())
     }
 
-    /// A successful check clears the user's counter (not the address's).
+    /// A successful check clears the user's counters (not the address's).
     pub(super) async fn lockout_success(&self, user: &str, address: Option<&str>) -> Result<()> {
         if !self.store.shares_failures() {
             self.throttle.record_success(user, address);
             return Ok(());
+        }
+        if let Some(a) = address {
+            self.store.clear_failures(&user_at_key(user, a)).await?;
         }
         self.store.clear_failures(&format!("u:{user}")).await
     }
@@ -143,13 +165,25 @@ impl Sessions {
         let record = self.store.find_user(username).await?;
         let stored = record.as_ref().map(|r| r.password_hash.clone());
         let password = password.to_owned();
-        let matches = self
-            .on_blocking_pool(move |h| h.verify(stored.as_deref(), &password))
+        // A right password whose stored hash has another cost is hashed
+        // again at the configured cost, in the same slot.
+        let (matches, rehashed) = self
+            .on_blocking_pool(move |h| {
+                let matches = h.verify(stored.as_deref(), &password);
+                let rehashed = match stored.as_deref() {
+                    Some(s) if matches && h.needs_rehash(s) => h.hash(&password).ok(),
+                    _ => None,
+                };
+                (matches, rehashed)
+            })
             .await?;
         let known = record.is_some().then_some(username);
         match record {
-            Some(r) if matches && !r.user.disabled => {
+            Some(mut r) if matches && !r.user.disabled => {
                 self.lockout_success(username, address).await?;
+                if let Some(new) = rehashed {
+                    self.store_rehash(&mut r, new).await;
+                }
                 Ok(r)
             }
             // A store outage returned early above: it is not counted.
@@ -163,6 +197,26 @@ impl Sessions {
                 // count against the address alone.
                 self.lockout_failure(known, address).await?;
                 Err(Error::Unauthenticated(AuthFailure::BadCredentials))
+            }
+        }
+    }
+
+    /// Stores a rehash of a checked password, unless the hash changed
+    /// meanwhile; a failure only means the old hash stays (logged).
+    async fn store_rehash(&self, record: &mut UserRecord, new: String) {
+        let name = record.user.username.clone();
+        match self
+            .store
+            .rehash_password(&name, &record.password_hash, new.clone())
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(user = %limits::log_name(&name), "password rehashed at the configured cost");
+                record.password_hash = new;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(user = %limits::log_name(&name), error = %e, "rehash not stored")
             }
         }
     }

@@ -12,10 +12,33 @@ use crate::store::{EndTarget, Scope, SweepReport};
 use crate::telemetry;
 
 impl Sessions {
+    /// Counts one ending call against the calling user, or against the
+    /// client address (checked first, before any credential is looked at,
+    /// so a flood is refused at the cost of a counter). Past either limit:
+    /// RESOURCE_EXHAUSTED, with the time left in the window.
+    fn ending_rate(&self, user: Option<&str>, address: Option<&str>) -> Result<()> {
+        let p = &self.policy;
+        let (key, rate) = match (user, address) {
+            (Some(u), _) => (format!("eu:{u}"), p.ending_rate_user),
+            (None, Some(a)) => (format!("ea:{a}"), p.ending_rate_address),
+            (None, None) => return Ok(()),
+        };
+        self.rates.hit(&key, rate).map_err(|retry_after| {
+            tracing::warn!(
+                user = %user.map(limits::log_name).unwrap_or_default(),
+                address = address.unwrap_or("-"),
+                "ending call refused: too many calls"
+            );
+            Error::RateLimited { retry_after }
+        })
+    }
+
     /// Ends the caller's own session. A second call with the same token finds
     /// nothing live and is UNAUTHENTICATED.
-    pub async fn logoff(&self, token: Option<&str>) -> Result<Session> {
+    pub async fn logoff(&self, token: Option<&str>, address: Option<&str>) -> Result<Session> {
+        self.ending_rate(None, address)?;
         let session = self.session_of(token).await?;
+        self.ending_rate(Some(&session.username), None)?;
         let ended = self
             .store
             .end_session(
@@ -40,10 +63,17 @@ impl Sessions {
     }
 
     /// An admin holding an ADMIN session ends an ADMIN session of its own org.
-    pub async fn logoff_other(&self, token: Option<&str>, session_id: i32) -> Result<Session> {
+    pub async fn logoff_other(
+        &self,
+        token: Option<&str>,
+        session_id: i32,
+        address: Option<&str>,
+    ) -> Result<Session> {
+        self.ending_rate(None, address)?;
         // Authenticate before validating: an anonymous caller learns nothing
         // about what a valid request would look like.
         let caller = self.session_of(token).await?;
+        self.ending_rate(Some(&caller.username), None)?;
         if session_id <= 0 {
             return Err(Error::invalid("session_id", "must be a positive int32"));
         }
@@ -79,9 +109,11 @@ impl Sessions {
         address: Option<&str>,
     ) -> Result<u32> {
         let mailbox = limits::mailbox("user", mailbox)?;
+        self.ending_rate(None, address)?;
         let (caller, caller_session) = self
             .authenticate_credentials(credentials_user, secret, address)
             .await?;
+        self.ending_rate(Some(&caller.username), None)?;
         let target = if caller.username == mailbox {
             caller.clone()
         } else {
@@ -122,7 +154,9 @@ impl Sessions {
     ) -> Result<u32> {
         let username = limits::username("username", username)?;
         limits::password("password", password)?;
+        self.ending_rate(None, address)?;
         let caller = self.authenticate(&username, password, address).await?.user;
+        self.ending_rate(Some(&caller.username), None)?;
         let ended = self
             .store
             .end_sessions(
@@ -171,8 +205,11 @@ impl Sessions {
         user: &str,
         kinds: &[Kind],
         keep_current: bool,
+        address: Option<&str>,
     ) -> Result<u32> {
+        self.ending_rate(None, address)?;
         let caller = self.session_of(token).await?;
+        self.ending_rate(Some(&caller.username), None)?;
         let name = limits::username("user", user)?;
         if kinds.len() > Kind::ALL.len() {
             return Err(Error::invalid(

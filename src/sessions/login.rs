@@ -6,6 +6,7 @@ use crate::domain::{
     Result, Session, Token, UserRecord,
 };
 use crate::store::EndTarget;
+use crate::telemetry;
 
 impl Sessions {
     pub async fn login(
@@ -18,27 +19,77 @@ impl Sessions {
     ) -> Result<(Token, Session)> {
         let username = limits::username("username", username)?;
         limits::password("password", password)?;
+        // Checked before any hashing, so a flood past the limit costs nothing.
+        self.login_rate_check(&username, address)?;
         let record = self.authenticate(&username, password, address).await?;
         policy::may_open(record.user.role, kind)?;
+        self.login_rate_count(&username, address)?;
         let token = Token::generate_for_org(&record.user.org)?;
         let now = now_millis();
         let life = self.policy.lifetimes(kind);
         let expires_at = now.saturating_add(millis(life.absolute));
-        let session = self
+        // Past the user's live-session cap, the oldest end: ending them
+        // keeps the user logging in now working (refusing would let a
+        // flood, or a client in a loop, lock the user out of new logins
+        // for the sessions' lifetime). Each is a real ending: revocation
+        // event, audit record by `system`, watchers told.
+        let (session, capped) = self
             .store
-            .create_session(NewSession {
-                digest: token.digest(),
-                kind,
-                user_id: record.user.id,
-                now,
-                idle_deadline: now.saturating_add(millis(life.idle)).min(expires_at),
-                expires_at,
-                client,
-            })
+            .create_session_capped(
+                NewSession {
+                    digest: token.digest(),
+                    kind,
+                    user_id: record.user.id,
+                    now,
+                    idle_deadline: now.saturating_add(millis(life.idle)).min(expires_at),
+                    expires_at,
+                    client,
+                },
+                self.policy.max_sessions_per_user,
+            )
             .await?;
+        if capped > 0 {
+            tracing::info!(user = %session.username, ended = capped, "oldest sessions ended: session cap");
+            telemetry::record_revocations(EndReason::SessionLimit, u64::from(capped));
+        }
         self.undo_if_password_changed(&record, &session).await?;
         tracing::info!(session = session.id, user = %session.username, kind = %kind, "login");
         Ok((token, session))
+    }
+
+    /// RESOURCE_EXHAUSTED when the user or the address already logged in
+    /// as often as the policy allows in the current window.
+    fn login_rate_check(&self, username: &str, address: Option<&str>) -> Result<()> {
+        let p = &self.policy;
+        self.rates
+            .check(&format!("lu:{username}"), p.login_rate_user)
+            .and_then(|()| match address {
+                Some(a) => self.rates.check(&format!("la:{a}"), p.login_rate_address),
+                None => Ok(()),
+            })
+            .map_err(|retry_after| Error::RateLimited { retry_after })
+    }
+
+    /// Counts a successful login against the user and the address.
+    fn login_rate_count(&self, username: &str, address: Option<&str>) -> Result<()> {
+        let p = &self.policy;
+        let refused = |retry_after| {
+            tracing::warn!(
+                user = %limits::log_name(username),
+                address = address.unwrap_or("-"),
+                "login refused: too many logins"
+            );
+            Error::RateLimited { retry_after }
+        };
+        self.rates
+            .hit(&format!("lu:{username}"), p.login_rate_user)
+            .map_err(refused)?;
+        if let Some(a) = address {
+            self.rates
+                .hit(&format!("la:{a}"), p.login_rate_address)
+                .map_err(refused)?;
+        }
+        Ok(())
     }
 
     /// A password change ends the sessions that exist when it lands. A login

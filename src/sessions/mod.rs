@@ -43,6 +43,8 @@ pub struct Sessions {
     /// Calls waiting for a hashing slot now.
     hash_waiters: std::sync::atomic::AtomicUsize,
     throttle: Throttle,
+    /// Successful logins and ending calls, per user and per address.
+    rates: crate::domain::rate::RateLimiter,
     /// Open watch streams by principal.
     watchers: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
@@ -74,6 +76,7 @@ impl Sessions {
             hash_waiters: std::sync::atomic::AtomicUsize::new(0),
             watchers: Arc::default(),
             throttle: Throttle::new(policy.throttle_user, policy.throttle_address),
+            rates: crate::domain::rate::RateLimiter::default(),
             policy,
             hasher,
         })

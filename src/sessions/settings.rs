@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::domain::password::HashCost;
+use crate::domain::rate::Rate;
 use crate::domain::throttle::Limit;
 use crate::domain::Kind;
 
@@ -53,6 +54,18 @@ pub struct Policy {
     /// Open WatchRevocations streams per principal (an admin user, or the
     /// service credential); more are refused with RESOURCE_EXHAUSTED.
     pub max_watches_per_principal: usize,
+    /// Successful logins per user, and logins tried per client address
+    /// (counted when they succeed, checked before any hashing); past
+    /// either, RESOURCE_EXHAUSTED until the window ends.
+    pub login_rate_user: Rate,
+    pub login_rate_address: Rate,
+    /// Live sessions per user; a login past it ends the user's oldest live
+    /// session (END_REASON_SESSION_LIMIT). 0: no cap.
+    pub max_sessions_per_user: u32,
+    /// Ending calls (Logoff, LogoffOther, LogoutUser, LogoutAll,
+    /// EndUserSessions) per calling user and per client address.
+    pub ending_rate_user: Rate,
+    pub ending_rate_address: Rate,
 }
 
 /// The configured service credential. Only its SHA-256 digest is kept; a
@@ -128,6 +141,11 @@ impl Default for Policy {
             service_credential: None,
             min_password_length: 8,
             max_watches_per_principal: 16,
+            login_rate_user: Rate::per_minute(600),
+            login_rate_address: Rate::per_minute(3000),
+            max_sessions_per_user: 500,
+            ending_rate_user: Rate::per_minute(600),
+            ending_rate_address: Rate::per_minute(3000),
         }
     }
 }

@@ -15,6 +15,63 @@ use crate::domain::{
 pub mod redis;
 pub mod sqlite;
 
+/// Sessions over the cap ended by one login at most (a cap lowered on a
+/// store holding more converges over the following logins).
+pub const MAX_CAP_ENDINGS: usize = 100;
+
+/// The audit line of a session ended by the live-session cap.
+pub fn cap_audit(id: i32) -> Audit {
+    Audit {
+        actor: Actor::user("system", None),
+        target: format!("session:{id}"),
+    }
+}
+
+/// Ends the oldest live sessions of `session`'s user beyond `cap` (0: no
+/// cap), each on its own (`Store::end_session`: event, audit record);
+/// returns how many ended.
+pub async fn end_over_cap<S: Store + ?Sized>(
+    store: &S,
+    session: &Session,
+    cap: u32,
+    now: Millis,
+) -> Result<u32> {
+    if cap == 0 {
+        return Ok(0);
+    }
+    let cap = cap as usize;
+    let live = store
+        .list_sessions(
+            ListQuery {
+                org: session.org.clone(),
+                username: Some(session.username.clone()),
+                kind: None,
+                after_id: 0,
+                limit: cap.saturating_add(MAX_CAP_ENDINGS),
+            },
+            now,
+        )
+        .await?;
+    let mut ended = 0;
+    let excess = live.len().saturating_sub(cap);
+    for old in live.iter().filter(|s| s.id != session.id).take(excess) {
+        let done = store
+            .end_session(
+                EndTarget {
+                    id: old.id,
+                    org: Some(session.org.clone()),
+                    kind: None,
+                },
+                EndReason::SessionLimit,
+                now,
+                &cap_audit(old.id),
+            )
+            .await?;
+        ended += u32::from(done.is_some());
+    }
+    Ok(ended)
+}
+
 /// Which single session to end. `org` and `kind`, when set, must match too, so
 /// a session outside the caller's reach is treated exactly like a missing one.
 #[derive(Debug, Clone)]
@@ -58,8 +115,9 @@ pub struct SweepReport {
 
 /// Persistence for users and sessions. "Live" always means: not ended, and
 /// `now` before both `expires_at` and `idle_deadline`. Every ending records
-/// one revocation event per session and one audit record per call, in the
-/// same transaction, and is durable when the call returns.
+/// one revocation event per session and one audit record per call that
+/// ended anything, in the same transaction, and is durable when the call
+/// returns.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap reachability check (health).
@@ -71,6 +129,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self) -> Result<Vec<User>>;
     /// False when there is no such user.
     async fn set_password(&self, username: &str, password_hash: String) -> Result<bool>;
+    /// Replaces the user's password hash only while it is still `old` (a
+    /// rehash at a new cost after a successful login must never undo a
+    /// password change that landed meanwhile). True when replaced.
+    async fn rehash_password(&self, username: &str, old: &str, new: String) -> Result<bool>;
     /// Disabling also ends every live session of the user (as LOGOFF_OTHER) in
     /// the same transaction, audited as done by `actor`. False when there is
     /// no such user.
@@ -90,6 +152,19 @@ pub trait Store: Send + Sync + 'static {
     /// Fails with `Unauthenticated(BadCredentials)` if the user was disabled or
     /// removed meanwhile; ids are positive, increasing and never reused.
     async fn create_session(&self, new: NewSession) -> Result<Session>;
+    /// Creates a session, then keeps its user at `cap` live sessions (0: no
+    /// cap): the oldest beyond it end (`SessionLimit`), each with its
+    /// revocation event and an audit record by `system` (target
+    /// `session:<id>`). Atomic with the creation where the store allows
+    /// (SQLite: one transaction); otherwise each ending is atomic on its
+    /// own, right after the creation. Ends at most
+    /// [`MAX_CAP_ENDINGS`] at once. Returns the session and how many ended.
+    async fn create_session_capped(&self, new: NewSession, cap: u32) -> Result<(Session, u32)> {
+        let now = new.now;
+        let session = self.create_session(new).await?;
+        let ended = end_over_cap(self, &session, cap, now).await?;
+        Ok((session, ended))
+    }
     async fn find_live_session(&self, digest: &TokenDigest, now: Millis)
         -> Result<Option<Session>>;
     /// Records use of a live session (the caller coalesces these writes).
@@ -105,7 +180,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Session>>;
     /// Ends every live session in `scope` whose kind is in `kinds`, atomically:
     /// a session created before the call began cannot survive it. Audited
-    /// even when there was nothing to end.
+    /// when anything ended; a call that ends nothing writes no record.
     async fn end_sessions(
         &self,
         scope: Scope,
@@ -169,8 +244,8 @@ pub trait Store: Send + Sync + 'static {
     fn shares_failures(&self) -> bool {
         false
     }
-    /// (failures, time left in the window) of a counter (`u:<user>` or
-    /// `a:<address>`); (0, 0) when it has none.
+    /// (failures, time left in the window) of a counter (`u:<user>`,
+    /// `ua:<user>\x1f<address>` or `a:<address>`); (0, 0) when it has none.
     async fn failures(&self, _key: &str) -> Result<(u32, Duration)> {
         Ok((0, Duration::ZERO))
     }

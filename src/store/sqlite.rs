@@ -91,6 +91,11 @@ CREATE TABLE audit (
 CREATE INDEX audit_org ON audit(org, id);
 CREATE INDEX audit_at ON audit(at);
 "#,
+    r#"
+-- The address the server saw a login come from, kept apart from the one the
+-- client reported (client_address), which anyone can set to anything.
+ALTER TABLE sessions ADD COLUMN peer_address TEXT;
+"#,
 ];
 
 /// Spelled out in full where used on the hot path (below): a literal needs
@@ -99,7 +104,8 @@ CREATE INDEX audit_at ON audit(at);
 macro_rules! session_columns {
     () => {
         "s.id, s.kind, s.user_id, s.username, s.org, s.role, s.created_at, \
-         s.last_seen_at, s.idle_deadline, s.expires_at, s.client_address, s.user_agent"
+         s.last_seen_at, s.idle_deadline, s.expires_at, s.client_address, s.user_agent, \
+         s.peer_address"
     };
 }
 macro_rules! live {
@@ -266,6 +272,7 @@ fn row_to_session(r: &Row<'_>) -> rusqlite::Result<Session> {
         client: ClientInfo {
             address: r.get(10)?,
             user_agent: r.get(11)?,
+            peer_address: r.get(12)?,
         },
     })
 }
@@ -455,6 +462,60 @@ fn record_audit(
         ended
     ])?;
     Ok(())
+}
+
+/// Inserts a session of a user that exists and is not disabled, in the
+/// caller's transaction.
+fn insert_session(tx: &Transaction<'_>, new: NewSession) -> Result<Session> {
+    let user = tx
+        .prepare_cached(
+            "SELECT id, username, org, role, disabled, created_at FROM users WHERE id = ?1",
+        )
+        .and_then(|mut s| s.query_row([new.user_id], row_to_user).optional())
+        .map_err(map_err)?;
+    let user = match user {
+        Some(u) if !u.disabled => u,
+        _ => return Err(Error::Unauthenticated(AuthFailure::BadCredentials)),
+    };
+    tx.prepare_cached(
+        "INSERT INTO sessions (token_digest, kind, user_id, username, org, created_at, \
+         last_seen_at, idle_deadline, expires_at, client_address, user_agent, role, \
+         peer_address) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            &new.digest.0[..],
+            new.kind.as_str(),
+            user.id,
+            user.username,
+            user.org,
+            new.now,
+            new.idle_deadline,
+            new.expires_at,
+            new.client.address,
+            new.client.user_agent,
+            user.role.as_str(),
+            new.client.peer_address,
+        ])
+    })
+    .map_err(map_err)?;
+    // The transaction rolls back on this error, so an id past int32 is never kept.
+    let id = i32::try_from(tx.last_insert_rowid())
+        .map_err(|_| Error::Internal("session id space (int32) exhausted".into()))?;
+    Ok(Session {
+        id,
+        kind: new.kind,
+        user_id: user.id,
+        username: user.username,
+        org: user.org,
+        role: user.role,
+        created_at: new.now,
+        last_seen_at: new.now,
+        idle_deadline: new.idle_deadline,
+        expires_at: new.expires_at,
+        client: new.client,
+    })
 }
 
 fn row_to_audit(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
@@ -771,6 +832,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn rehash_password(&self, username: &str, old: &str, new: String) -> Result<bool> {
+        let (username, old) = (username.to_owned(), old.to_owned());
+        // Losing a rehash to a power cut costs one more rehash: no fsync.
+        self.write_as(Durability::Normal, move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE users SET password_hash = ?3 \
+                     WHERE username = ?1 AND password_hash = ?2",
+                    params![username, old, new],
+                )
+                .map_err(map_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn set_disabled(
         &self,
         username: &str,
@@ -831,56 +908,79 @@ impl Store for SqliteStore {
     async fn create_session(&self, new: NewSession) -> Result<Session> {
         // A login lost to a power cut means logging in again; not worth an
         // fsync each. (The next durable commit flushes it anyway.)
-        self.write_as(Durability::Normal, move |tx| {
-            let user = tx
-                .prepare_cached(
-                    "SELECT id, username, org, role, disabled, created_at FROM users WHERE id = ?1",
-                )
-                .and_then(|mut s| s.query_row([new.user_id], row_to_user).optional())
-                .map_err(map_err)?;
-            let user = match user {
-                Some(u) if !u.disabled => u,
-                _ => return Err(Error::Unauthenticated(AuthFailure::BadCredentials)),
-            };
-            tx.prepare_cached(
-                "INSERT INTO sessions (token_digest, kind, user_id, username, org, created_at, \
-                 last_seen_at, idle_deadline, expires_at, client_address, user_agent, role) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    &new.digest.0[..],
-                    new.kind.as_str(),
-                    user.id,
-                    user.username,
-                    user.org,
-                    new.now,
-                    new.idle_deadline,
-                    new.expires_at,
-                    new.client.address,
-                    new.client.user_agent,
-                    user.role.as_str(),
-                ])
+        self.write_as(Durability::Normal, move |tx| insert_session(tx, new))
+            .await
+    }
+
+    async fn create_session_capped(&self, new: NewSession, cap: u32) -> Result<(Session, u32)> {
+        if cap == 0 {
+            return Ok((self.create_session(new).await?, 0));
+        }
+        let (user, now) = (new.user_id, new.now);
+        // Endings must be durable when acknowledged: when this login may
+        // take the user past the cap, the transaction is fsynced.
+        let live: i64 = self
+            .read(move |c| {
+                c.prepare_cached(concat!(
+                    "SELECT COUNT(*) FROM sessions s WHERE s.user_id = :user AND ",
+                    live!()
+                ))?
+                .query_row(rusqlite::named_params! {":user": user, ":now": now}, |r| {
+                    r.get(0)
+                })
             })
-            .map_err(map_err)?;
-            // The transaction rolls back on this error, so an id past int32 is never kept.
-            let id = i32::try_from(tx.last_insert_rowid())
-                .map_err(|_| Error::Internal("session id space (int32) exhausted".into()))?;
-            Ok(Session {
-                id,
-                kind: new.kind,
-                user_id: user.id,
-                username: user.username,
-                org: user.org,
-                role: user.role,
-                created_at: new.now,
-                last_seen_at: new.now,
-                idle_deadline: new.idle_deadline,
-                expires_at: new.expires_at,
-                client: new.client,
+            .await?;
+        let sync = if live >= i64::from(cap) {
+            Durability::Full
+        } else {
+            Durability::Normal
+        };
+        let (session, ended) = self
+            .write_as(sync, move |tx| {
+                let session = insert_session(tx, new)?;
+                // The live sessions beyond the newest `cap`, oldest first.
+                let mut over: Vec<i32> = tx
+                    .prepare_cached(concat!(
+                        "SELECT s.id FROM sessions s WHERE s.user_id = :user AND ",
+                        live!(),
+                        " ORDER BY s.id DESC LIMIT -1 OFFSET :cap"
+                    ))
+                    .and_then(|mut st| {
+                        st.query_map(
+                            rusqlite::named_params! {":user": user, ":now": now, ":cap": cap},
+                            |r| r.get(0),
+                        )?
+                        .collect::<rusqlite::Result<Vec<i32>>>()
+                    })
+                    .map_err(map_err)?;
+                over.sort_unstable();
+                over.truncate(super::MAX_CAP_ENDINGS);
+                for id in &over {
+                    end_matching(
+                        tx,
+                        "s.id = :id",
+                        &[(":id", id)],
+                        EndReason::SessionLimit,
+                        now,
+                    )
+                    .map_err(map_err)?;
+                    record_audit(
+                        tx,
+                        now,
+                        &session.org,
+                        &super::cap_audit(*id),
+                        EndReason::SessionLimit,
+                        1,
+                    )
+                    .map_err(map_err)?;
+                }
+                Ok((session, u32::try_from(over.len()).unwrap_or(u32::MAX)))
             })
-        })
-        .await
+            .await?;
+        if ended > 0 {
+            self.notify_events();
+        }
+        Ok((session, ended))
     }
 
     async fn find_live_session(
@@ -1000,7 +1100,11 @@ impl Store for SqliteStore {
                     ),
                 }
                 .map_err(map_err)?;
-                record_audit(tx, now, &org, &audit, reason, n).map_err(map_err)?;
+                // A call that ended nothing changed nothing: no record, and
+                // the commit has nothing to write (nor to fsync).
+                if n > 0 {
+                    record_audit(tx, now, &org, &audit, reason, n).map_err(map_err)?;
+                }
                 Ok(n)
             })
             .await?;

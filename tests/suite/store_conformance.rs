@@ -114,6 +114,7 @@ async fn open(s: &Arc<dyn Store>, uid: i64, kind: Kind, now: Millis) -> (i32, To
             client: ClientInfo {
                 address: Some("192.0.2.1".into()),
                 user_agent: None,
+                peer_address: Some("198.51.100.4".into()),
             },
         })
         .await
@@ -186,6 +187,8 @@ async fn sessions_are_found_by_digest_while_live(s: Arc<dyn Store>) {
     );
     assert_eq!(found.role, Role::Admin);
     assert_eq!(found.client.address.as_deref(), Some("192.0.2.1"));
+    // The address the server saw is kept apart from the reported one.
+    assert_eq!(found.client.peer_address.as_deref(), Some("198.51.100.4"));
     assert_eq!(found.client.user_agent, None);
     assert!(!live(&s, &Token::generate().unwrap().digest(), now).await);
     // Idle deadline and absolute expiry.
@@ -658,7 +661,8 @@ async fn every_ending_call_leaves_one_audit_record(s: Arc<dyn Store>) {
     )
     .await
     .unwrap();
-    // Nothing to end is still a call worth recording.
+    // A call that ends nothing leaves no record (a flood of them would
+    // otherwise write one durable row each).
     s.end_sessions(
         Scope::Org("example.com".into()),
         &[Kind::Api],
@@ -707,14 +711,6 @@ async fn every_ending_call_leaves_one_audit_record(s: Arc<dyn Store>) {
                 now + 3
             ),
             (
-                "joe@example.com".into(),
-                None,
-                EndReason::LogoutAll,
-                "org:example.com".into(),
-                0,
-                now + 4
-            ),
-            (
                 "operator".into(),
                 None,
                 EndReason::LogoffOther,
@@ -738,17 +734,83 @@ async fn every_ending_call_leaves_one_audit_record(s: Arc<dyn Store>) {
         ("system", EndReason::Expired, 1)
     );
     // Paging, and purging by age.
-    let page = s.list_audit("example.com", records[1].id, 2).await.unwrap();
+    let page = s.list_audit("example.com", records[0].id, 2).await.unwrap();
     assert_eq!(
         page.iter().map(|r| r.id).collect::<Vec<_>>(),
-        vec![records[2].id, records[3].id]
+        vec![records[1].id, records[2].id]
     );
     s.sweep(now + 7, 0, now + 4).await.unwrap();
     let kept = s.list_audit("example.com", 0, 100).await.unwrap();
-    assert_eq!(
-        kept.iter().map(|r| r.at).collect::<Vec<_>>(),
-        vec![now + 4, now + 5]
+    assert_eq!(kept.iter().map(|r| r.at).collect::<Vec<_>>(), vec![now + 5]);
+}
+
+async fn the_session_cap_ends_the_oldest_for_real(s: Arc<dyn Store>) {
+    let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
+    let ann = user(&s, "ann@example.com", "example.com", Role::User).await;
+    let now = now_millis();
+    let (_, ann_digest) = open(&s, ann, Kind::Api, now).await;
+    let mut old = Vec::new();
+    for kind in [Kind::Imap, Kind::Api, Kind::Pop] {
+        old.push(open(&s, joe, kind, now).await);
+    }
+    let after = s.last_sequence(log(&s)).await.unwrap();
+    let new = |s: &Arc<dyn Store>| NewSession {
+        digest: Token::generate_for_org(&org_of(s, joe)).unwrap().digest(),
+        kind: Kind::Api,
+        user_id: joe,
+        now,
+        idle_deadline: now + 30 * MIN,
+        expires_at: now + 12 * HOUR,
+        client: ClientInfo::default(),
+    };
+    // No cap: nothing ends.
+    let (uncapped, ended) = s.create_session_capped(new(&s), 0).await.unwrap();
+    assert_eq!(ended, 0);
+    let n = new(&s);
+    let digest = n.digest;
+    let (made, ended) = s.create_session_capped(n, 3).await.unwrap();
+    assert_eq!(ended, 2, "five live, cap three: the two oldest end");
+    assert!(!live(&s, &old[0].1, now).await);
+    assert!(!live(&s, &old[1].1, now).await);
+    assert!(live(&s, &old[2].1, now).await);
+    assert!(live(&s, &digest, now).await, "the new session lives");
+    assert!(
+        live(&s, &ann_digest, now).await,
+        "another user is untouched"
     );
+    let events = s.revocations_after(log(&s), after, 10).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.session_id, e.reason))
+            .collect::<Vec<_>>(),
+        vec![
+            (old[0].0, EndReason::SessionLimit),
+            (old[1].0, EndReason::SessionLimit)
+        ]
+    );
+    let records = s.list_audit("example.com", 0, 100).await.unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| (r.actor.as_str(), r.reason, r.target.clone(), r.ended))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                "system",
+                EndReason::SessionLimit,
+                format!("session:{}", old[0].0),
+                1
+            ),
+            (
+                "system",
+                EndReason::SessionLimit,
+                format!("session:{}", old[1].0),
+                1
+            ),
+        ]
+    );
+    assert!(made.id > uncapped.id);
 }
 
 macro_rules! conformance {
@@ -787,4 +849,5 @@ every_backend!(
     waiting_wakes_on_a_new_event_and_times_out_otherwise,
     a_bulk_ending_leaves_nothing_created_before_it,
     every_ending_call_leaves_one_audit_record,
+    the_session_cap_ends_the_oldest_for_real,
 );

@@ -76,6 +76,7 @@ pub fn session_from(m: &HashMap<String, String>) -> Result<Session> {
         client: ClientInfo {
             address: optional(m, "addr"),
             user_agent: optional(m, "ua"),
+            peer_address: optional(m, "peer"),
         },
     })
 }

@@ -544,6 +544,7 @@ impl RedisStore {
             new.client.address.clone().unwrap_or_default(),
             new.client.user_agent.clone().unwrap_or_default(),
             TTL_GRACE_MS.to_string(),
+            new.client.peer_address.clone().unwrap_or_default(),
         ];
         let reply = self
             .run(&self.inner.scripts.create_session, &keys, &args)
@@ -659,6 +660,21 @@ impl Store for RedisStore {
         Ok(n == 1)
     }
 
+    async fn rehash_password(&self, username: &str, old: &str, new: String) -> Result<bool> {
+        let Some(org) = self.org_of(username).await? else {
+            return Ok(false);
+        };
+        let key = self.layout().user(self.layout().org_shard(&org), username);
+        let n = self
+            .int(
+                &self.inner.scripts.rehash_password,
+                &[key],
+                &[old.to_owned(), new],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn set_disabled(
         &self,
         username: &str,
@@ -746,6 +762,28 @@ impl Store for RedisStore {
         Err(Error::Unavailable(
             "session creation kept racing bulk endings; retry".into(),
         ))
+    }
+
+    async fn create_session_capped(&self, new: NewSession, cap: u32) -> Result<(Session, u32)> {
+        let (uid, now) = (new.user_id, new.now);
+        let session = self.create_session(new).await?;
+        if cap == 0 {
+            return Ok((session, 0));
+        }
+        // The user's live indexes count at least its live sessions (ended
+        // ones leave them in batches): at or under the cap, nothing to end
+        // and nothing more to read.
+        let l = self.layout();
+        let mut pipe = ::redis::pipe();
+        for kind in Kind::ALL {
+            pipe.cmd("ZCARD").arg(l.live_user(uid, kind.as_str()));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+        if counts.iter().sum::<u64>() <= u64::from(cap) {
+            return Ok((session, 0));
+        }
+        let ended = crate::store::end_over_cap(self, &session, cap, now).await?;
+        Ok((session, ended))
     }
 
     async fn find_live_session(

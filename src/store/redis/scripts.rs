@@ -9,6 +9,7 @@ const LIB: &str = include_str!("lua/lib.lua");
 pub struct Scripts {
     pub create_user: Script,
     pub set_password: Script,
+    pub rehash_password: Script,
     pub set_disabled: Script,
     pub delete_user: Script,
     pub release_name: Script,
@@ -33,6 +34,7 @@ impl Scripts {
         Scripts {
             create_user: Script::new(include_str!("lua/create_user.lua")),
             set_password: Script::new(include_str!("lua/set_password.lua")),
+            rehash_password: Script::new(include_str!("lua/rehash_password.lua")),
             set_disabled: with_lib(include_str!("lua/set_disabled.lua")),
             delete_user: Script::new(include_str!("lua/delete_user.lua")),
             release_name: Script::new(include_str!("lua/release_name.lua")),

@@ -1,5 +1,5 @@
 -- KEYS: user, session, token, live:user, live:org, deadlines, counts, fences
--- ARGV: id, user id, digest, kind, now, idle, expires, addr, ua, ttl grace
+-- ARGV: id, user id, digest, kind, now, idle, expires, addr, ua, ttl grace, peer
 local u = redis.call('HMGET', KEYS[1], 'id', 'disabled', 'org', 'role', 'username')
 if u[1] ~= ARGV[2] or u[2] ~= '0' then return 'NOUSER' end
 -- An id reserved before a fence but used after it would be born ended.
@@ -8,7 +8,8 @@ local deadline = math.min(tonumber(ARGV[6]), tonumber(ARGV[7]))
 local ttl_at = deadline + tonumber(ARGV[10])
 redis.call('HSET', KEYS[2], 'id', ARGV[1], 'digest', ARGV[3], 'kind', ARGV[4],
   'user_id', ARGV[2], 'username', u[5], 'org', u[3], 'role', u[4], 'created', ARGV[5],
-  'seen', ARGV[5], 'idle', ARGV[6], 'expires', ARGV[7], 'addr', ARGV[8], 'ua', ARGV[9])
+  'seen', ARGV[5], 'idle', ARGV[6], 'expires', ARGV[7], 'addr', ARGV[8], 'ua', ARGV[9],
+  'peer', ARGV[11])
 redis.call('PEXPIREAT', KEYS[2], ttl_at)
 -- The token key holds a copy of the session: validation reads only it.
 local h = redis.call('HGETALL', KEYS[2])
