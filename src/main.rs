@@ -90,6 +90,8 @@ async fn rest(args: &RestArgs, m: &ArgMatches) -> anyhow::Result<()> {
         s.upstream_ca.as_deref(),
         s.tls_files()?.as_ref(),
         s.public_url()?.as_deref(),
+        s.conn_limits()?,
+        s.metrics_addr,
         signal,
     )
     .await?;
