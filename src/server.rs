@@ -497,18 +497,26 @@ pub async fn serve_until(
     running.wait().await
 }
 
+/// The standalone shim's connection limits and metrics listener.
+#[derive(Debug, Clone, Default)]
+pub struct ShimListeners {
+    pub connections: crate::net::ConnLimits,
+    /// Where metrics are served (plain HTTP); `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
 /// `sessiond rest`: the shim alone, in front of the sessiond at `upstream`
 /// (verified against `upstream_ca` when it is `https://`), over TLS when
-/// `tls` is given, telling Informatica clients `public_url` when set. Serves
-/// until `signal` completes.
+/// `tls` is given, telling Informatica clients `public_url` when set, under
+/// `listeners`' connection limits (and metrics listener). Serves until
+/// `signal` completes.
 pub async fn serve_rest_until(
     rest_addr: SocketAddr,
     upstream: &str,
     upstream_ca: Option<&std::path::Path>,
     tls: Option<&crate::tls::TlsFiles>,
     public_url: Option<&str>,
-    limits: crate::net::ConnLimits,
-    metrics_addr: Option<SocketAddr>,
+    listeners: ShimListeners,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let public_url = public_url
@@ -529,7 +537,8 @@ pub async fn serve_rest_until(
     tracing::info!("rest listening on {bound}");
     tracing::info!("forwarding to gRPC upstream {upstream}");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics = start_metrics(metrics_addr, &limits, &stop_rx).await?;
+    let limits = listeners.connections;
+    let metrics = start_metrics(listeners.metrics_addr, &limits, &stop_rx).await?;
     let served = rest::serve(
         listener,
         client,
