@@ -534,4 +534,35 @@ mod tests {
         let err = serve(&["--redis-prefix", "a{b}"]).unwrap_err();
         assert!(err.to_string().contains("prefix"), "{err}");
     }
+
+    #[test]
+    fn connection_limits_default_for_production_and_refuse_zero() {
+        let c = serve(&[]).unwrap();
+        assert_eq!(c.connections, crate::net::ConnLimits::default());
+        assert_eq!(c.connections.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.connections.max_connections_per_address, 256);
+        assert_eq!(c.metrics_addr, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "max_connections_per_address = 7\n").unwrap();
+        let c = serve(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--connection-idle-timeout-secs",
+            "5",
+            "--metrics-addr",
+            "127.0.0.1:9464",
+        ])
+        .unwrap();
+        assert_eq!(c.connections.max_connections_per_address, 7);
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        for bad in [
+            ["--handshake-timeout-secs", "0"],
+            ["--body-read-timeout-secs", "0"],
+            ["--max-connections-per-address", "0"],
+        ] {
+            assert!(serve(&bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }
