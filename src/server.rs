@@ -519,6 +519,8 @@ pub async fn serve_rest_until(
     listeners: ShimListeners,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Metrics recorded before the recorder exists are dropped: install it first.
+    crate::telemetry::handle();
     let public_url = public_url
         .map(rest::parse_public_url)
         .transpose()
