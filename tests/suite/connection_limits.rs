@@ -458,3 +458,36 @@ async fn without_a_metrics_address_metrics_are_served_nowhere() {
     let text = resp.text().await.unwrap();
     assert!(!text.contains("sessiond_"), "{text}");
 }
+
+#[tokio::test]
+async fn the_standalone_shim_has_the_same_limits_and_metrics_listener() {
+    let backend = server(&[]);
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics_env = metrics_addr.to_string();
+    let upstream = backend.url();
+    let shim = ServerProcess::spawn_env(
+        &[
+            "rest",
+            "--upstream",
+            &upstream,
+            "--rest-addr",
+            "127.0.0.1:0",
+        ],
+        &env_with(&[
+            ("SESSIOND_HANDSHAKE_TIMEOUT_SECS", "1"),
+            ("SESSIOND_METRICS_ADDR", &metrics_env),
+        ]),
+    );
+    let rest = rest_addr(&shim);
+    let (status, text) = get_metrics(metrics_addr).await.expect("metrics listener");
+    assert_eq!(status, 200, "{text}");
+    let resp = http()
+        .get(format!("http://{rest}/metrics"))
+        .send()
+        .await
+        .expect("REST listener answers");
+    assert_eq!(resp.status().as_u16(), 404);
+    let mut s = connect_from([127, 0, 0, 1], rest).await;
+    assert_closed(&mut s, "silent connection to the standalone shim").await;
+    assert_eq!(rest_logon_from([127, 0, 0, 1], rest).await, Ok(200));
+}
