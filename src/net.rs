@@ -187,6 +187,16 @@ impl Guarded {
         self.info.remote_addr
     }
 
+    /// After a TLS handshake: the first request bytes (one TLS record
+    /// carrying them is longer than [`PREFACE_LEN`]) are due within the
+    /// handshake bound from now, not counting the handshake's own bytes.
+    fn restart_first_bytes_clock(&mut self) {
+        if !self.activity.started_any.load(Ordering::Relaxed) {
+            self.accepted = Instant::now();
+            self.bytes_read = 0;
+        }
+    }
+
     fn deadline(&self, now: Instant) -> Deadline {
         let activity = &self.activity;
         if self.bytes_read < PREFACE_LEN && !activity.started_any.load(Ordering::Relaxed) {
@@ -621,7 +631,10 @@ pub async fn serve_http(
                     match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(conn))
                         .await
                     {
-                        Ok(Ok(io)) => {
+                        Ok(Ok(mut io)) => {
+                            // The request's first bytes are due within the
+                            // bound again, counted from the handshake's end.
+                            io.get_mut().0.restart_first_bytes_clock();
                             serve_connection(io, &builder, app, activity, peer, &limits, stop).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

@@ -77,7 +77,10 @@ async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
 
 /// Reads (and discards) until the server closes the connection: how long
 /// that took and what was read, or `None` if it was still open after `bound`.
-async fn closed_within(s: &mut TcpStream, bound: Duration) -> Option<(Duration, Vec<u8>)> {
+async fn closed_within(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+    bound: Duration,
+) -> Option<(Duration, Vec<u8>)> {
     let start = Instant::now();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -93,7 +96,7 @@ async fn closed_within(s: &mut TcpStream, bound: Duration) -> Option<(Duration, 
     done.ok().map(|()| (start.elapsed(), seen))
 }
 
-async fn assert_closed(s: &mut TcpStream, what: &str) -> Vec<u8> {
+async fn assert_closed(s: &mut (impl tokio::io::AsyncRead + Unpin), what: &str) -> Vec<u8> {
     match closed_within(s, BOUND).await {
         Some((_, seen)) => seen,
         None => panic!("{what}: still open after {BOUND:?}"),
@@ -280,7 +283,13 @@ async fn grpc_stream_in_progress_outlives_the_idle_timeout() {
 
 // ---- TLS handshake --------------------------------------------------------
 
-fn tls_server(overrides: &[(&str, &str)]) -> (ServerProcess, tempfile::TempDir) {
+struct TlsServer {
+    process: ServerProcess,
+    _dir: tempfile::TempDir,
+    cert: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn tls_server(overrides: &[(&str, &str)]) -> TlsServer {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -289,7 +298,11 @@ fn tls_server(overrides: &[(&str, &str)]) -> (ServerProcess, tempfile::TempDir) 
     let mut args = base_args();
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     args.extend(["--tls-cert", cert, "--tls-key", key]);
-    (ServerProcess::spawn_env(&args, &env_with(overrides)), dir)
+    TlsServer {
+        process: ServerProcess::spawn_env(&args, &env_with(overrides)),
+        _dir: dir,
+        cert: ck.cert.der().clone(),
+    }
 }
 
 /// The start of a TLS record that announces a 512-byte ClientHello, and 40
@@ -304,7 +317,8 @@ fn partial_client_hello() -> Vec<u8> {
 
 #[tokio::test]
 async fn tls_handshake_never_finished_is_closed_on_both_listeners() {
-    let (p, _dir) = tls_server(&[("SESSIOND_HANDSHAKE_TIMEOUT_SECS", "1")]);
+    let server = tls_server(&[("SESSIOND_HANDSHAKE_TIMEOUT_SECS", "1")]);
+    let p = &server.process;
     for (what, addr) in [("gRPC", p.grpc_addr()), ("REST", rest_addr(&p))] {
         let mut s = connect_from([127, 0, 0, 1], addr).await;
         s.write_all(&partial_client_hello()).await.unwrap();
@@ -320,6 +334,25 @@ async fn tls_handshake_never_finished_is_closed_on_both_listeners() {
             started.elapsed()
         );
     }
+}
+
+#[tokio::test]
+async fn rest_silence_after_a_finished_tls_handshake_is_closed_after_the_handshake_timeout() {
+    let server = tls_server(&[("SESSIOND_HANDSHAKE_TIMEOUT_SECS", "1")]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.cert.clone()).expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = connect_from([127, 0, 0, 1], rest_addr(&server.process)).await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    assert_closed(&mut tls, "silent connection after its TLS handshake").await;
 }
 
 // ---- Per-address cap ----------------------------------------------------
