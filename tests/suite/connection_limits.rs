@@ -319,7 +319,7 @@ fn partial_client_hello() -> Vec<u8> {
 async fn tls_handshake_never_finished_is_closed_on_both_listeners() {
     let server = tls_server(&[("SESSIOND_HANDSHAKE_TIMEOUT_SECS", "1")]);
     let p = &server.process;
-    for (what, addr) in [("gRPC", p.grpc_addr()), ("REST", rest_addr(&p))] {
+    for (what, addr) in [("gRPC", p.grpc_addr()), ("REST", rest_addr(p))] {
         let mut s = connect_from([127, 0, 0, 1], addr).await;
         s.write_all(&partial_client_hello()).await.unwrap();
         let started = Instant::now();
