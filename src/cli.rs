@@ -140,6 +140,9 @@ pub struct ServeArgs {
     pub service_credential_file: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
+    pub connections: ConnArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
     #[serde(flatten)]
@@ -227,6 +230,44 @@ pub struct ListenerArgs {
     /// Log lines on stderr: text, or one JSON object per line.
     #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics (plain HTTP, GET /metrics) on this address
+    /// [default: not served].
+    #[arg(long, env = "SESSIOND_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Connection timeouts and the per-address cap, applied on every listener.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct ConnArgs {
+    /// HTTP/1 (REST, metrics): seconds a client has to send a request's whole head.
+    #[arg(long, env = "SESSIOND_HEADER_READ_TIMEOUT_SECS", default_value = "10")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a new connection has to finish its TLS handshake and send its first request bytes.
+    #[arg(long, env = "SESSIOND_HANDSHAKE_TIMEOUT_SECS", default_value = "10")]
+    pub handshake_timeout_secs: Option<u64>,
+    /// Seconds a connection with no request in progress is kept open.
+    #[arg(
+        long,
+        env = "SESSIOND_CONNECTION_IDLE_TIMEOUT_SECS",
+        default_value = "120"
+    )]
+    pub connection_idle_timeout_secs: Option<u64>,
+    /// Seconds between HTTP/2 keepalive pings (and before TCP keepalive probes).
+    #[arg(long, env = "SESSIOND_KEEPALIVE_INTERVAL_SECS", default_value = "60")]
+    pub keepalive_interval_secs: Option<u64>,
+    /// Seconds a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "SESSIOND_KEEPALIVE_TIMEOUT_SECS", default_value = "20")]
+    pub keepalive_timeout_secs: Option<u64>,
+    /// REST: seconds a client has to send a request's whole body.
+    #[arg(long, env = "SESSIOND_BODY_READ_TIMEOUT_SECS", default_value = "30")]
+    pub body_read_timeout_secs: Option<u64>,
+    /// Connections one client address may hold open at once on each listener.
+    #[arg(
+        long,
+        env = "SESSIOND_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value = "256"
+    )]
+    pub max_connections_per_address: Option<usize>,
 }
 
 /// Flags of `sessiond rest`.
@@ -245,6 +286,9 @@ pub struct RestArgs {
     /// CA certificate (PEM) that an https:// upstream's certificate must chain to.
     #[arg(long, env = "SESSIOND_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub connections: ConnArgs,
     #[command(flatten)]
     #[serde(flatten)]
     pub tls: TlsArgs,

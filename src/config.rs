@@ -53,6 +53,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// How log lines are written (the binary installs the subscriber).
     pub log_format: LogFormat,
+    /// Timeouts and the per-address cap of every listener's connections.
+    pub connections: crate::net::ConnLimits,
+    /// Where Prometheus metrics are served (plain HTTP); `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -75,6 +79,8 @@ impl Default for Config {
             config_file: None,
             public_url: None,
             log_format: LogFormat::Text,
+            connections: crate::net::ConnLimits::default(),
+            metrics_addr: None,
         }
     }
 }
@@ -120,6 +126,14 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     pub public_url: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub handshake_timeout_secs: Option<u64>,
+    pub connection_idle_timeout_secs: Option<u64>,
+    pub keepalive_interval_secs: Option<u64>,
+    pub keepalive_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
+    pub max_connections_per_address: Option<usize>,
     /// Per-kind lifetimes (`[kinds.imap]`; kind names in any case). File only.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,
@@ -257,6 +271,56 @@ impl Settings {
             .map_err(ConfigError)
     }
 
+    /// The connection timeouts and per-address cap (every listener).
+    pub fn conn_limits(&self) -> Result<crate::net::ConnLimits, ConfigError> {
+        let mut l = crate::net::ConnLimits::default();
+        let set = |n: Option<u64>, what: &str, d: &mut Duration| -> Result<(), ConfigError> {
+            if let Some(n) = n {
+                *d = secs(n, what)?;
+            }
+            Ok(())
+        };
+        set(
+            self.header_read_timeout_secs,
+            "header_read_timeout_secs",
+            &mut l.header_read_timeout,
+        )?;
+        set(
+            self.handshake_timeout_secs,
+            "handshake_timeout_secs",
+            &mut l.handshake_timeout,
+        )?;
+        set(
+            self.connection_idle_timeout_secs,
+            "connection_idle_timeout_secs",
+            &mut l.idle_timeout,
+        )?;
+        set(
+            self.keepalive_interval_secs,
+            "keepalive_interval_secs",
+            &mut l.keepalive_interval,
+        )?;
+        set(
+            self.keepalive_timeout_secs,
+            "keepalive_timeout_secs",
+            &mut l.keepalive_timeout,
+        )?;
+        set(
+            self.body_read_timeout_secs,
+            "body_read_timeout_secs",
+            &mut l.body_read_timeout,
+        )?;
+        if let Some(n) = self.max_connections_per_address {
+            if n == 0 {
+                return Err(ConfigError(
+                    "max_connections_per_address must be at least 1".into(),
+                ));
+            }
+            l.max_connections_per_address = n;
+        }
+        Ok(l)
+    }
+
     pub fn tls_files(&self) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
@@ -370,6 +434,8 @@ impl Settings {
             store_options: self.store_options()?,
             tls: self.tls_files()?,
             public_url: self.public_url()?,
+            connections: self.conn_limits()?,
+            metrics_addr: self.metrics_addr,
             ..Config::default()
         };
         if let Some(a) = self.grpc_addr {
@@ -519,5 +585,36 @@ mod tests {
         assert!(err.to_string().contains("unknown store"), "{err}");
         let err = serve(&["--redis-prefix", "a{b}"]).unwrap_err();
         assert!(err.to_string().contains("prefix"), "{err}");
+    }
+
+    #[test]
+    fn connection_limits_default_for_production_and_refuse_zero() {
+        let c = serve(&[]).unwrap();
+        assert_eq!(c.connections, crate::net::ConnLimits::default());
+        assert_eq!(c.connections.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.connections.max_connections_per_address, 256);
+        assert_eq!(c.metrics_addr, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "max_connections_per_address = 7\n").unwrap();
+        let c = serve(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--connection-idle-timeout-secs",
+            "5",
+            "--metrics-addr",
+            "127.0.0.1:9464",
+        ])
+        .unwrap();
+        assert_eq!(c.connections.max_connections_per_address, 7);
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        for bad in [
+            ["--handshake-timeout-secs", "0"],
+            ["--body-read-timeout-secs", "0"],
+            ["--max-connections-per-address", "0"],
+        ] {
+            assert!(serve(&bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

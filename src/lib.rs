@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod logging;
+pub mod net;
 pub mod rest;
 pub mod server;
 pub mod sessions;

@@ -90,6 +90,10 @@ async fn rest(args: &RestArgs, m: &ArgMatches) -> anyhow::Result<()> {
         s.upstream_ca.as_deref(),
         s.tls_files()?.as_ref(),
         s.public_url()?.as_deref(),
+        sessiond::server::ShimListeners {
+            connections: s.conn_limits()?,
+            metrics_addr: s.metrics_addr,
+        },
         signal,
     )
     .await?;

@@ -10,7 +10,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -57,6 +56,8 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub rest_addr: Option<SocketAddr>,
+    /// The metrics listener's address, when `--metrics-addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub sessions: Arc<Sessions>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServeError>>,
@@ -128,6 +129,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let calls = CallLayer::new(config.max_in_flight, config.max_queue_delay);
     let rest = start_rest(&config, &grpc, &calls, tls.as_ref(), &shutdown_rx).await?;
     let rest_addr = rest.as_ref().map(|(a, _)| *a);
+    let metrics = start_metrics(config.metrics_addr, &config.connections, &shutdown_rx).await?;
+    let metrics_addr = metrics.as_ref().map(|(a, _)| *a);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, true).await;
@@ -141,17 +144,23 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         health_service,
         tls.as_ref(),
         grpc_listener,
+        &config.connections,
         stopped(shutdown_rx),
     )?;
+    let listeners = [("rest", rest), ("metrics", metrics)]
+        .into_iter()
+        .filter_map(|(name, l)| l.map(|(_, task)| (name, task)))
+        .collect();
     let task = tokio::spawn(run_until_stopped(
         grpc_server,
-        rest.map(|(_, task)| task),
+        listeners,
         background,
         sessions.clone(),
     ));
     Ok(Running {
         grpc_addr,
         rest_addr,
+        metrics_addr,
         sessions,
         shutdown: shutdown_tx,
         task,
@@ -207,9 +216,33 @@ async fn start_rest(
         upstream,
         tls.map(|t| t.rustls.clone()),
         config.public_url.clone(),
+        config.connections.clone(),
         stopped(shutdown.clone()),
     ));
     Ok(Some((rest_addr, task)))
+}
+
+/// The metrics listener (plain HTTP, `GET /metrics`), when an address is
+/// configured: kept off the REST listener, whose callers are the public.
+async fn start_metrics(
+    addr: Option<SocketAddr>,
+    limits: &crate::net::ConnLimits,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<(SocketAddr, RestTask)>, ServeError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = bind("metrics", addr).await?;
+    let bound = local_addr("metrics", addr, &listener)?;
+    tracing::info!("metrics listening on {bound}");
+    let task = tokio::spawn(crate::net::serve_http(
+        listener,
+        rest::metrics_app(),
+        None,
+        crate::net::Gate::new("metrics", limits.clone()),
+        stopped(shutdown.clone()),
+    ));
+    Ok(Some((bound, task)))
 }
 
 /// The gRPC listener: the service behind the call layer, health and both
@@ -220,20 +253,29 @@ fn serve_grpc(
     health_service: HealthServer<impl Health>,
     tls: Option<&crate::tls::Tls>,
     listener: TcpListener,
+    limits: &crate::net::ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send, ServeError> {
     let (reflection_v1, reflection_v1alpha) = reflection()?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Accepted under the per-address cap, the handshake and idle bounds.
+    let incoming = crate::net::Gate::new("grpc", limits.clone()).incoming(listener);
     // hyper's default (200 streams per connection) keeps a flood waiting in
     // the clients' own queues, where it can be neither seen nor shed; let it
     // reach the server, whose queue-delay shedding answers it at once.
-    let mut builder = Server::builder().max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
+    let mut builder = Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout));
     if let Some(t) = tls {
         let identity = tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem);
-        builder =
-            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        builder = builder.tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(identity)
+                .timeout(limits.handshake_timeout),
+        )?;
     }
     Ok(builder
+        .layer(crate::net::ConnectionLayer)
         .layer(calls)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -246,15 +288,15 @@ fn serve_grpc(
 /// tasks, and closes the store.
 async fn run_until_stopped(
     grpc_server: impl Future<Output = Result<(), tonic::transport::Error>>,
-    rest: Option<RestTask>,
+    listeners: Vec<(&'static str, RestTask)>,
     background: [JoinHandle<()>; 2],
     sessions: Arc<Sessions>,
 ) -> Result<(), ServeError> {
     let result = grpc_server.await;
-    if let Some(rest) = rest {
-        match rest.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "rest shim stopped with an error"),
-            Err(e) => tracing::warn!(error = %e, "rest shim task failed"),
+    for (name, task) in listeners {
+        match task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "{name} listener stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "{name} listener task failed"),
             Ok(Ok(())) => {}
         }
     }
@@ -455,18 +497,30 @@ pub async fn serve_until(
     running.wait().await
 }
 
+/// The standalone shim's connection limits and metrics listener.
+#[derive(Debug, Clone, Default)]
+pub struct ShimListeners {
+    pub connections: crate::net::ConnLimits,
+    /// Where metrics are served (plain HTTP); `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
 /// `sessiond rest`: the shim alone, in front of the sessiond at `upstream`
 /// (verified against `upstream_ca` when it is `https://`), over TLS when
-/// `tls` is given, telling Informatica clients `public_url` when set. Serves
-/// until `signal` completes.
+/// `tls` is given, telling Informatica clients `public_url` when set, under
+/// `listeners`' connection limits (and metrics listener). Serves until
+/// `signal` completes.
 pub async fn serve_rest_until(
     rest_addr: SocketAddr,
     upstream: &str,
     upstream_ca: Option<&std::path::Path>,
     tls: Option<&crate::tls::TlsFiles>,
     public_url: Option<&str>,
+    listeners: ShimListeners,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Metrics recorded before the recorder exists are dropped: install it first.
+    crate::telemetry::handle();
     let public_url = public_url
         .map(rest::parse_public_url)
         .transpose()
@@ -484,18 +538,28 @@ pub async fn serve_rest_until(
     let bound = local_addr("REST", rest_addr, &listener)?;
     tracing::info!("rest listening on {bound}");
     tracing::info!("forwarding to gRPC upstream {upstream}");
-    rest::serve(
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = listeners.connections;
+    let metrics = start_metrics(listeners.metrics_addr, &limits, &stop_rx).await?;
+    let served = rest::serve(
         listener,
         client,
         tls.map(|t| t.rustls),
         public_url,
+        limits,
         async move {
             signal.await;
             tracing::info!("shutdown requested: draining in-flight requests");
+            let _ = stop_tx.send(true);
         },
     )
-    .await
-    .map_err(|source| ServeError::Bind {
+    .await;
+    if let Some((_, task)) = metrics {
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "metrics listener stopped with an error");
+        }
+    }
+    served.map_err(|source| ServeError::Bind {
         what: "REST",
         addr: bound,
         source,

@@ -1,4 +1,4 @@
-//! Prometheus metrics, served by the REST listener at `/metrics`.
+//! Prometheus metrics, served on the metrics listener (`--metrics-addr`) at `/metrics`.
 //!
 //! One recorder per process (the `metrics` facade is global): every server
 //! started in the process reports into it.
@@ -136,4 +136,10 @@ pub fn record_revocations(reason: EndReason, count: u64) {
 
 pub fn set_live_sessions(kind: Kind, count: u64) {
     metrics::gauge!("sessiond_live_sessions", "kind" => kind.as_str()).set(count as f64);
+}
+
+/// A connection closed at once because its peer address already held as
+/// many as the listener allows.
+pub fn connection_refused(listener: &'static str) {
+    metrics::counter!("sessiond_connections_refused_total", "listener" => listener).increment(1);
 }

@@ -172,7 +172,6 @@ pub fn router(upstream: Upstream, reachable: Reachable) -> Router {
         .merge(ras::routes())
         .merge(informatica::routes())
         .merge(oma::routes())
-        .route("/metrics", axum::routing::get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -181,6 +180,13 @@ pub fn router(upstream: Upstream, reachable: Reachable) -> Router {
             upstream,
             reachable,
         })
+}
+
+/// The metrics listener's application: `GET /metrics` and nothing else
+/// (plain 404 elsewhere). Served on its own address (`--metrics-addr`), never
+/// on the REST listener, whose clients are the public.
+pub fn metrics_app() -> Router {
+    Router::new().route("/metrics", axum::routing::get(metrics))
 }
 
 /// Prometheus text exposition of this process's metrics.
@@ -265,14 +271,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Instance {
     }
 }
 
-/// Serves the shim on `listener` (over TLS when given) until `shutdown`
-/// completes; in-flight requests are drained. `public_url` (already checked
-/// by [`parse_public_url`]) is the base clients are told to use, when set.
+/// Serves the shim on `listener` (over TLS when given) under `limits`
+/// until `shutdown` completes; in-flight requests are drained. `public_url`
+/// (already checked by [`parse_public_url`]) is the base clients are told to
+/// use, when set.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     upstream: Upstream,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     public_url: Option<String>,
+    limits: crate::net::ConnLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let reachable = Reachable {
@@ -280,36 +288,11 @@ pub async fn serve(
         tls: tls.is_some(),
         local: listener.local_addr()?,
     };
-    let router = router(upstream, reachable);
-    match tls {
-        None => {
-            let app = tower::ServiceBuilder::new()
-                .map_request(normalize_ras_path::<axum::body::Body>)
-                .service(router);
-            let make =
-                axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-            axum::serve(listener, make)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(config) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                stopper.graceful_shutdown(Some(Duration::from_secs(30)));
-            });
-            let app = tower::ServiceBuilder::new()
-                .map_request(normalize_ras_path::<hyper::body::Incoming>)
-                .service(router);
-            let make = axum::ServiceExt::<http::Request<hyper::body::Incoming>>::into_make_service_with_connect_info::<SocketAddr>(app);
-            let config = axum_server::tls_rustls::RustlsConfig::from_config(config);
-            axum_server::from_tcp_rustls(listener.into_std()?, config)?
-                .handle(handle)
-                .serve(make)
-                .await
-        }
-    }
+    let app = tower::ServiceBuilder::new()
+        .map_request(normalize_ras_path::<axum::body::Body>)
+        .service(router(upstream, reachable));
+    let gate = crate::net::Gate::new("rest", limits);
+    crate::net::serve_http(listener, app, tls, gate, shutdown).await
 }
 
 /// Who is calling, as far as the shim can tell: passed on to gRPC so that

@@ -1,4 +1,4 @@
-//! Prometheus metrics on the REST listener, and overload shed with
+//! Prometheus metrics on the metrics listener, and overload shed with
 //! RESOURCE_EXHAUSTED at once (not queued), with recovery afterwards.
 
 use std::time::{Duration, Instant};
@@ -10,8 +10,11 @@ use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_rpcs_revocations_and_live_sessions() {
-    let server =
-        TestServer::start_rest_with(|c| c.sweep_interval = Duration::from_millis(100)).await;
+    let server = TestServer::start_with(|c| {
+        c.sweep_interval = Duration::from_millis(100);
+        c.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
     let mut c = server.client().await;
     let (t, _) = login(&mut c, JOE, Kind::Api).await;
     login(&mut c, JOE, Kind::Imap).await;
@@ -19,7 +22,10 @@ async fn metrics_count_rpcs_revocations_and_live_sessions() {
     let _ = validate(&mut c, &t).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let resp = http()
-        .get(format!("{}/metrics", server.rest()))
+        .get(format!(
+            "http://{}/metrics",
+            server.running.metrics_addr.expect("metrics listener")
+        ))
         .send()
         .await
         .unwrap();
