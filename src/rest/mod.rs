@@ -25,6 +25,7 @@ use crate::wire;
 
 pub mod informatica;
 pub mod oma;
+pub mod openapi;
 pub mod ras;
 
 /// Largest request body accepted; larger ones get 413 in the vendor's shape.
@@ -173,6 +174,7 @@ pub fn router(upstream: Upstream, reachable: Reachable) -> Router {
         .merge(informatica::routes())
         .merge(oma::routes())
         .route("/metrics", axum::routing::get(metrics))
+        .route("/openapi.json", axum::routing::get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -184,6 +186,17 @@ pub fn router(upstream: Upstream, reachable: Reachable) -> Router {
 }
 
 /// Prometheus text exposition of this process's metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = openapi::TAG,
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 503, description = "No metrics recorder in this process"),
+    )
+)]
 async fn metrics() -> Response {
     use axum::response::IntoResponse;
     match crate::telemetry::render() {

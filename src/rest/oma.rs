@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::{parse_json, string_field, BodyError, Caller, RestState};
 use crate::pb;
@@ -24,18 +26,70 @@ const NO_PERMISSION: (u8, &str) = (4, "Requestor lacks permission");
 const BADLY_FORMATTED: (u8, &str) = (5, "Request badly formatted");
 const BAD_ATTRIBUTE: (u8, &str) = (6, "One or more attributes badly formatted");
 
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "OpenSRS Email API";
+
 pub fn routes() -> Router<RestState> {
     Router::new().route("/api/{method}", post(dispatch))
+}
+
+/// Every answer: `{"success": true}`, or `{"success": false, error,
+/// error_number}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OmaResponse {
+    /// Whether the request was successful.
+    pub success: bool,
+    /// Returned if `success` is false: a text that explains the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<String>,
+    /// Returned if `success` is false: 0 server error, 1 invalid
+    /// credentials, 2 no such object, 4 no permission, 5 request badly
+    /// formatted, 6 attribute badly formatted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error_number: Option<u8>,
+}
+
+impl OmaResponse {
+    fn error(number: u8, error: String) -> Self {
+        OmaResponse {
+            success: false,
+            error: Some(error),
+            error_number: Some(number),
+        }
+    }
+}
+
+/// The credentials object: who is asking, with a password or a token.
+#[derive(Debug, Clone, ToSchema)]
+pub struct OmaCredentials {
+    /// The requesting user's email address.
+    pub user: String,
+    /// The requesting user's password (give this or `token`, not both).
+    #[schema(nullable = false)]
+    pub password: Option<String>,
+    /// A session token of the requesting user (give this or `password`).
+    #[schema(nullable = false)]
+    pub token: Option<String>,
+    /// The client's name, recorded in the audit trail.
+    #[schema(nullable = false)]
+    pub client: Option<String>,
+}
+
+/// The logout_user request: credentials and the mailbox whose IMAP and POP
+/// sessions end.
+#[derive(Debug, Clone, ToSchema)]
+pub struct LogoutUserRequest {
+    pub credentials: OmaCredentials,
+    /// The user's email address.
+    pub user: String,
 }
 
 /// An error answer with an explicit HTTP status (only for requests that are
 /// not well-formed JSON: 400, 404, 405, 413).
 pub fn http_error(status: StatusCode, number: u8, text: &str) -> Response {
-    (
-        status,
-        Json(json!({"success": false, "error": text, "error_number": number})),
-    )
-        .into_response()
+    (status, Json(OmaResponse::error(number, text.to_owned()))).into_response()
 }
 
 fn failure((number, text): (u8, &str), detail: Option<&str>) -> Response {
@@ -43,11 +97,7 @@ fn failure((number, text): (u8, &str), detail: Option<&str>) -> Response {
         Some(d) if !d.is_empty() => format!("{text}: {d}"),
         _ => text.to_owned(),
     };
-    (
-        StatusCode::OK,
-        Json(json!({"success": false, "error": error, "error_number": number})),
-    )
-        .into_response()
+    (StatusCode::OK, Json(OmaResponse::error(number, error))).into_response()
 }
 
 pub fn unknown_method() -> Response {
@@ -138,6 +188,22 @@ pub fn logout_user_request(value: &Value) -> Result<pb::LogoutUserRequest, &'sta
     })
 }
 
+/// `POST /api/logout_user`; served through [`dispatch`], which reads the body
+/// first (malformed JSON is 400 whatever the method).
+#[utoipa::path(
+    post,
+    path = "/api/logout_user",
+    operation_id = "oma_logout_user",
+    tag = TAG,
+    summary = "logout_user",
+    description = "Terminates all IMAP and POP sessions that the specified user has active. Well-formed JSON always gets HTTP 200, with `success` false and OMA's error number on failure (5 for a request badly formatted: missing fields, wrong JSON types, both or neither of password and token).",
+    request_body(content = LogoutUserRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Done, or refused with an OMA error number", body = OmaResponse, content_type = "application/json"),
+        (status = 400, description = "Not valid JSON (error number 5)", body = OmaResponse, content_type = "application/json"),
+        (status = 413, description = "The body is larger than 64 KiB (error number 5)", body = OmaResponse, content_type = "application/json"),
+    )
+)]
 async fn logout_user(state: RestState, caller: Caller, value: Value) -> Response {
     if !value.is_object() {
         return failure(BADLY_FORMATTED, Some("body must be a JSON object"));
@@ -152,7 +218,14 @@ async fn logout_user(state: RestState, caller: Caller, value: Value) -> Response
         .logout_user(caller.request(request, None))
         .await
     {
-        Ok(_) => (StatusCode::OK, Json(json!({"success": true}))).into_response(),
+        Ok(_) => {
+            let ok = OmaResponse {
+                success: true,
+                error: None,
+                error_number: None,
+            };
+            (StatusCode::OK, Json(ok)).into_response()
+        }
         Err(status) => from_status(&status),
     }
 }
