@@ -56,7 +56,7 @@ logon() {
     -d '{"username": "domain_admin@example.com", "password": "pencil75"}' | jq -r .authToken
 }
 # Small session ids are the likeliest that LogOff Other Admin is fuzzed with:
-# a few decoy sessions take them, so the token used stays live longer.
+# a few decoy sessions take them, so the token used stays live longer there.
 for _ in 1 2 3 4 5; do logon >/dev/null; done
 ras_token=$(logon)
 ic_session=$(curl -sf -X POST "$base/ma/api/v2/user/login" -H 'Content-Type: application/json' \
@@ -77,10 +77,10 @@ check() {
   grep -E '^  [0-9]+ generated|^Seed:' "$WORK/$name.log" || tail -n 4 "$WORK/$name.log"
 }
 auth=(-H "auth_token: $ras_token" -H "icSessionId: $ic_session")
-# The calls that end the caller's own session go last, so the tokens serve
-# every other operation first.
-own_logoff='^(ras_logoff|informatica_logout|informatica_logout_.*)$'
+# The calls that end sessions by id or the caller's own go last, so the
+# tokens serve every other operation first.
+ending='^(ras_logoff|ras_logoff_other_admin|informatica_logout|informatica_logout_.*)$'
 check anonymous
-check authenticated "${auth[@]}" --exclude-operation-id-regex "$own_logoff"
-check own-logoff "${auth[@]}" --include-operation-id-regex "$own_logoff"
+check authenticated "${auth[@]}" --exclude-operation-id-regex "$ending"
+check ending "${auth[@]}" --include-operation-id-regex "$ending"
 echo "openapi-check: passed"

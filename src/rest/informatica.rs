@@ -240,11 +240,13 @@ impl Refusal {
 }
 
 /// `{"@type": expected, username, password}`; `@type` may be omitted.
+/// Returns whether `@type` was given, and the two fields (`None` when absent
+/// or null).
 pub fn credentials_body(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     expected_type: &str,
-) -> Result<(String, String), Refusal> {
+) -> Result<(bool, Option<String>, Option<String>), Refusal> {
     let value = check_json_content_type(headers)
         .and_then(|()| parse_json(body))
         .map_err(Refusal::Body)?;
@@ -252,17 +254,48 @@ pub fn credentials_body(
     if !value.is_object() {
         return Err(bad("body must be a JSON object".into()));
     }
-    match string_field(&value, "@type").map_err(bad)? {
-        None => {}
-        Some(t) if t == expected_type => {}
+    let typed = match string_field(&value, "@type").map_err(bad)? {
+        None => false,
+        Some(t) if t == expected_type => true,
         Some(t) => return Err(bad(format!("@type must be {expected_type:?}, not {t:?}"))),
-    }
+    };
     let username = string_field(&value, "username").map_err(bad)?;
     let password = string_field(&value, "password").map_err(bad)?;
     Ok((
-        username.unwrap_or_default().to_owned(),
-        password.unwrap_or_default().to_owned(),
+        typed,
+        username.map(str::to_owned),
+        password.map(str::to_owned),
     ))
+}
+
+impl LoginRequest {
+    /// The login object of a request, or its vendor-shaped refusal.
+    pub fn parse(
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Self, Refusal> {
+        let (typed, username, password) = credentials_body(headers, body, "login")?;
+        Ok(LoginRequest {
+            kind: typed.then_some(LoginType::Login),
+            username,
+            password,
+        })
+    }
+}
+
+impl LogoutRequest {
+    /// The logout object of a request, or its vendor-shaped refusal.
+    pub fn parse(
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Self, Refusal> {
+        let (typed, username, password) = credentials_body(headers, body, "logout")?;
+        Ok(LogoutRequest {
+            kind: typed.then_some(LogoutType::Logout),
+            username,
+            password,
+        })
+    }
 }
 
 /// Where later v2 calls go: this shim's `/saas` base. With `--public-url`
@@ -326,14 +359,14 @@ async fn login(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (username, password) = match credentials_body(&headers, body, "login") {
+    let login = match LoginRequest::parse(&headers, body) {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
     let request = caller.request(
         pb::LoginRequest {
-            username,
-            password,
+            username: login.username.unwrap_or_default(),
+            password: login.password.unwrap_or_default(),
             kind: pb::Kind::Api as i32,
             client: caller.client_info(),
         },
@@ -421,11 +454,17 @@ async fn logout_all(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (username, password) = match credentials_body(&headers, body, "logout") {
+    let logout = match LogoutRequest::parse(&headers, body) {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
-    let request = caller.request(pb::LogoutAllRequest { username, password }, None);
+    let request = caller.request(
+        pb::LogoutAllRequest {
+            username: logout.username.unwrap_or_default(),
+            password: logout.password.unwrap_or_default(),
+        },
+        None,
+    );
     match state.upstream.clone().logout_all(request).await {
         Ok(r) => {
             let ended = r.into_inner().ended;

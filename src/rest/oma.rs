@@ -3,7 +3,7 @@
 //! `{"success": false, "error": text, "error_number": N}` (OMA's own numbers);
 //! malformed JSON gets 400, an unknown method 404, an oversized body 413.
 
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -137,7 +137,7 @@ fn from_status(status: &tonic::Status) -> Response {
 async fn dispatch(
     State(state): State<RestState>,
     caller: Caller,
-    Path(method): Path<String>,
+    method: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     // The content type is not checked: OMA clients post JSON with whatever
@@ -146,46 +146,80 @@ async fn dispatch(
         Ok(v) => v,
         Err(e) => return from_body_error(&e),
     };
-    match method.as_str() {
-        "logout_user" => logout_user(state, caller, value).await,
+    // A method name that is not UTF-8 once decoded names no method.
+    match method.as_ref().map(|Path(m)| m.as_str()) {
+        Ok("logout_user") => logout_user(state, caller, value).await,
         _ => unknown_method(),
     }
 }
 
 /// The request's structure, checked before anything reaches gRPC.
 pub fn logout_user_request(value: &Value) -> Result<pb::LogoutUserRequest, &'static str> {
-    let creds = match value.get("credentials") {
-        Some(c @ Value::Object(_)) => c,
-        Some(_) => return Err("credentials must be an object"),
-        None => return Err("credentials missing"),
-    };
-    let user = string_field(creds, "user")
-        .map_err(|_| "credentials.user must be a string")?
-        .ok_or("credentials.user missing")?;
-    let password =
-        string_field(creds, "password").map_err(|_| "credentials.password must be a string")?;
-    let token = string_field(creds, "token").map_err(|_| "credentials.token must be a string")?;
-    let secret = match (password, token) {
-        (Some(p), None) => pb::credentials::Secret::Password(p.to_owned()),
-        (None, Some(t)) => pb::credentials::Secret::Token(t.to_owned()),
-        (Some(_), Some(_)) => {
-            return Err("give either credentials.password or credentials.token, not both")
+    LogoutUserRequest::parse(value).map(LogoutUserRequest::into_pb)
+}
+
+impl LogoutUserRequest {
+    /// The request's fields, checked in order: each refusal names the
+    /// first thing wrong (error number 5).
+    pub fn parse(value: &Value) -> Result<Self, &'static str> {
+        let creds = match value.get("credentials") {
+            Some(c @ Value::Object(_)) => c,
+            Some(_) => return Err("credentials must be an object"),
+            None => return Err("credentials missing"),
+        };
+        let user = string_field(creds, "user")
+            .map_err(|_| "credentials.user must be a string")?
+            .ok_or("credentials.user missing")?;
+        let password =
+            string_field(creds, "password").map_err(|_| "credentials.password must be a string")?;
+        let token =
+            string_field(creds, "token").map_err(|_| "credentials.token must be a string")?;
+        match (password, token) {
+            (Some(_), None) | (None, Some(_)) => {}
+            (Some(_), Some(_)) => {
+                return Err("give either credentials.password or credentials.token, not both")
+            }
+            (None, None) => return Err("credentials.password or credentials.token missing"),
         }
-        (None, None) => return Err("credentials.password or credentials.token missing"),
-    };
-    let client =
-        string_field(creds, "client").map_err(|_| "credentials.client must be a string")?;
-    let mailbox = string_field(value, "user")
-        .map_err(|_| "user must be a string")?
-        .ok_or("user missing")?;
-    Ok(pb::LogoutUserRequest {
-        credentials: Some(pb::Credentials {
-            user: user.to_owned(),
-            secret: Some(secret),
-            client: client.unwrap_or_default().to_owned(),
-        }),
-        user: mailbox.to_owned(),
-    })
+        let client =
+            string_field(creds, "client").map_err(|_| "credentials.client must be a string")?;
+        let mailbox = string_field(value, "user")
+            .map_err(|_| "user must be a string")?
+            .ok_or("user missing")?;
+        Ok(LogoutUserRequest {
+            credentials: OmaCredentials {
+                user: user.to_owned(),
+                password: password.map(str::to_owned),
+                token: token.map(str::to_owned),
+                client: client.map(str::to_owned),
+            },
+            user: mailbox.to_owned(),
+        })
+    }
+
+    /// The gRPC request ([`Self::parse`] has made sure exactly one of
+    /// password and token is given).
+    pub fn into_pb(self) -> pb::LogoutUserRequest {
+        let OmaCredentials {
+            user,
+            password,
+            token,
+            client,
+        } = self.credentials;
+        let secret = match (password, token) {
+            (Some(p), _) => Some(pb::credentials::Secret::Password(p)),
+            (None, Some(t)) => Some(pb::credentials::Secret::Token(t)),
+            (None, None) => None,
+        };
+        pb::LogoutUserRequest {
+            credentials: Some(pb::Credentials {
+                user,
+                secret,
+                client: client.unwrap_or_default(),
+            }),
+            user: self.user,
+        }
+    }
 }
 
 /// `POST /api/logout_user`; served through [`dispatch`], which reads the body
@@ -208,8 +242,8 @@ async fn logout_user(state: RestState, caller: Caller, value: Value) -> Response
     if !value.is_object() {
         return failure(BADLY_FORMATTED, Some("body must be a JSON object"));
     }
-    let request = match logout_user_request(&value) {
-        Ok(r) => r,
+    let request = match LogoutUserRequest::parse(&value) {
+        Ok(r) => r.into_pb(),
         Err(why) => return failure(BADLY_FORMATTED, Some(why)),
     };
     match state

@@ -3,7 +3,7 @@
 //! `application/json; api-version=1.0`; every error is an RFC 7807
 //! ProblemDetails `{type, title, status, detail, instance}`.
 
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -418,10 +418,15 @@ async fn logoff_other(
     caller: Caller,
     Instance(instance): Instance,
     headers: HeaderMap,
-    Path(session_id): Path<String>,
+    session_id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let instance = instance.as_str();
-    let parsed = session_id.parse::<i32>().ok().filter(|id| *id > 0);
+    // A segment that is not UTF-8 once decoded is a bad SessionId like any
+    // other, answered as one (after authentication), not by axum's rejection.
+    let parsed = session_id
+        .ok()
+        .and_then(|Path(id)| id.parse::<i32>().ok())
+        .filter(|id| *id > 0);
     let token = match authenticated(&state, &caller, &headers, instance, || {
         check_api_version(&headers)?;
         match parsed {
