@@ -14,7 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{check_json_content_type, parse_json, retry_after, string_field};
-use super::{BodyError, Caller, Reachable, RestState};
+use super::{BodyError, Caller, Reachable, Redacted, RestState};
 use crate::pb;
 use crate::wire::Reason;
 
@@ -98,7 +98,7 @@ pub struct ErrorObject {
 /// The login object: `@type` may be left out. A missing, null or empty
 /// username or password is refused by the service (400 "must not be
 /// empty"), so both are required in the document.
-#[derive(Debug, Clone, ToSchema)]
+#[derive(Clone, ToSchema)]
 pub struct LoginRequest {
     #[schema(rename = "@type", inline)]
     pub kind: Option<LoginType>,
@@ -110,10 +110,21 @@ pub struct LoginRequest {
     pub password: Option<String>,
 }
 
+// Never prints the secret.
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("kind", &self.kind)
+            .field("username", &self.username)
+            .field("password", &Redacted)
+            .finish()
+    }
+}
+
 /// The logout object of logoutall: the credentials of a user of the
 /// organization whose REST API sessions all end (both required, as in the
 /// login object).
-#[derive(Debug, Clone, ToSchema)]
+#[derive(Clone, ToSchema)]
 pub struct LogoutRequest {
     #[schema(rename = "@type", inline)]
     pub kind: Option<LogoutType>,
@@ -123,6 +134,17 @@ pub struct LogoutRequest {
     /// Informatica Intelligent Cloud Services password.
     #[schema(value_type = String, required = true, min_length = 1)]
     pub password: Option<String>,
+}
+
+// Never prints the secret.
+impl std::fmt::Debug for LogoutRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogoutRequest")
+            .field("kind", &self.kind)
+            .field("username", &self.username)
+            .field("password", &Redacted)
+            .finish()
+    }
 }
 
 /// The user object a login answers with.

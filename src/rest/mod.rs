@@ -397,6 +397,15 @@ impl Caller {
     }
 }
 
+/// Stands in for a secret in the `Debug` of a request type.
+pub(crate) struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Why a request body could not become JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
@@ -514,5 +523,53 @@ async fn method_not_allowed(Instance(path): Instance) -> Response {
             informatica::error(status, "METHOD_NOT_ALLOWED", "Method not allowed.")
         }
         Vendor::Oma => oma::http_error(status, 5, "Request badly formatted"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_types_never_debug_print_a_secret() {
+        let secret = || Some("hunter2-secret".to_owned());
+        let printed = [
+            format!(
+                "{:?}",
+                ras::LogonRequest {
+                    username: Some("u".into()),
+                    password: secret(),
+                }
+            ),
+            format!(
+                "{:?}",
+                informatica::LoginRequest {
+                    kind: None,
+                    username: Some("u".into()),
+                    password: secret(),
+                }
+            ),
+            format!(
+                "{:?}",
+                informatica::LogoutRequest {
+                    kind: None,
+                    username: Some("u".into()),
+                    password: secret(),
+                }
+            ),
+            format!(
+                "{:?}",
+                oma::OmaCredentials {
+                    user: "u".into(),
+                    password: secret(),
+                    token: secret(),
+                    client: None,
+                }
+            ),
+        ];
+        for text in printed {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{parse_json, string_field, BodyError, Caller, RestState};
+use super::{parse_json, string_field, BodyError, Caller, Redacted, RestState};
 use crate::pb;
 use crate::wire::Reason;
 
@@ -62,7 +62,7 @@ impl OmaResponse {
 }
 
 /// The credentials object: who is asking, with a password or a token.
-#[derive(Debug, Clone, ToSchema)]
+#[derive(Clone, ToSchema)]
 pub struct OmaCredentials {
     /// The requesting user's email address.
     pub user: String,
@@ -75,6 +75,18 @@ pub struct OmaCredentials {
     /// The client's name, recorded in the audit trail.
     #[schema(nullable = false)]
     pub client: Option<String>,
+}
+
+// Never prints the secret.
+impl std::fmt::Debug for OmaCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OmaCredentials")
+            .field("user", &self.user)
+            .field("password", &Redacted)
+            .field("token", &Redacted)
+            .field("client", &self.client)
+            .finish()
+    }
 }
 
 /// The logout_user request: credentials and the mailbox whose IMAP and POP

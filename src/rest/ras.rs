@@ -14,7 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{check_json_content_type, parse_json, retry_after, string_field};
-use super::{BodyError, Caller, Instance, RestState};
+use super::{BodyError, Caller, Instance, Redacted, RestState};
 use crate::pb;
 use crate::wire::Reason;
 
@@ -77,7 +77,7 @@ pub struct ProblemDetails {
 /// (a field left out or null is `None`); an empty, missing or null field is
 /// then refused by the service (400 "must not be empty"), so both are
 /// required in the document. A field of another JSON type is 400.
-#[derive(Debug, Clone, Default, PartialEq, Eq, ToSchema)]
+#[derive(Clone, Default, PartialEq, Eq, ToSchema)]
 pub struct LogonRequest {
     /// The administrator's username.
     #[schema(value_type = String, required = true, min_length = 1)]
@@ -85,6 +85,16 @@ pub struct LogonRequest {
     /// The administrator's password.
     #[schema(value_type = String, required = true, min_length = 1)]
     pub password: Option<String>,
+}
+
+// Never prints the secret.
+impl std::fmt::Debug for LogonRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogonRequest")
+            .field("username", &self.username)
+            .field("password", &Redacted)
+            .finish()
+    }
 }
 
 /// A successful logon: the token to send as `auth_token` on later calls.
