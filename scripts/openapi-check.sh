@@ -33,11 +33,17 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
   --rest-addr "127.0.0.1:$port" >"$WORK/server.log" 2>&1 &
 PID=$!
 base="http://127.0.0.1:$port"
-for _ in $(seq 100); do
-  curl -sf -o /dev/null "$base/openapi.json" && break
-  kill -0 "$PID" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
+up=
+for _ in $(seq 300); do
+  curl -sf -o /dev/null "$base/openapi.json" && { up=1; break; }
+  kill -0 "$PID" 2>/dev/null || break
   sleep 0.1
 done
+[ -n "$up" ] || {
+  echo "openapi-check: sessiond did not serve $base/openapi.json; its log:" >&2
+  cat "$WORK/server.log" >&2
+  exit 1
+}
 # The served document is the committed one (the test suite checks this too).
 curl -sf "$base/openapi.json" | cmp -s - docs/openapi.json || {
   echo "openapi-check: the served document differs from docs/openapi.json;" \
