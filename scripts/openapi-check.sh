@@ -4,9 +4,10 @@
 # against the live shim of a `sessiond serve --demo` of its own (free port,
 # temporary SQLite store, killed afterwards) with its response-conformance
 # checks on: status codes, content types and response schemas as documented,
-# and no 5xx. Two runs: without credentials (every refusal path), then with a
-# live RAS `auth_token` and Informatica `icSessionId` of the demo users (the
-# success paths behind them). Needs `openapi-spec-validator` and
+# and no 5xx. Three runs: without credentials (every refusal path, and the
+# documented request examples), with a live RAS `auth_token` and Informatica
+# `icSessionId` of the demo users (the success paths behind them), and last
+# the calls that end sessions. Needs `openapi-spec-validator` and
 # `schemathesis` (PyPI) on PATH; .ci/run installs them. About a minute.
 #
 #   bash scripts/openapi-check.sh [path/to/sessiond]
@@ -65,8 +66,10 @@ logon() {
 # a few decoy sessions take them, so the token used stays live longer there.
 for _ in 1 2 3 4 5; do logon >/dev/null; done
 ras_token=$(logon)
+# Joe's API session, in example.com: the documented logoutall example (sent
+# by schemathesis's examples phase) ends company.com's, not this one.
 ic_session=$(curl -sf -X POST "$base/ma/api/v2/user/login" -H 'Content-Type: application/json' \
-  -d '{"@type": "login", "username": "useremail@company.com", "password": "mypassword"}' |
+  -d '{"@type": "login", "username": "joe_user@example.com", "password": "joe-pass-1"}' |
   jq -r .icSessionId)
 # Logged on before the anonymous run, whose failed logons could throttle
 # this address.

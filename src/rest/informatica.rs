@@ -362,7 +362,11 @@ fn server_url(reachable: &Reachable, uri: &Uri, headers: &HeaderMap) -> String {
     tag = TAG,
     summary = "Login",
     description = "Logs in to the organization and opens a version 2 REST API session.",
-    request_body(content = LoginRequest, content_type = "application/json"),
+    request_body(
+        content = LoginRequest,
+        content_type = "application/json",
+        example = json!({"@type": "login", "username": "useremail@company.com", "password": "mypassword"}),
+    ),
     responses(
         (status = 200, description = "The user object", body = UserObject, content_type = "application/json"),
         (status = 400, description = "`BAD_REQUEST`: not a JSON object, a field of the wrong type, another `@type`, or a field over its limit", body = ErrorObject, content_type = "application/json"),
@@ -458,7 +462,12 @@ async fn logout(State(state): State<RestState>, caller: Caller, headers: HeaderM
     tag = TAG,
     summary = "Logout all",
     description = "Logs out of the organization and ends all version 2 REST API sessions of the organization.",
-    request_body(content = LogoutRequest, content_type = "application/json"),
+    request_body(
+        content = LogoutRequest,
+        content_type = "application/json",
+        description = "The example is the Informatica Cloud REST API reference's own.",
+        example = json!({"@type": "logout", "username": "useremail@company.com", "password": "mypassword"}),
+    ),
     responses(
         (status = 200, description = "The success object", body = SuccessObject, content_type = "application/json"),
         (status = 400, description = "`BAD_REQUEST`: not a JSON object, a field of the wrong type, another `@type`, or a field over its limit", body = ErrorObject, content_type = "application/json"),

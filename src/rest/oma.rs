@@ -243,7 +243,12 @@ impl LogoutUserRequest {
     tag = TAG,
     summary = "logout_user",
     description = "Terminates all IMAP and POP sessions that the specified user has active. Well-formed JSON always gets HTTP 200, with `success` false and OMA's error number on failure (5 for a request badly formatted: missing fields, wrong JSON types, both or neither of password and token).",
-    request_body(content = LogoutUserRequest, content_type = "application/json"),
+    request_body(
+        content = LogoutUserRequest,
+        content_type = "application/json",
+        description = "The example is the OpenSRS Email API reference's own.",
+        example = json!({"credentials": {"user": "domain_admin@example.com", "password": "pencil75"}, "user": "joe_user@example.com"}),
+    ),
     responses(
         (status = 200, description = "Done, or refused with an OMA error number", body = OmaResponse, content_type = "application/json"),
         (status = 400, description = "Not valid JSON (error number 5)", body = OmaResponse, content_type = "application/json"),

@@ -297,7 +297,11 @@ fn timestamp(t: Option<&prost_types::Timestamp>) -> Option<String> {
     tag = TAG,
     summary = "Logon",
     description = "Opens an administrator (console) session. Every failed logon is 401, a valid non-administrator's included.",
-    request_body(content = LogonRequest, content_type = "application/json"),
+    request_body(
+        content = LogonRequest,
+        content_type = "application/json",
+        example = json!({"username": "domain_admin@example.com", "password": "pencil75"}),
+    ),
     responses(
         (status = 200, description = "Logged on", body = LogonResponse, content_type = "application/json; api-version=1.0"),
         (status = 400, description = "Not a JSON object, a field of the wrong type, an unsupported api-version or a field over its limit", body = ProblemDetails, content_type = "application/json; api-version=1.0"),
