@@ -37,6 +37,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// One gRPC health check of the service: exits 0 only when it is SERVING.
     Health(HealthArgs),
+    /// Print the REST shim's OpenAPI document (what GET /openapi.json serves;
+    /// `sessiond openapi > docs/openapi.json` regenerates the repository's copy).
+    Openapi,
 }
 
 /// Parses `args` (the first is the program name); also returns the raw

@@ -269,6 +269,12 @@ async fn run() -> anyhow::Result<()> {
         Command::User(args) => user(args, m).await,
         Command::Backup(args) => backup(args, m),
         Command::Health(args) => health(args).await,
+        Command::Openapi => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(sessiond::rest::openapi::json().as_bytes())
+                .context("writing the OpenAPI document")
+        }
     }
 }
 

@@ -23,8 +23,8 @@ fuzz_target!(|data: &[u8]| {
         headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
     }
     let bytes = bytes::Bytes::copy_from_slice(body);
-    if let Ok((user, password)) = ras::parse_logon(&headers, Ok(bytes.clone())) {
-        assert!(serde_json_ok(body), "accepted a body that is not JSON: {user} {password}");
+    if let Ok(logon) = ras::parse_logon(&headers, Ok(bytes.clone())) {
+        assert!(serde_json_ok(body), "accepted a body that is not JSON: {logon:?}");
     }
     for kind in ["login", "logout"] {
         let _ = informatica::credentials_body(&headers, Ok(bytes.clone()), kind);

@@ -25,6 +25,7 @@ use crate::wire;
 
 pub mod informatica;
 pub mod oma;
+pub mod openapi;
 pub mod ras;
 
 /// Largest request body accepted; larger ones get 413 in the vendor's shape.
@@ -172,6 +173,7 @@ pub fn router(upstream: Upstream, reachable: Reachable) -> Router {
         .merge(ras::routes())
         .merge(informatica::routes())
         .merge(oma::routes())
+        .route("/openapi.json", axum::routing::get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -367,6 +369,15 @@ impl Caller {
     }
 }
 
+/// Stands in for a secret in the `Debug` of a request type.
+pub(crate) struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Why a request body could not become JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
@@ -484,5 +495,53 @@ async fn method_not_allowed(Instance(path): Instance) -> Response {
             informatica::error(status, "METHOD_NOT_ALLOWED", "Method not allowed.")
         }
         Vendor::Oma => oma::http_error(status, 5, "Request badly formatted"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_types_never_debug_print_a_secret() {
+        let secret = || Some("hunter2-secret".to_owned());
+        let printed = [
+            format!(
+                "{:?}",
+                ras::LogonRequest {
+                    username: Some("u".into()),
+                    password: secret(),
+                }
+            ),
+            format!(
+                "{:?}",
+                informatica::LoginRequest {
+                    kind: None,
+                    username: Some("u".into()),
+                    password: secret(),
+                }
+            ),
+            format!(
+                "{:?}",
+                informatica::LogoutRequest {
+                    kind: None,
+                    username: Some("u".into()),
+                    password: secret(),
+                }
+            ),
+            format!(
+                "{:?}",
+                oma::OmaCredentials {
+                    user: "u".into(),
+                    password: secret(),
+                    token: secret(),
+                    client: None,
+                }
+            ),
+        ];
+        for text in printed {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
     }
 }

@@ -21,6 +21,7 @@ mod linearizability;
 mod mail_frontend;
 mod metrics_overload;
 mod observability;
+mod openapi;
 mod properties;
 mod readme_examples;
 mod redis_cluster;

@@ -126,6 +126,8 @@ fn readme_grpcurl_and_curl_examples_run_against_serve_demo() {
         "{\"success\":true}",
         "200",
         "{\"@type\":\"success\"",
+        "3.1.0",
+        "/api/Session/{SessionId}/logoff",
     ] {
         assert!(
             stdout.contains(expected),

@@ -224,3 +224,35 @@ async fn large_bodies_are_refused_on_routes_without_a_body_too() {
         assert_shape(vendor, status, &answer, 413);
     }
 }
+
+/// A path parameter that is not UTF-8 once percent-decoded gets the vendor's
+/// answer for a bad value, not the router's plain-text rejection: RAS 401
+/// without a live token and 400 with one, OpenSRS 404 "Unknown method".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_parameters_that_are_not_utf8_are_answered_in_shape() {
+    let server = TestServer::start_rest().await;
+    let base = server.rest();
+    let post = |path: &str, token: Option<&str>| {
+        let mut req = http().post(format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.header("auth_token", t);
+        }
+        req.send()
+    };
+    let (status, ct, body) = json_of(post("/api/Session/%FF/logoff", None).await.unwrap()).await;
+    assert_shape("ras", status, &body, 401);
+    assert_eq!(ct, "application/json; api-version=1.0");
+    let (_, _, logon) = ras_logon(&base, DOMAIN_ADMIN).await;
+    let token = logon["authToken"].as_str().unwrap().to_owned();
+    let (status, _, body) = json_of(
+        post("/api/Session/%FF%FE/logoff", Some(&token))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_shape("ras", status, &body, 400);
+    assert_eq!(body["instance"], "/api/Session/%FF%FE/logoff");
+    let (status, _, body) = send(&base, "/api/%FF", b"{}".to_vec()).await;
+    assert_shape("oma", status, &body, 404);
+    assert_eq!(body["error"], "Unknown method");
+}
