@@ -209,6 +209,10 @@ pub struct ListenerArgs {
     /// Log lines on stderr: text, or one JSON object per line.
     #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: Option<LogFormat>,
+    /// OTLP/gRPC collector to export traces to, e.g. http://127.0.0.1:4317
+    /// [default: no traces].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Flags of `sessiond rest`.

@@ -113,6 +113,8 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     pub public_url: Option<String>,
     pub log_format: Option<LogFormat>,
+    /// Where traces are exported (OTLP/gRPC); none when unset.
+    pub otlp_endpoint: Option<String>,
     /// Per-kind lifetimes (`[kinds.imap]`; kind names in any case). File only.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod logging;
+pub mod otel;
 pub mod rest;
 pub mod server;
 pub mod sessions;

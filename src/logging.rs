@@ -1,9 +1,18 @@
 //! The process's log output: human-readable text, or one JSON object per
-//! line for log pipelines (`--log-format json`).
+//! line for log pipelines (`--log-format json`), and, when an OTLP endpoint
+//! is given, the OpenTelemetry layer ([`crate::otel`]) beside it.
 
 use std::io::IsTerminal;
 
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
+
+use crate::otel::{OtelError, Tracing};
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -12,28 +21,106 @@ pub enum LogFormat {
     /// One human-readable line per event (colours on a terminal).
     #[default]
     Text,
-    /// One JSON object per line: timestamp, level, target, message and fields.
+    /// One JSON object per line: timestamp, level, target, message and
+    /// fields (and `trace_id`, `span_id` when tracing is on).
     Json,
 }
 
 /// Installs the global subscriber: the `RUST_LOG` filter (default `info`)
-/// and `format`, writing to stderr. Call once, before anything logs.
-pub fn init(format: LogFormat) {
+/// and `format`, writing to stderr, and, with `otlp_endpoint`, the
+/// OpenTelemetry layer exporting there. Call once, inside the Tokio runtime,
+/// before anything logs; keep the returned exporter to flush it at the end.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Option<Tracing>, OtelError> {
+    let (otel_layer, tracing) = match otlp_endpoint.filter(|e| !e.is_empty()) {
+        Some(endpoint) => {
+            let (layer, tracing) = crate::otel::start(endpoint)?;
+            (Some(layer), Some(tracing))
+        }
+        None => (None, None),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // The spans meant for OpenTelemetry: off when tracing is (so they cost
+    // nothing), otherwise seen here too, so that a line logged inside a
+    // call names its span and trace whatever RUST_LOG says.
+    let level = if tracing.is_some() { "info" } else { "off" };
+    let filter = match format!("{}={level}", crate::otel::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let registry = tracing_subscriber::registry().with(otel_layer);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => registry
+            .with(
+                fmt.with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter),
+            )
+            .init(),
         // The event's fields (its message among them) under "fields", the
         // span it happened in, and no ANSI escapes inside JSON strings.
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(false)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_ansi(false)
+        LogFormat::Json => registry
+            .with(
+                fmt.json()
+                    .flatten_event(false)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_ansi(false)
+                    .map_event_format(WithTraceIds)
+                    .with_filter(filter),
+            )
             .init(),
     }
+    Ok(tracing)
+}
+
+/// A JSON line formatter that adds the trace and span ids of the span the
+/// event happened in, when tracing is on and the event is inside a traced
+/// span: `"trace_id"` and `"span_id"`, lower-case hex as in `traceparent`.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    F: FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let Some((trace_id, span_id)) = trace_ids(ctx) else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.trim_end().strip_suffix('}') {
+            Some(object) => writeln!(
+                writer,
+                "{object},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+/// The ids of the innermost started OpenTelemetry span around the event.
+fn trace_ids<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<(String, String)>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    if !crate::otel::enabled() {
+        return None;
+    }
+    ctx.event_scope()?.find_map(|span| {
+        let ext = span.extensions();
+        let data = ext.get::<tracing_opentelemetry::OtelData>()?;
+        let trace_id = data.trace_id()?;
+        let span_id = data.span_id()?;
+        (trace_id != opentelemetry::TraceId::INVALID)
+            .then(|| (trace_id.to_string(), span_id.to_string()))
+    })
 }

@@ -110,6 +110,7 @@ impl SessionService for SessionGrpc {
             )
             .await
             .map_err(to_status)?;
+        crate::otel::record_session(&session);
         Ok(Response::new(pb::LoginResponse {
             token: token.into_string(),
             session: Some(session_to_pb(session)),
@@ -125,6 +126,7 @@ impl SessionService for SessionGrpc {
             .validate(&req.get_ref().token)
             .await
             .map_err(to_status)?;
+        crate::otel::record_session(&session);
         Ok(Response::new(pb::ValidateSessionResponse {
             session: Some(session_to_pb(session)),
         }))
@@ -140,6 +142,7 @@ impl SessionService for SessionGrpc {
             .logoff(token.as_deref())
             .await
             .map_err(to_status)?;
+        crate::otel::record_session(&ended);
         Ok(Response::new(pb::LogoffResponse {
             session_id: ended.id,
         }))
@@ -155,6 +158,7 @@ impl SessionService for SessionGrpc {
             .logoff_other(token.as_deref(), req.get_ref().session_id)
             .await
             .map_err(to_status)?;
+        crate::otel::record_session(&ended);
         Ok(Response::new(pb::LogoffOtherResponse {
             session_id: ended.id,
         }))

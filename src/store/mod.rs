@@ -14,6 +14,7 @@ use crate::domain::{
 
 pub mod redis;
 pub mod sqlite;
+pub mod traced;
 
 /// Which single session to end. `org` and `kind`, when set, must match too, so
 /// a session outside the caller's reach is treated exactly like a missing one.
