@@ -358,3 +358,45 @@ async fn json_log_lines_carry_the_trace_id_when_tracing_is_on() {
         assert!(!text.contains(secret), "secret in the log:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_continues_the_traceparent_in_its_metadata() {
+    let (received, collector) = Received::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = traced_server(dir.path(), collector, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
+    let mut client = connect(&server.url()).await;
+    let (token, _) = login(&mut client, JOE, sessiond::pb::Kind::Imap).await;
+
+    let (traceparent, trace, caller_span) = caller_context(77);
+    let mut request = tonic::Request::new(sessiond::pb::ValidateSessionRequest {
+        token: token.clone(),
+    });
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    client.validate_session(request).await.unwrap();
+
+    let spans = received.wait_for(&trace, "store find_live_session").await;
+    let rpc = one(&spans, "the ValidateSession span", |s| {
+        s.name == "session.v1.SessionService/ValidateSession"
+    });
+    assert_eq!(rpc.parent_span_id, caller_span, "{}", outline(&spans));
+    assert_eq!(rpc.kind, SpanKind::Server as i32);
+    assert_eq!(attr(rpc, "rpc.method").as_deref(), Some("ValidateSession"));
+    assert_eq!(attr(rpc, "rpc.grpc.status_code").as_deref(), Some("0"));
+    assert_eq!(attr(rpc, "session.kind").as_deref(), Some("IMAP"));
+    assert_eq!(attr(rpc, "session.org").as_deref(), Some("example.com"));
+    let store = one(&spans, "the store span", |s| {
+        s.name == "store find_live_session"
+    });
+    assert_eq!(store.parent_span_id, rpc.span_id);
+
+    assert!(server.terminate().success());
+    let text = received.everything();
+    for secret in [JOE.1, token.as_str()] {
+        assert!(
+            !text.contains(secret),
+            "secret {secret:?} in a span: {text}"
+        );
+    }
+}
