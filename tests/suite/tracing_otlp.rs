@@ -400,3 +400,47 @@ async fn a_grpc_call_continues_the_traceparent_in_its_metadata() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standalone_shim_carries_the_trace_to_its_upstream() {
+    let (received, collector) = Received::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let collector = format!("http://{collector}");
+    let env = [
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+    ];
+    let args = serve_args(&dir.path().join("s.db"));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let backend = ServerProcess::spawn_env(&refs, &env);
+    let upstream = backend.url();
+    let shim = ServerProcess::spawn_env(
+        &[
+            "rest",
+            "--upstream",
+            &upstream,
+            "--rest-addr",
+            "127.0.0.1:0",
+        ],
+        &env,
+    );
+    let base = format!("http://{}", shim.rest_addr.unwrap());
+    let (traceparent, trace, caller_span) = caller_context(123);
+    let (status, body) = traced_logon(&base, DOMAIN_ADMIN, &traceparent).await;
+    assert_eq!(status, 200, "{body}");
+    let spans = received.wait_for(&trace, "store create_session").await;
+    let spans = {
+        // The shim's REST span comes from the other process's exporter.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut spans = spans;
+        while !spans.iter().any(|s| s.name == "POST /api/session/logon") {
+            assert!(Instant::now() < deadline, "{}", outline(&spans));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            spans = received.of_trace(&trace);
+        }
+        spans
+    };
+    assert_one_logon_trace(&spans, &trace, &caller_span);
+    assert!(shim.terminate().success());
+    assert!(backend.terminate().success());
+}
