@@ -38,16 +38,11 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Option<Tra
         }
         None => (None, None),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The spans meant for OpenTelemetry: off when tracing is (so they cost
-    // nothing), otherwise seen here too, so that a line logged inside a
-    // call names its span and trace whatever RUST_LOG says.
-    let level = if tracing.is_some() { "info" } else { "off" };
-    let filter = match format!("{}={level}", crate::otel::TARGET).parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    };
+    let filter = log_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        tracing.is_some(),
+    );
     let registry = tracing_subscriber::registry().with(otel_layer);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
@@ -72,6 +67,22 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Option<Tra
             .init(),
     }
     Ok(tracing)
+}
+
+/// The log output's filter: `base` (from `RUST_LOG`), and the spans meant
+/// for OpenTelemetry off when tracing is (so that, with no other layer
+/// interested, their call sites are disabled and cost nothing), otherwise
+/// seen here too, so that a line logged inside a call names its span and
+/// trace whatever `RUST_LOG` says.
+fn log_filter(
+    base: tracing_subscriber::EnvFilter,
+    tracing_on: bool,
+) -> tracing_subscriber::EnvFilter {
+    let level = if tracing_on { "info" } else { "off" };
+    match format!("{}={level}", crate::otel::TARGET).parse() {
+        Ok(directive) => base.add_directive(directive),
+        Err(_) => base,
+    }
 }
 
 /// A JSON line formatter that adds the trace and span ids of the span the
@@ -123,4 +134,37 @@ where
         (trace_id != opentelemetry::TraceId::INVALID)
             .then(|| (trace_id.to_string(), span_id.to_string()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_output(rust_log: &str, tracing_on: bool) -> impl tracing::Subscriber {
+        let filter = log_filter(tracing_subscriber::EnvFilter::new(rust_log), tracing_on);
+        tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::sink)
+                .with_filter(filter),
+        )
+    }
+
+    #[test]
+    fn with_tracing_off_the_trace_spans_are_disabled_whatever_rust_log_says() {
+        for rust_log in ["info", "trace", "sessiond=trace"] {
+            tracing::subscriber::with_default(log_output(rust_log, false), || {
+                let span = tracing::info_span!(target: crate::otel::TARGET, "rpc");
+                assert!(span.is_disabled(), "RUST_LOG={rust_log}");
+                assert!(tracing::info_span!("other").id().is_some());
+            });
+        }
+    }
+
+    #[test]
+    fn with_tracing_on_the_log_sees_the_trace_spans() {
+        tracing::subscriber::with_default(log_output("warn", true), || {
+            let span = tracing::info_span!(target: crate::otel::TARGET, "rpc");
+            assert!(!span.is_disabled());
+        });
+    }
 }
