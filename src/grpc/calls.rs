@@ -147,33 +147,31 @@ where
         // Not polled until admitted; dropped unpolled when shed.
         let call = self.inner.call(req.map(|body| Timed { body, deadline }));
         let admission = self.layer.admission.clone();
-        Box::pin(
-            async move {
-                let late = deadline.is_some_and(|(at, _)| Instant::now() > at);
-                let own_queue = OWN_QUEUE.contains(&rpc.rpc());
-                let permit = if late {
-                    None
-                } else if own_queue {
-                    Some(None)
-                } else {
-                    admission.try_acquire().ok().map(Some)
-                };
-                let Some(_permit) = permit else {
-                    rpc.record_shed();
-                    rpc.record(Code::ResourceExhausted, arrived.elapsed());
-                    record_status(Code::ResourceExhausted);
-                    return Ok(to_status(Error::Overloaded).into_http());
-                };
-                // The permit covers the call up to its response head: a
-                // WatchRevocations stream holds none while it is open.
-                let response = call.await?;
-                let code = code_of(&response);
-                rpc.record(code, arrived.elapsed());
-                record_status(code);
-                Ok(response)
-            }
-            .instrument(span),
-        )
+        let answer = async move {
+            let late = deadline.is_some_and(|(at, _)| Instant::now() > at);
+            let own_queue = OWN_QUEUE.contains(&rpc.rpc());
+            let permit = if late {
+                None
+            } else if own_queue {
+                Some(None)
+            } else {
+                admission.try_acquire().ok().map(Some)
+            };
+            let Some(_permit) = permit else {
+                rpc.record_shed();
+                rpc.record(Code::ResourceExhausted, arrived.elapsed());
+                record_status(Code::ResourceExhausted);
+                return Ok(to_status(Error::Overloaded).into_http());
+            };
+            // The permit covers the call up to its response head: a
+            // WatchRevocations stream holds none while it is open.
+            let response = call.await?;
+            let code = code_of(&response);
+            rpc.record(code, arrived.elapsed());
+            record_status(code);
+            Ok(response)
+        };
+        Box::pin(answer.instrument(span))
     }
 }
 
