@@ -275,7 +275,13 @@ async fn a_rest_call_is_one_trace_from_the_shim_to_the_store() {
         .iter()
         .all(|(service, _)| service == "sessiond-under-test"));
     let text = received.everything();
-    for secret in [DOMAIN_ADMIN.1, "wrong-password-9", token.as_str()] {
+    // Nor the username: people type passwords into username fields.
+    for secret in [
+        DOMAIN_ADMIN.1,
+        "wrong-password-9",
+        token.as_str(),
+        DOMAIN_ADMIN.0,
+    ] {
         assert!(
             !text.contains(secret),
             "secret {secret:?} in a span: {text}"
