@@ -43,30 +43,49 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Option<Tra
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         tracing.is_some(),
     );
-    let registry = tracing_subscriber::registry().with(otel_layer);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => registry
-            .with(
-                fmt.with_ansi(std::io::stderr().is_terminal())
-                    .with_filter(filter),
-            )
+    // Off, the filter is global, as it always was; on, it is the log
+    // output's own, as the OpenTelemetry layer has its own.
+    let registry = tracing_subscriber::registry();
+    match (format, otel_layer) {
+        (LogFormat::Text, None) => registry.with(filter).with(text_layer()).init(),
+        (LogFormat::Json, None) => registry.with(filter).with(json_layer()).init(),
+        (LogFormat::Text, Some(otel)) => registry
+            .with(otel)
+            .with(text_layer().with_filter(filter))
             .init(),
-        // The event's fields (its message among them) under "fields", the
-        // span it happened in, and no ANSI escapes inside JSON strings.
-        LogFormat::Json => registry
-            .with(
-                fmt.json()
-                    .flatten_event(false)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_ansi(false)
-                    .map_event_format(WithTraceIds)
-                    .with_filter(filter),
-            )
+        (LogFormat::Json, Some(otel)) => registry
+            .with(otel)
+            .with(json_layer().with_filter(filter))
             .init(),
     }
     Ok(tracing)
+}
+
+/// Human-readable lines on stderr (colours on a terminal).
+fn text_layer<S>() -> impl tracing_subscriber::Layer<S> + Send + Sync
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+}
+
+/// JSON lines on stderr: the event's fields (its message among them) under
+/// "fields", the span it happened in, the trace and span ids when tracing
+/// is on, and no ANSI escapes inside JSON strings.
+fn json_layer<S>() -> impl tracing_subscriber::Layer<S> + Send + Sync
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .json()
+        .flatten_event(false)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_ansi(false)
+        .map_event_format(WithTraceIds)
 }
 
 /// The log output's filter: `base` (from `RUST_LOG`), and the spans meant
@@ -140,19 +159,30 @@ where
 mod tests {
     use super::*;
 
-    fn log_output(rust_log: &str, tracing_on: bool) -> impl tracing::Subscriber {
+    /// The log output as `init` installs it, without the exporter: the
+    /// filter global when tracing is off, the log output's own when on.
+    fn log_output(rust_log: &str, tracing_on: bool) -> tracing::Dispatch {
         let filter = log_filter(tracing_subscriber::EnvFilter::new(rust_log), tracing_on);
-        tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::sink)
-                .with_filter(filter),
-        )
+        if tracing_on {
+            tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::sink)
+                        .with_filter(filter),
+                )
+                .into()
+        } else {
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+                .into()
+        }
     }
 
     #[test]
     fn with_tracing_off_the_trace_spans_are_disabled_whatever_rust_log_says() {
         for rust_log in ["info", "trace", "sessiond=trace"] {
-            tracing::subscriber::with_default(log_output(rust_log, false), || {
+            tracing::dispatcher::with_default(&log_output(rust_log, false), || {
                 let span = tracing::info_span!(target: crate::otel::TARGET, "rpc");
                 assert!(span.is_disabled(), "RUST_LOG={rust_log}");
                 assert!(tracing::info_span!("other").id().is_some());
@@ -162,7 +192,7 @@ mod tests {
 
     #[test]
     fn with_tracing_on_the_log_sees_the_trace_spans() {
-        tracing::subscriber::with_default(log_output("warn", true), || {
+        tracing::dispatcher::with_default(&log_output("warn", true), || {
             let span = tracing::info_span!(target: crate::otel::TARGET, "rpc");
             assert!(!span.is_disabled());
         });
