@@ -106,10 +106,10 @@ impl Received {
 }
 
 /// A `traceparent` the test's caller sends: (header, trace id, span id).
-fn caller_context(seed: u8) -> (String, Vec<u8>, Vec<u8>) {
-    let trace: Vec<u8> = (0..16).map(|i| seed.wrapping_add(i * 7) | 1).collect();
+fn caller_context(n: u8) -> (String, Vec<u8>, Vec<u8>) {
+    let trace: Vec<u8> = (0..16).map(|i| n.wrapping_add(i * 7) | 1).collect();
     let span: Vec<u8> = (0..8)
-        .map(|i| seed.wrapping_mul(3).wrapping_add(i) | 1)
+        .map(|i| n.wrapping_mul(3).wrapping_add(i) | 1)
         .collect();
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     (format!("00-{}-{}-01", hex(&trace), hex(&span)), trace, span)
