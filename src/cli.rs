@@ -237,6 +237,10 @@ pub struct ListenerArgs {
     /// [default: not served].
     #[arg(long, env = "SESSIOND_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// OTLP/gRPC collector to export traces to, e.g. http://127.0.0.1:4317
+    /// [default: no traces].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Connection timeouts and the per-address cap, applied on every listener.

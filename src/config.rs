@@ -134,6 +134,8 @@ pub struct Settings {
     pub keepalive_timeout_secs: Option<u64>,
     pub body_read_timeout_secs: Option<u64>,
     pub max_connections_per_address: Option<usize>,
+    /// Where traces are exported (OTLP/gRPC); none when unset.
+    pub otlp_endpoint: Option<String>,
     /// Per-kind lifetimes (`[kinds.imap]`; kind names in any case). File only.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSettings>,

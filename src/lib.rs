@@ -11,6 +11,7 @@ pub mod domain;
 pub mod grpc;
 pub mod logging;
 pub mod net;
+pub mod otel;
 pub mod rest;
 pub mod server;
 pub mod sessions;

@@ -64,16 +64,39 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 async fn serve(args: &ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
     let signal = shutdown_signal();
     let settings = Settings::layered(args, m, args.config.as_deref())?;
-    sessiond::logging::init(settings.log_format.unwrap_or_default());
-    let config = settings.serve_config()?;
-    sessiond::server::serve_until(config, signal).await?;
-    Ok(())
+    let tracing = sessiond::logging::init(
+        settings.log_format.unwrap_or_default(),
+        settings.otlp_endpoint.as_deref(),
+    )?;
+    let served = match settings.serve_config() {
+        Ok(config) => sessiond::server::serve_until(config, signal)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    // After the drain: the spans of the last calls are exported too.
+    if let Some(tracing) = tracing {
+        tracing.shutdown().await;
+    }
+    served
 }
 
 async fn rest(args: &RestArgs, m: &ArgMatches) -> anyhow::Result<()> {
     let signal = shutdown_signal();
     let s = Settings::layered(args, m, args.config.as_deref())?;
-    sessiond::logging::init(s.log_format.unwrap_or_default());
+    let tracing =
+        sessiond::logging::init(s.log_format.unwrap_or_default(), s.otlp_endpoint.as_deref())?;
+    let served = rest_until(&s, signal).await;
+    if let Some(tracing) = tracing {
+        tracing.shutdown().await;
+    }
+    served
+}
+
+async fn rest_until(
+    s: &Settings,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let Some(upstream) = s.upstream.clone() else {
         bail!(
             "sessiond rest needs --upstream (or SESSIOND_UPSTREAM, or upstream in the config file)"
@@ -261,7 +284,7 @@ async fn run() -> anyhow::Result<()> {
     // serve and rest install the subscriber once their settings say which
     // format; the one-shot commands always log text.
     if !matches!(cli.command, Command::Serve(_) | Command::Rest(_)) {
-        sessiond::logging::init(sessiond::logging::LogFormat::Text);
+        sessiond::logging::init(sessiond::logging::LogFormat::Text, None)?;
     }
     match &cli.command {
         Command::Serve(args) => serve(args, m).await,

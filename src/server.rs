@@ -176,6 +176,15 @@ async fn open_sessions(config: &Config) -> Result<Arc<Sessions>, ServeError> {
             store: config.store.to_string(),
             source: e,
         })?;
+    let store = if crate::otel::enabled() {
+        let system = match config.store {
+            store::StoreUrl::SqliteFile(_) | store::StoreUrl::SqliteMemory => "sqlite",
+            store::StoreUrl::Redis(_) | store::StoreUrl::RedisCluster(_) => "redis",
+        };
+        store::traced::wrap(store, system)
+    } else {
+        store
+    };
     let sessions = Arc::new(Sessions::new(store, config.policy.clone())?);
     if config.demo {
         let created = sessions.ensure_demo_users().await?;

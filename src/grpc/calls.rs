@@ -6,6 +6,10 @@
 //! that reads the body. Applied to the gRPC server and to
 //! the in-process service the REST shim calls; requests for other services
 //! (health, reflection) pass through untouched.
+//!
+//! Each call also gets its server span ([`crate::otel`]), child of the
+//! caller's `traceparent` when one is sent; disabled, and free, when tracing
+//! is off.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +23,8 @@ use tokio::sync::Semaphore;
 use tonic::server::NamedService;
 use tonic::Code;
 use tower::{Layer, Service};
+use tracing::field::Empty;
+use tracing::Instrument as _;
 
 use super::status::to_status;
 use crate::domain::Error;
@@ -52,9 +58,11 @@ static RPCS: [RpcMetrics; 11] = [
 /// and shed validations.
 const OWN_QUEUE: [&str; 3] = ["Login", "LogoutAll", "ChangePassword"];
 
+/// The full name of the service, as request paths and spans show it.
+const SERVICE: &str = <SessionServiceServer<super::SessionGrpc> as NamedService>::NAME;
+
 /// The method a request path (`/session.v1.SessionService/<Rpc>`) names.
 fn rpc_of(path: &str) -> Option<&'static RpcMetrics> {
-    const SERVICE: &str = <SessionServiceServer<super::SessionGrpc> as NamedService>::NAME;
     let method = path
         .strip_prefix('/')?
         .strip_prefix(SERVICE)?
@@ -134,11 +142,12 @@ where
         };
         // Arrival is when the server dispatches the request's head.
         let arrived = Instant::now();
+        let span = server_span(rpc, req.headers());
         let deadline = self.layer.max_queue_delay.map(|max| (arrived + max, rpc));
         // Not polled until admitted; dropped unpolled when shed.
         let call = self.inner.call(req.map(|body| Timed { body, deadline }));
         let admission = self.layer.admission.clone();
-        Box::pin(async move {
+        let answer = async move {
             let late = deadline.is_some_and(|(at, _)| Instant::now() > at);
             let own_queue = OWN_QUEUE.contains(&rpc.rpc());
             let permit = if late {
@@ -151,14 +160,63 @@ where
             let Some(_permit) = permit else {
                 rpc.record_shed();
                 rpc.record(Code::ResourceExhausted, arrived.elapsed());
+                record_status(Code::ResourceExhausted);
                 return Ok(to_status(Error::Overloaded).into_http());
             };
             // The permit covers the call up to its response head: a
             // WatchRevocations stream holds none while it is open.
             let response = call.await?;
-            rpc.record(code_of(&response), arrived.elapsed());
+            let code = code_of(&response);
+            rpc.record(code, arrived.elapsed());
+            record_status(code);
             Ok(response)
-        })
+        };
+        Box::pin(answer.instrument(span))
+    }
+}
+
+/// The call's server span, with the gRPC semantic-convention attributes;
+/// the caller's `traceparent` (gRPC metadata), when sent, is its parent.
+/// The session's kind and org are recorded by the handler once known
+/// ([`crate::otel::record_session`]). Disabled when tracing is off: then
+/// no field is evaluated and no header read.
+fn server_span(rpc: &'static RpcMetrics, headers: &http::HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: crate::otel::TARGET,
+        "rpc",
+        otel.name = format_args!("{SERVICE}/{}", rpc.rpc()),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = SERVICE,
+        rpc.method = rpc.rpc(),
+        rpc.grpc.status_code = Empty,
+        otel.status_code = Empty,
+        session.kind = Empty,
+        session.org = Empty,
+    );
+    crate::otel::set_remote_parent(&span, headers);
+    span
+}
+
+/// Records the call's status code on its span (the current one); codes
+/// that mean the server failed mark the span as an error, as the gRPC
+/// semantic conventions say for server spans.
+fn record_status(code: Code) {
+    if !crate::otel::enabled() {
+        return;
+    }
+    let span = tracing::Span::current();
+    span.record("rpc.grpc.status_code", code as i64);
+    if matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    ) {
+        span.record("otel.status_code", "ERROR");
     }
 }
 

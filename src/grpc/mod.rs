@@ -113,6 +113,7 @@ impl SessionService for SessionGrpc {
             )
             .await
             .map_err(to_status)?;
+        crate::otel::record_session(&session);
         Ok(Response::new(pb::LoginResponse {
             token: token.into_string(),
             session: Some(session_to_pb(session)),
@@ -128,6 +129,7 @@ impl SessionService for SessionGrpc {
             .validate(&req.get_ref().token)
             .await
             .map_err(to_status)?;
+        crate::otel::record_session(&session);
         Ok(Response::new(pb::ValidateSessionResponse {
             session: Some(session_to_pb(session)),
         }))
@@ -144,6 +146,7 @@ impl SessionService for SessionGrpc {
             .logoff(token.as_deref(), address.as_deref())
             .await
             .map_err(to_status)?;
+        crate::otel::record_session(&ended);
         Ok(Response::new(pb::LogoffResponse {
             session_id: ended.id,
         }))
@@ -164,6 +167,7 @@ impl SessionService for SessionGrpc {
             )
             .await
             .map_err(to_status)?;
+        crate::otel::record_session(&ended);
         Ok(Response::new(pb::LogoffOtherResponse {
             session_id: ended.id,
         }))

@@ -71,8 +71,20 @@ where
     S::Future: Send + 'static,
 {
     SessionServiceClient::new(BoxCloneSyncService::new(
-        service.map_err(|never| -> UpstreamError { match never {} }),
+        service
+            .map_request(with_trace_context)
+            .map_err(|never| -> UpstreamError { match never {} }),
     ))
+}
+
+/// A gRPC request to the upstream, carrying the current span's trace
+/// context (`traceparent`) when tracing is on, so the upstream's server
+/// span continues the REST request's trace.
+fn with_trace_context(
+    mut req: http::Request<tonic::body::Body>,
+) -> http::Request<tonic::body::Body> {
+    crate::otel::inject_current(req.headers_mut());
+    req
 }
 
 /// A client for a remote sessiond. Connects lazily, so the shim starts (and
@@ -95,7 +107,7 @@ pub fn remote(url: &str, ca_pem: Option<&[u8]>) -> Result<Upstream, String> {
     let channel = endpoint.connect_lazy();
     let upstream = url.to_owned();
     Ok(SessionServiceClient::new(BoxCloneSyncService::new(
-        channel.map_err(move |e| {
+        channel.map_request(with_trace_context).map_err(move |e| {
             // The caller only sees a 503 in its vendor's shape; the operator
             // needs the reason (refused, timed out, certificate rejected).
             tracing::warn!(
@@ -169,19 +181,75 @@ pub struct RestState {
 
 /// The shim's router, before path normalisation (see [`app`]).
 pub fn router(upstream: Upstream, reachable: Reachable) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(ras::routes())
         .merge(informatica::routes())
         .merge(oma::routes())
-        .route("/openapi.json", axum::routing::get(openapi::openapi_json))
+        .route("/openapi.json", axum::routing::get(openapi::openapi_json));
+    // The request spans exist only when tracing is on: no layer otherwise.
+    let traced = crate::otel::enabled();
+    let routes = if traced {
+        routes.route_layer(axum::middleware::from_fn(record_route))
+    } else {
+        routes
+    };
+    let app = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(refuse_large_bodies))
-        .with_state(RestState {
-            upstream,
-            reachable,
-        })
+        .layer(axum::middleware::from_fn(refuse_large_bodies));
+    let app = if traced {
+        app.layer(axum::middleware::from_fn(request_span))
+    } else {
+        app
+    };
+    app.with_state(RestState {
+        upstream,
+        reachable,
+    })
+}
+
+/// The request's server span (HTTP semantic conventions), child of the
+/// client's `traceparent` header when sent; the shim's gRPC call continues
+/// it. Only installed when tracing is on.
+async fn request_span(req: Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        target: crate::otel::TARGET,
+        "rest",
+        otel.name = %req.method(),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    crate::otel::set_remote_parent(&span, req.headers());
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
+}
+
+/// Names the request span after the route template that matched (never the
+/// path itself, which may carry an id).
+async fn record_route(
+    route: axum::extract::MatchedPath,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::Span::current();
+    span.record("http.route", route.as_str());
+    // The span has started: its name is changed on the OpenTelemetry span.
+    span.context()
+        .span()
+        .update_name(format!("{} {}", req.method(), route.as_str()));
+    next.run(req).await
 }
 
 /// The metrics listener's application: `GET /metrics` and nothing else

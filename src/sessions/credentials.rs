@@ -127,8 +127,10 @@ impl Sessions {
         &self,
         f: impl FnOnce(&Hasher) -> T + Send + 'static,
     ) -> Result<T> {
+        use tracing::Instrument as _;
         let hasher = self.hasher.clone();
         tokio::task::spawn_blocking(move || f(&hasher))
+            .instrument(tracing::info_span!(target: crate::otel::TARGET, "argon2"))
             .await
             .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))
     }

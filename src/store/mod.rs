@@ -14,6 +14,7 @@ use crate::domain::{
 
 pub mod redis;
 pub mod sqlite;
+pub mod traced;
 
 /// Sessions over the cap ended by one login at most (a cap lowered on a
 /// store holding more converges over the following logins).

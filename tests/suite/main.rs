@@ -38,3 +38,4 @@ mod server_url;
 mod store_conformance;
 mod store_sqlite;
 mod tls;
+mod tracing_otlp;
