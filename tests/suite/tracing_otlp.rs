@@ -233,7 +233,9 @@ fn assert_one_logon_trace(spans: &[Span], trace: &[u8], caller_span: &[u8]) {
         assert_eq!(attr(s, "db.system.name").as_deref(), Some("sqlite"));
     }
     assert!(
-        store.iter().any(|s| s.name == "store create_session"),
+        store
+            .iter()
+            .any(|s| s.name == "store create_session_capped"),
         "{store:#?}"
     );
     let hashing = one(spans, "the hashing span", |s| s.name == "argon2");
@@ -259,7 +261,9 @@ async fn a_rest_call_is_one_trace_from_the_shim_to_the_store() {
         traced_logon(&base, (DOMAIN_ADMIN.0, "wrong-password-9"), &wrong_parent).await;
     assert_eq!(status, 401);
 
-    let spans = received.wait_for(&trace, "store create_session").await;
+    let spans = received
+        .wait_for(&trace, "store create_session_capped")
+        .await;
     assert_one_logon_trace(&spans, &trace, &caller_span);
     let failed = received
         .wait_for(&wrong_trace, "session.v1.SessionService/Login")
@@ -308,7 +312,9 @@ async fn the_last_spans_are_exported_on_sigterm() {
     assert_eq!(status, 200, "{body}");
     assert!(received.of_trace(&trace).is_empty());
     assert!(server.terminate().success());
-    let spans = received.wait_for(&trace, "store create_session").await;
+    let spans = received
+        .wait_for(&trace, "store create_session_capped")
+        .await;
     assert_one_logon_trace(&spans, &trace, &caller_span);
 }
 
@@ -434,7 +440,9 @@ async fn the_standalone_shim_carries_the_trace_to_its_upstream() {
     let (traceparent, trace, caller_span) = caller_context(123);
     let (status, body) = traced_logon(&base, DOMAIN_ADMIN, &traceparent).await;
     assert_eq!(status, 200, "{body}");
-    let spans = received.wait_for(&trace, "store create_session").await;
+    let spans = received
+        .wait_for(&trace, "store create_session_capped")
+        .await;
     let spans = {
         // The shim's REST span comes from the other process's exporter.
         let deadline = Instant::now() + Duration::from_secs(10);
