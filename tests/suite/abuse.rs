@@ -797,3 +797,67 @@ async fn redis_guesses_from_elsewhere_do_not_lock_the_owner_out() {
     let (status, _, body) = ras_logon_from(&server.rest(), "127.0.0.1", COMPANY_ADMIN).await;
     assert_eq!(status, 200, "owner locked out: {body}");
 }
+
+/// Attack 6: org names that spell the Redis store's own key words (`orgs`,
+/// `audit`) or a hash tag (`{sessiond}`, `a}b{c`) are data, never key
+/// structure: every ending answers truthfully, ends what it should, and the
+/// sweep keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_names_cannot_collide_with_or_steer_redis_keys() {
+    let redis = RedisServer::start();
+    let server = TestServer::start_with(|c| {
+        c.store = sessiond::store::StoreUrl::Redis(redis.url());
+    })
+    .await;
+    let sessions = &server.running.sessions;
+    let mut c = server.client().await;
+    let (bystander, _) = login(&mut c, JOE, Kind::Api).await;
+    for (i, org) in ["orgs", "audit", "{sessiond}", "a}b{c"]
+        .into_iter()
+        .enumerate()
+    {
+        let user = format!("admin{i}@hostile{i}.test");
+        sessions
+            .add_user(&user, org, sessiond::domain::Role::Admin, "hostile-pass-1")
+            .await
+            .unwrap_or_else(|e| panic!("org {org:?}: {e}"));
+        let who = (user.as_str(), "hostile-pass-1");
+        let (admin, _) = login(&mut c, who, Kind::Admin).await;
+        let (api, _) = login(&mut c, who, Kind::Api).await;
+        let (imap, _) = login(&mut c, who, Kind::Imap).await;
+
+        let r = c
+            .logout_user(pb::LogoutUserRequest {
+                credentials: Some(pb::Credentials {
+                    user: user.clone(),
+                    secret: Some(pb::credentials::Secret::Password("hostile-pass-1".into())),
+                    client: String::new(),
+                }),
+                user: user.clone(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("org {org:?}: LogoutUser {s:?}"));
+        assert_eq!(r.into_inner().ended, 1, "org {org:?}");
+        assert!(!is_valid(&mut c, &imap).await, "org {org:?}");
+
+        let r = c
+            .logout_all(pb::LogoutAllRequest {
+                username: user.clone(),
+                password: "hostile-pass-1".into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("org {org:?}: LogoutAll {s:?}"));
+        assert_eq!(r.into_inner().ended, 1, "org {org:?}");
+        assert!(!is_valid(&mut c, &api).await, "org {org:?}");
+
+        c.logoff(authed(pb::LogoffRequest {}, &admin))
+            .await
+            .unwrap_or_else(|s| panic!("org {org:?}: Logoff {s:?}"));
+        assert!(!is_valid(&mut c, &admin).await, "org {org:?}");
+    }
+    sessions
+        .sweep(Duration::from_secs(3600), Duration::from_secs(3600))
+        .await
+        .expect("the sweep still works");
+    assert!(is_valid(&mut c, &bystander).await, "another org untouched");
+}
