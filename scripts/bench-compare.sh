@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# ValidateSession on two builds of sessiond, against the bare tonic baseline,
-# in one run: interleaved rounds at 64 streams, medians. For before/after
-# comparisons of one change (build the "before" binary from the older commit
-# first, e.g. in a `git worktree` with its own CARGO_TARGET_DIR).
+# ValidateSession on several builds or settings of sessiond against the bare
+# tonic baseline, in one run: interleaved rounds at 64 streams (medians),
+# then one round at a single stream (p50 latency). For before/after
+# comparisons of one change: build the "before" binary from the older
+# commit first (e.g. in a `git worktree` with its own CARGO_TARGET_DIR).
 #
-#   bash scripts/bench-compare.sh BEFORE_BIN AFTER_BIN [extra serve flags for AFTER...]
+#   bash scripts/bench-compare.sh LABEL=BINARY[,EXTRA,SERVE,ARGS] ...
+#   e.g. bash scripts/bench-compare.sh before=/tmp/sessiond-old after=target/release/sessiond \
+#          traced=target/release/sessiond,--otlp-endpoint,http://127.0.0.1:4317
 #
+# STORE=sqlite (default) or redis (a private redis-server per target);
+# ROUNDS (3), SECONDS_PER_POINT (5). An OTLP sink for traced targets is
+# started here when any argument names --otlp-endpoint with $SINK in it.
 # Writes bench/compare.csv and prints the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BEFORE=$1; AFTER=$2; shift 2
 DUR=${SECONDS_PER_POINT:-5}
 ROUNDS=${ROUNDS:-3}
 STORE=${STORE:-sqlite}
-cargo build --release --bin sessiond-loadgen --example baseline >&2
+cargo build --release --bin sessiond-loadgen --example baseline --example otlp_sink >&2
 LOAD=target/release/sessiond-loadgen
 WORK=$(mktemp -d)
 PIDS=()
@@ -36,29 +41,45 @@ store_url() {
   fi
 }
 
+SINK_PORT=$(free_port)
+if [[ "$*" == *'$SINK'* || "$*" == *SINK* ]]; then
+  target/release/examples/otlp_sink --addr 127.0.0.1:"$SINK_PORT" > "$WORK/sink.log" &
+  PIDS+=($!)
+  wait_port "$SINK_PORT"
+fi
+
 BASE=$(free_port)
 target/release/examples/baseline --addr 127.0.0.1:"$BASE" > /dev/null &
 PIDS+=($!)
-B=$(free_port); A=$(free_port)
-URL_B=$(store_url before); URL_A=$(store_url after)
-"$BEFORE" serve --demo --store "$URL_B" --grpc-addr 127.0.0.1:"$B" --rest-addr 127.0.0.1:"$(free_port)" 2> "$WORK/before.log" &
-PIDS+=($!)
-"$AFTER" serve --demo --store "$URL_A" --grpc-addr 127.0.0.1:"$A" --rest-addr 127.0.0.1:"$(free_port)" "$@" 2> "$WORK/after.log" &
-PIDS+=($!)
-wait_port "$BASE"; wait_port "$B"; wait_port "$A"
+wait_port "$BASE"
+TARGETS=("baseline $BASE")
+for spec in "$@"; do
+  label=${spec%%=*}
+  IFS=, read -r -a cmd <<< "${spec#*=}"
+  cmd=("${cmd[@]//SINK/http://127.0.0.1:$SINK_PORT}")
+  port=$(free_port)
+  url=$(store_url "$label")
+  "${cmd[0]}" serve --demo --store "$url" --grpc-addr 127.0.0.1:"$port" \
+    --rest-addr 127.0.0.1:"$(free_port)" "${cmd[@]:1}" 2> "$WORK/$label.log" &
+  PIDS+=($!)
+  wait_port "$port"
+  TARGETS+=("$label $port")
+done
 
 mkdir -p bench
 echo "# label,mode,concurrency,rps,p50_ms,p99_ms,p999_ms,errors  ($(nproc) cores, $(date -u +%F), store $STORE)" > bench/compare.csv
 for round in $(seq "$ROUNDS"); do
-  for target in "baseline $BASE" "before $B" "after $A"; do
+  for target in "${TARGETS[@]}"; do
     set -- $target
     "$LOAD" --mode validate --tokens 64 --target "http://127.0.0.1:$2" --concurrency 64 --connections 4 \
       --duration "$DUR" --warmup 1 --csv --label "$1" >> bench/compare.csv
   done
 done
-for target in "baseline $BASE" "before $B" "after $A"; do
-  set -- $target
-  "$LOAD" --mode validate --tokens 1 --target "http://127.0.0.1:$2" --concurrency 1 --connections 1 \
-    --duration "$DUR" --warmup 1 --csv --label "$1-1stream" >> bench/compare.csv
+for round in $(seq "$ROUNDS"); do
+  for target in "${TARGETS[@]}"; do
+    set -- $target
+    "$LOAD" --mode validate --tokens 1 --target "http://127.0.0.1:$2" --concurrency 1 --connections 1 \
+      --duration "$DUR" --warmup 1 --csv --label "$1/1" >> bench/compare.csv
+  done
 done
 python3 scripts/ratios.py bench/compare.csv

@@ -14,9 +14,15 @@ with open(sys.argv[1]) as f:
     for r in csv.reader(f):
         if r and not r[0].startswith("#"):
             rows[r[0]].append((float(r[3]), float(r[5]), int(r[7]), float(r[4])))
-base = statistics.median(p[0] for p in rows["baseline"])
 print(f"{'target':<16} {'rounds':>6} {'median req/s':>13} {'ratio':>6} {'median p50 ms':>14} {'median p99 ms':>14} {'errors':>7}")
+def base_of(label):
+    """The baseline a label is compared with: `x/1` (one stream) with `baseline/1`."""
+    key = "baseline/1" if label.endswith("/1") and "baseline/1" in rows else "baseline"
+    return statistics.median(p[0] for p in rows[key])
+
+
 for label, pts in rows.items():
+    base = base_of(label)
     rps = statistics.median(p[0] for p in pts)
     p99 = statistics.median(p[1] for p in pts)
     p50 = statistics.median(p[3] for p in pts)

@@ -248,7 +248,11 @@ impl AsyncRead for Guarded {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
                 }
                 Deadline::At(at) => {
-                    if this.timer.deadline() != at || this.timer.is_elapsed() {
+                    // Deadlines only move later as requests come and go:
+                    // a timer armed earlier just fires and looks again, so
+                    // the timer wheel is touched once per idle period, not
+                    // once per request.
+                    if this.timer.is_elapsed() || at < this.timer.deadline() {
                         this.timer.as_mut().reset(at);
                     }
                     if this.timer.as_mut().poll(cx).is_pending() {
