@@ -469,22 +469,20 @@ where
     }
 }
 
-/// A response body that keeps its request counted until it ends.
+/// A response body that keeps its request counted until it ends. Held by
+/// value (response bodies here are `Unpin`): no allocation per request.
 pub struct Tracked<B> {
-    inner: Pin<Box<B>>,
+    inner: B,
     guard: Option<InFlight>,
 }
 
 impl<B> Tracked<B> {
     pub fn new(body: B, guard: Option<InFlight>) -> Self {
-        Tracked {
-            inner: Box::pin(body),
-            guard,
-        }
+        Tracked { inner: body, guard }
     }
 }
 
-impl<B: Body> Body for Tracked<B> {
+impl<B: Body + Unpin> Body for Tracked<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -493,7 +491,7 @@ impl<B: Body> Body for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) {
             this.guard = None;
         }
