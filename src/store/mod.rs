@@ -14,6 +14,7 @@ use crate::domain::{
 
 pub mod redis;
 pub mod sqlite;
+mod sqlite_cache;
 pub mod traced;
 
 /// Sessions over the cap ended by one login at most (a cap lowered on a

@@ -1,6 +1,7 @@
 //! Once an ending is acknowledged, no validation that starts afterwards
 //! succeeds: many tasks validate a token while another ends it, on the
-//! embedded store and across two replicas on Redis.
+//! embedded store (also when the ending comes from another process on the
+//! same file) and across two replicas on Redis.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,6 +14,23 @@ use tonic::Code;
 /// Validators hammer `token` on `validators` while `ender` logs it off; every
 /// validation that started after the Logoff returned must fail.
 async fn check(validators: Vec<Client>, mut ender: Client, token: String) -> (usize, usize) {
+    let ending = token.clone();
+    check_ending(validators, token, async move {
+        ender
+            .logoff(authed(pb::LogoffRequest {}, &ending))
+            .await
+            .unwrap();
+    })
+    .await
+}
+
+/// Validators hammer `token` on `validators` while `end` ends its session;
+/// every validation that started after `end` returned must fail.
+async fn check_ending(
+    validators: Vec<Client>,
+    token: String,
+    end: impl std::future::Future<Output = ()>,
+) -> (usize, usize) {
     let acked: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -45,10 +63,7 @@ async fn check(validators: Vec<Client>, mut ender: Client, token: String) -> (us
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    ender
-        .logoff(authed(pb::LogoffRequest {}, &token))
-        .await
-        .unwrap();
+    end.await;
     *acked.lock().unwrap() = Some(Instant::now());
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
@@ -76,6 +91,39 @@ async fn no_validation_succeeds_after_an_acknowledged_logoff_sqlite() {
         let (token, _) = login(&mut c, JOE, Kind::Api).await;
         let validators = vec![server.client().await, server.client().await];
         check(validators, server.client().await, token).await;
+    }
+}
+
+/// The ending is `sessiond user disable`, another process writing the same
+/// SQLite file: the server learns of it only through the file, and still no
+/// validation that starts after the command exits succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_validation_succeeds_after_a_disable_by_another_process_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let url = format!("sqlite://{}", db.display());
+    let server =
+        TestServer::start_with(|c| c.store = sessiond::store::StoreUrl::SqliteFile(db)).await;
+    let mut c = server.client().await;
+    let user = |action: &'static str| {
+        let url = url.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"))
+                    .args(["user", action, JOE.0, "--store", &url])
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            assert!(out.status.success(), "user {action}: {out:?}");
+        }
+    };
+    for _ in 0..3 {
+        let (token, _) = login(&mut c, JOE, Kind::Api).await;
+        let validators = vec![server.client().await, server.client().await];
+        check_ending(validators, token, user("disable")).await;
+        user("enable").await;
     }
 }
 

@@ -1,0 +1,209 @@
+//! ValidateSession's lookups on the SQLite store, remembered for exactly as
+//! long as the database has not changed.
+//!
+//! A cached answer is the result of the one validation query at a known
+//! version of the database. While no transaction has committed since (in
+//! this process or any other on the same file), running the query again
+//! would read the same row, so the cache answers instead, re-checking only
+//! the deadlines against the clock. Any commit (an ending, a login, an idle
+//! timer refresh, `sessiond user disable` from another process) moves the
+//! version, and every entry stops counting at once: no ending needs to know
+//! about the cache, and none can be missed.
+//!
+//! The version is two things read without a system call:
+//! - a counter this process bumps after each of its own commits (the only
+//!   signal for an in-memory database, which no other process can open);
+//! - for a database file, the header of SQLite's WAL index (the `-shm` file
+//!   every connection to a WAL database maps). SQLite rewrites that header
+//!   at every commit, before the commit returns, with a frame count and
+//!   checksums that never repeat; SQLite's own readers look at the same
+//!   header to decide whether their snapshot is current. Its layout is part
+//!   of SQLite's documented WAL-mode file format (48 bytes at offset 0).
+//!
+//! The version is read before the query runs, so an entry is never newer
+//! than the version it is filed under: if the database moved while the
+//! query ran, the entry is filed under a version that is already gone.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::Path;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use crate::domain::{Millis, Session, TokenDigest};
+
+/// Bytes of the WAL index header (the first of its two copies).
+const WAL_INDEX_HEADER: usize = 48;
+
+/// Entries kept at most; past this the cache starts over (a flood of
+/// distinct valid tokens must not grow memory without bound).
+const MAX_ENTRIES: usize = 65_536;
+
+/// The database's version as this process can see it without a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    local: u64,
+    wal_index: [u64; WAL_INDEX_HEADER / 8],
+}
+
+/// A token digest is already a uniform hash: its first 8 bytes serve.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*b) << (8 * i);
+        }
+    }
+}
+
+type Entries = HashMap<TokenDigest, Session, BuildHasherDefault<DigestHasher>>;
+
+pub(super) struct LookupCache {
+    /// Commits made by this process (bumped after each).
+    local: AtomicU64,
+    /// The `-shm` file, mapped read-only; `None` in memory.
+    wal_index: Option<memmap2::Mmap>,
+    /// Off when the WAL index could not be mapped: every lookup queries.
+    enabled: bool,
+    entries: RwLock<(Version, Entries)>,
+}
+
+impl std::fmt::Debug for LookupCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupCache")
+            .field("file", &self.wal_index.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LookupCache {
+    /// For an in-memory database: only this process's commits count.
+    pub(super) fn in_memory() -> Self {
+        LookupCache {
+            local: AtomicU64::new(0),
+            wal_index: None,
+            enabled: true,
+            entries: RwLock::new((Version::zero(), Entries::default())),
+        }
+    }
+
+    /// A cache that never answers.
+    pub(super) fn disabled() -> Self {
+        LookupCache {
+            enabled: false,
+            ..Self::in_memory()
+        }
+    }
+
+    /// For the database file at `db`, open in WAL mode by this process
+    /// (so its `-shm` file exists and stays while the store is open).
+    pub(super) fn for_file(db: &Path) -> std::io::Result<Self> {
+        let mut shm = db.as_os_str().to_owned();
+        shm.push("-shm");
+        let file = File::open(&shm)?;
+        if file.metadata()?.len() < WAL_INDEX_HEADER as u64 {
+            return Err(std::io::Error::other(
+                "the WAL index is shorter than its header",
+            ));
+        }
+        // SAFETY: a read-only shared mapping; the bytes are only ever read
+        // through volatile loads (`current`), since other processes write
+        // them while mapped.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(WAL_INDEX_HEADER)
+                .map(&file)?
+        };
+        Ok(LookupCache {
+            local: AtomicU64::new(0),
+            wal_index: Some(map),
+            enabled: true,
+            entries: RwLock::new((Version::zero(), Entries::default())),
+        })
+    }
+
+    /// After every commit of this process (and after a failed write too:
+    /// moving the version needlessly costs one lookup, never a wrong answer).
+    pub(super) fn committed(&self) {
+        self.local.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn current(&self) -> Version {
+        let local = self.local.load(Ordering::SeqCst);
+        let mut wal_index = [0u64; WAL_INDEX_HEADER / 8];
+        if let Some(map) = &self.wal_index {
+            let base = map.as_ptr().cast::<u64>();
+            for (i, word) in wal_index.iter_mut().enumerate() {
+                // SAFETY: the mapping is WAL_INDEX_HEADER bytes long and
+                // page-aligned, so each of these u64 loads is in bounds and
+                // aligned. Volatile: another process may change the bytes.
+                *word = unsafe { std::ptr::read_volatile(base.add(i)) };
+            }
+        }
+        // The query that follows must not be ordered before this read.
+        fence(Ordering::SeqCst);
+        Version { local, wal_index }
+    }
+
+    /// The database's version now, to be given back to [`Self::remember`]
+    /// with the answer of a query started after this call.
+    pub(super) fn version(&self) -> VersionToken {
+        VersionToken(self.current())
+    }
+
+    /// The cached answer for `digest`, when the database has not changed
+    /// since it was looked up: `Some(Some(session))` live at `now`,
+    /// `Some(None)` no longer live (its deadline passed), `None` unknown.
+    pub(super) fn get(&self, digest: &TokenDigest, now: Millis) -> Option<Option<Session>> {
+        if !self.enabled {
+            return None;
+        }
+        let version = self.current();
+        let guard = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        if guard.0 != version {
+            return None;
+        }
+        let session = guard.1.get(digest)?;
+        Some(session.is_live_at(now).then(|| session.clone()))
+    }
+
+    /// Files a live session found by a query that started after `at` was read.
+    pub(super) fn remember(&self, at: VersionToken, digest: TokenDigest, session: &Session) {
+        // Moved while the query ran: the answer would be filed under a
+        // version that is already gone.
+        if !self.enabled || self.current() != at.0 {
+            return;
+        }
+        let mut guard = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let (version, entries) = &mut *guard;
+        if *version != at.0 {
+            // Whatever was filed under another version is stale: start
+            // over at this one.
+            entries.clear();
+            *version = at.0;
+        } else if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(digest, session.clone());
+    }
+}
+
+impl Version {
+    fn zero() -> Self {
+        Version {
+            local: u64::MAX,
+            wal_index: [0; WAL_INDEX_HEADER / 8],
+        }
+    }
+}
+
+/// A version read before a query (see [`LookupCache::version`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct VersionToken(Version);
