@@ -53,17 +53,21 @@ target/release/examples/baseline --addr 127.0.0.1:"$BASE" > /dev/null &
 PIDS+=($!)
 wait_port "$BASE"
 TARGETS=("baseline $BASE")
+METRICS=()
 for spec in "$@"; do
   label=${spec%%=*}
   IFS=, read -r -a cmd <<< "${spec#*=}"
   cmd=("${cmd[@]//SINK/http://127.0.0.1:$SINK_PORT}")
   port=$(free_port)
+  mport=$(free_port)
   url=$(store_url "$label")
   "${cmd[0]}" serve --demo --store "$url" --grpc-addr 127.0.0.1:"$port" \
-    --rest-addr 127.0.0.1:"$(free_port)" "${cmd[@]:1}" 2> "$WORK/$label.log" &
+    --rest-addr 127.0.0.1:"$(free_port)" --metrics-addr 127.0.0.1:"$mport" "${cmd[@]:1}" \
+    2> "$WORK/$label.log" &
   PIDS+=($!)
   wait_port "$port"
   TARGETS+=("$label $port")
+  METRICS+=("$label $mport")
 done
 
 mkdir -p bench
@@ -83,3 +87,10 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 python3 scripts/ratios.py bench/compare.csv
+# The servers' own count of ValidateSession answers by status code (the load
+# generator also re-validated every token after each run, failing on any).
+for m in "${METRICS[@]}"; do
+  set -- $m
+  echo "$1: $(curl -s "http://127.0.0.1:$2/metrics" | grep '^sessiond_grpc_requests_total{' \
+    | grep 'rpc="ValidateSession"' | sed 's/^sessiond_grpc_requests_total//' | tr '\n' ' ')"
+done

@@ -377,15 +377,33 @@ async fn run_loop(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }));
         }
     }
-    let (tally, wall) = drive(args.clone(), cs, Arc::new(tokens)).await;
+    let (tally, wall) = drive(args.clone(), cs, Arc::new(tokens.clone())).await;
     storm_stop.store(true, Ordering::Relaxed);
     let mut logins = 0;
     for s in storm {
         logins += s.await.unwrap_or(0);
     }
     report(&args, &tally, wall);
+    if matches!(args.mode, Mode::Validate | Mode::Storm) {
+        let mut c = clients(&args).await?.into_iter().next().ok_or("no client")?;
+        still_valid(&mut c, &tokens).await?;
+    }
     if args.mode == Mode::Storm && !args.csv {
         println!("  storm     {logins} logins completed alongside");
+    }
+    Ok(())
+}
+
+/// Every token the run validated is still valid after it: a run that ended
+/// or corrupted a session would not be a measure of validation.
+async fn still_valid(
+    c: &mut Client,
+    tokens: &[String],
+) -> Result<(), Box<dyn std::error::Error>> {
+    for t in tokens {
+        validate(c, t)
+            .await
+            .map_err(|e| format!("a token was no longer valid after the run: {e}"))?;
     }
     Ok(())
 }
