@@ -6,6 +6,8 @@
 //!
 //! ```sh
 //! cargo run --release --example baseline -- --addr 127.0.0.1:50061
+//! # the constants behind sessiond's connection rules and call layer:
+//! cargo run --release --example baseline -- --addr 127.0.0.1:50062 --sessiond-layers
 //! ```
 
 use std::net::SocketAddr;
@@ -149,14 +151,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("baseline listening on {}", listener.local_addr()?);
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if args.iter().any(|a| a == "--sessiond-layers") {
+        // The same constants behind what sessiond puts in front of every
+        // call: the connection rules, the per-call layer, HTTP/2 keepalive
+        // and the stream limit; the difference to sessiond is then the
+        // handler and the store alone.
+        let limits = sessiond::net::ConnLimits::default();
+        let calls = sessiond::grpc::CallLayer::new(
+            sessiond::grpc::DEFAULT_MAX_IN_FLIGHT,
+            sessiond::grpc::DEFAULT_MAX_QUEUE_DELAY,
+        );
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(1024))
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .layer(sessiond::net::ConnectionLayer)
+            .layer(calls)
+            .add_service(SessionServiceServer::new(Constant))
+            .serve_with_incoming_shutdown(
+                sessiond::net::Gate::new("grpc", limits).incoming(listener),
+                stop,
+            )
+            .await?;
+        return Ok(());
+    }
     tonic::transport::Server::builder()
         .add_service(SessionServiceServer::new(Constant))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
-        )
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
         .await?;
     Ok(())
 }

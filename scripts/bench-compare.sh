@@ -10,7 +10,7 @@
 #          traced=target/release/sessiond,--otlp-endpoint,http://127.0.0.1:4317
 #
 # STORE=sqlite (default) or redis (a private redis-server per target);
-# ROUNDS (3), SECONDS_PER_POINT (5). An OTLP sink for traced targets is
+# ROUNDS (3), SECONDS_PER_POINT (5); LAYERED_BASELINE=1 (see below). An OTLP sink for traced targets is
 # started here when any argument names --otlp-endpoint with $SINK in it.
 # Writes bench/compare.csv and prints the ratios.
 set -euo pipefail
@@ -22,7 +22,11 @@ cargo build --release --bin sessiond-loadgen --example baseline --example otlp_s
 LOAD=target/release/sessiond-loadgen
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+# Servers started inside $(...) record their pid in $WORK/pids instead.
+cleanup() {
+  for p in "${PIDS[@]}" $(cat "$WORK/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
@@ -33,7 +37,7 @@ store_url() {
     local port; port=$(free_port); mkdir -p "$WORK/redis-$1"
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always \
       --dir "$WORK/redis-$1" > /dev/null &
-    PIDS+=($!)
+    echo $! >> "$WORK/pids"
     wait_port "$port"
     echo "redis://127.0.0.1:$port/"
   else
@@ -54,6 +58,15 @@ PIDS+=($!)
 wait_port "$BASE"
 TARGETS=("baseline $BASE")
 METRICS=()
+# LAYERED_BASELINE=1: also the constants behind sessiond's connection rules
+# and call layer, so what the handler and store add shows apart from them.
+if [ "${LAYERED_BASELINE:-0}" = 1 ]; then
+  LAYERED=$(free_port)
+  target/release/examples/baseline --addr 127.0.0.1:"$LAYERED" --sessiond-layers > /dev/null &
+  PIDS+=($!)
+  wait_port "$LAYERED"
+  TARGETS+=("baseline+layers $LAYERED")
+fi
 for spec in "$@"; do
   label=${spec%%=*}
   IFS=, read -r -a cmd <<< "${spec#*=}"

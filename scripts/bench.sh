@@ -5,9 +5,13 @@
 #
 #   bash scripts/bench.sh            # everything
 #   SECONDS_PER_POINT=3 bash scripts/bench.sh
+#   PARTS="ras storm overload" bash scripts/bench.sh   # some parts only
+#   (parts: validate headline ras storm overload bulk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${SECONDS_PER_POINT:-5}
+PARTS=" ${PARTS:-validate headline ras storm overload bulk} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 CONCURRENCY=${CONCURRENCY:-"1 4 16 64 256"}
 cargo build --release --bins --examples >&2
 BIN=target/release
@@ -48,6 +52,7 @@ wait_port "$BASE_PORT"
 serve sqlite "sqlite://$WORK/bench.db"
 serve redis "redis://127.0.0.1:$REDIS_PORT/"
 
+if part validate; then
 echo "# label,mode,concurrency,rps,p50_ms,p99_ms,p999_ms,errors  ($(nproc) cores, $(date -u +%F))" > bench/validate.csv
 for c in $CONCURRENCY; do
   for target in "baseline $BASE_PORT" "sqlite $GRPC_sqlite" "redis $GRPC_redis"; do
@@ -57,9 +62,11 @@ for c in $CONCURRENCY; do
   done
 done
 python3 scripts/chart.py bench/validate.csv bench/validate.svg
+fi
 
 # The headline at 64 streams: three interleaved rounds, medians (this machine
 # is noisy; one sample per point is not enough for a ratio).
+if part headline; then
 echo "# label,mode,concurrency,rps,p50_ms,p99_ms,p999_ms,errors" > bench/headline.csv
 for round in 1 2 3; do
   for target in "baseline $BASE_PORT" "sqlite $GRPC_sqlite" "redis $GRPC_redis"; do
@@ -69,30 +76,38 @@ for round in 1 2 3; do
   done
 done
 python3 scripts/ratios.py bench/headline.csv | tee bench/headline.txt
+fi
 
 # The RAS pair, REST vs gRPC, on one server with cheap Argon2 so the shim's
 # own cost is what differs.
+if part ras; then
 serve cheap "sqlite://$WORK/cheap.db" --argon2-memory-kib 64 --argon2-iterations 1 --max-failures-per-address 100000000
 echo "# label,mode,concurrency,rps,p50_ms,p99_ms,p999_ms,errors" > bench/ras.csv
 "$LOAD" --mode ras-grpc --target "http://127.0.0.1:$GRPC_cheap" --concurrency 32 --duration "$DUR" --csv --label grpc >> bench/ras.csv
 "$LOAD" --mode ras-rest --rest "http://127.0.0.1:$REST_cheap" --concurrency 32 --duration "$DUR" --csv --label rest >> bench/ras.csv
+fi
 
 # A login storm at production Argon2 cost against validation.
+if part storm; then
 serve storm "sqlite://$WORK/storm.db" --max-failures-per-address 100000000
 echo "# label,mode,concurrency,rps,p50_ms,p99_ms,p999_ms,errors" > bench/storm.csv
 "$LOAD" --mode validate --target "http://127.0.0.1:$GRPC_storm" --concurrency 16 --duration "$DUR" --csv --label unloaded >> bench/storm.csv
 "$LOAD" --mode storm --storm 16 --target "http://127.0.0.1:$GRPC_storm" --concurrency 16 --duration "$DUR" --csv --label storm >> bench/storm.csv
+fi
 
 # Overload: far more streams than admitted.
+if part overload; then
 serve shed "sqlite://$WORK/shed.db" --max-in-flight 64
 echo "# label,mode,concurrency,rps,p50_ms,p99_ms,p999_ms,errors" > bench/overload.csv
 for c in 64 1024 4096; do
   "$LOAD" --mode validate --target "http://127.0.0.1:$GRPC_shed" --concurrency "$c" --duration "$DUR" --csv --label "max-in-flight-64" >> bench/overload.csv
 done
+fi
 
 # Bulk endings: 100,000 API sessions of one org, and the same ending among
 # 10,000 vs 1,000,000 unrelated sessions.
 # (medians of several rounds: one timed call is too noisy for a ratio)
+if part bulk; then
 echo "# label,unrelated,ended_api,logout_all_ms,sessions_per_s,ended_imap,logout_user_ms,rounds" > bench/bulk.csv
 for store in "sqlite-memory sqlite::memory:" "sqlite-file sqlite://$WORK/bulk.db" "redis redis://127.0.0.1:$REDIS_PORT/4"; do
   set -- $store
@@ -106,4 +121,5 @@ for store in "sqlite-memory sqlite::memory:" "redis redis://127.0.0.1:$REDIS_POR
     "$LOAD" --mode bulk --store "$2" --sessions 1000 --unrelated "$unrelated" --rounds 7 --csv --label "$1" >> bench/bulk.csv
   done
 done
+fi
 echo "done: bench/*.csv, bench/validate.svg" >&2

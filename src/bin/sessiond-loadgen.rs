@@ -385,7 +385,11 @@ async fn run_loop(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     report(&args, &tally, wall);
     if matches!(args.mode, Mode::Validate | Mode::Storm) {
-        let mut c = clients(&args).await?.into_iter().next().ok_or("no client")?;
+        let mut c = clients(&args)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or("no client")?;
         still_valid(&mut c, &tokens).await?;
     }
     if args.mode == Mode::Storm && !args.csv {
@@ -396,10 +400,7 @@ async fn run_loop(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Every token the run validated is still valid after it: a run that ended
 /// or corrupted a session would not be a measure of validation.
-async fn still_valid(
-    c: &mut Client,
-    tokens: &[String],
-) -> Result<(), Box<dyn std::error::Error>> {
+async fn still_valid(c: &mut Client, tokens: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     for t in tokens {
         validate(c, t)
             .await
