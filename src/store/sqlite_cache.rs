@@ -20,6 +20,10 @@
 //!   header to decide whether their snapshot is current. Its layout is part
 //!   of SQLite's documented WAL-mode file format (48 bytes at offset 0).
 //!
+//! The mapping stays valid while the store is open: SQLite resets the
+//! `-shm` file only when a connection opens a database no other connection
+//! holds open, and this process holds it open until the store closes.
+//!
 //! The version is read before the query runs, so an entry is never newer
 //! than the version it is filed under: if the database moved while the
 //! query ran, the entry is filed under a version that is already gone.

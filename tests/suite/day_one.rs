@@ -170,7 +170,7 @@ async fn failed_logins_and_lockouts_are_logged_without_the_name_or_the_password(
         )
         .await;
     }
-    let log = server.log_text();
+    let log = server.log_text_once("locked out");
     let hashed = sessiond::domain::limits::log_name("joe_user@example.com");
     assert!(
         log.contains("credential check failed")

@@ -276,6 +276,20 @@ impl ServerProcess {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The log once it holds `needle` (lines arrive through a reader thread,
+    /// a moment after the call that wrote them returned), or as it is after
+    /// 10 s.
+    pub fn log_text_once(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.log_text();
+            if text.contains(needle) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
