@@ -211,3 +211,83 @@ impl Version {
 /// A version read before a query (see [`LookupCache::version`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct VersionToken(Version);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ClientInfo, Kind, Role};
+
+    fn session() -> Session {
+        Session {
+            id: 7,
+            kind: Kind::Api,
+            user_id: 1,
+            username: "joe".into(),
+            org: "example.com".into(),
+            role: Role::User,
+            created_at: 1_000,
+            last_seen_at: 1_000,
+            idle_deadline: 5_000,
+            expires_at: 9_000,
+            client: ClientInfo::default(),
+        }
+    }
+
+    /// A WAL database file with one table, and the cache over it.
+    fn wal_file(dir: &Path) -> (rusqlite::Connection, LookupCache) {
+        let db = dir.join("c.db");
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .expect("wal");
+        conn.execute_batch("CREATE TABLE t (x INTEGER)")
+            .expect("table");
+        let cache = LookupCache::for_file(&db).expect("map the WAL index");
+        (conn, cache)
+    }
+
+    #[test]
+    fn an_answer_holds_until_any_connection_commits() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_ours, cache) = wal_file(dir.path());
+        let digest = TokenDigest([7; 32]);
+        cache.remember(cache.version(), digest, &session());
+        assert_eq!(cache.get(&digest, 2_000), Some(Some(session())));
+        // Past its idle deadline: known, and not live.
+        assert_eq!(cache.get(&digest, 5_000), Some(None));
+        // Another connection (as another process would) commits: the
+        // answer no longer counts, though this process wrote nothing.
+        let other = rusqlite::Connection::open(dir.path().join("c.db")).expect("open");
+        other
+            .execute("INSERT INTO t VALUES (1)", [])
+            .expect("insert");
+        assert_eq!(cache.get(&digest, 2_000), None);
+    }
+
+    #[test]
+    fn this_process_commits_move_the_version_too() {
+        let cache = LookupCache::in_memory();
+        let digest = TokenDigest([1; 32]);
+        cache.remember(cache.version(), digest, &session());
+        assert!(cache.get(&digest, 2_000).is_some());
+        cache.committed();
+        assert_eq!(cache.get(&digest, 2_000), None);
+    }
+
+    #[test]
+    fn an_answer_read_across_a_commit_is_not_filed() {
+        let cache = LookupCache::in_memory();
+        let digest = TokenDigest([2; 32]);
+        let before = cache.version();
+        cache.committed();
+        cache.remember(before, digest, &session());
+        assert_eq!(cache.get(&digest, 2_000), None);
+    }
+
+    #[test]
+    fn a_disabled_cache_never_answers() {
+        let cache = LookupCache::disabled();
+        let digest = TokenDigest([3; 32]);
+        cache.remember(cache.version(), digest, &session());
+        assert_eq!(cache.get(&digest, 2_000), None);
+    }
+}
