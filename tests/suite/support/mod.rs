@@ -609,11 +609,28 @@ fn free_cluster_port() -> u16 {
 }
 
 impl RedisCluster {
+    /// Starts one, trying again on fresh ports when a node never comes up
+    /// (another process took its port between choosing and binding it).
     pub fn start() -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(cluster) => return cluster,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("redis cluster did not start: {failures:?}");
+    }
+
+    fn try_start() -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut nodes = Vec::new();
-        for _ in 0..6 {
+        let mut nodes: Vec<ClusterNode> = Vec::new();
+        while nodes.len() < 6 {
             let port = free_cluster_port();
+            // The OS may hand out a port it just handed out.
+            if nodes.iter().any(|n| n.port == port) {
+                continue;
+            }
             let node_dir = dir.path().join(port.to_string());
             std::fs::create_dir_all(&node_dir).expect("node dir");
             let child = Command::new("redis-server")
@@ -639,12 +656,20 @@ impl RedisCluster {
                 child: Some(child),
             });
         }
-        let cluster = RedisCluster { nodes, _dir: dir };
-        for n in &cluster.nodes {
-            cluster.wait_for(
-                || cluster.cli(n.port, &["PING"]).starts_with("PONG"),
-                "node up",
-            );
+        let mut cluster = RedisCluster { nodes, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..cluster.nodes.len() {
+            let port = cluster.nodes[i].port;
+            while !cluster.cli(port, &["PING"]).starts_with("PONG") {
+                let exited = cluster.nodes[i]
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited || Instant::now() > deadline {
+                    return Err(format!("node on port {port} did not come up"));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         let mut create: Vec<String> = vec!["--cluster".into(), "create".into()];
         create.extend(
@@ -658,9 +683,11 @@ impl RedisCluster {
             .args(&create)
             .output()
             .expect("redis-cli");
-        assert!(out.status.success(), "cluster create: {:?}", out);
+        if !out.status.success() {
+            return Err(format!("cluster create: {out:?}"));
+        }
         cluster.wait_ready();
-        cluster
+        Ok(cluster)
     }
 
     /// `redis-cli -p PORT ARGS…`, stdout as text ("" when the node is down).
