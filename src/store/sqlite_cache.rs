@@ -24,9 +24,9 @@
 //! `-shm` file only when a connection opens a database no other connection
 //! holds open, and this process holds it open until the store closes.
 //!
-//! The version is read before the query runs, so an entry is never newer
-//! than the version it is filed under: if the database moved while the
-//! query ran, the entry is filed under a version that is already gone.
+//! The version is read before the query runs and read again before its
+//! answer is filed: if the database moved in between, the answer is not
+//! filed, so an entry always shows the database at its own version.
 
 use std::collections::HashMap;
 use std::fs::File;
