@@ -1025,10 +1025,10 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Option<Session>> {
         let cache = &self.inner.cache;
-        if let Some(answer) = cache.get(digest, now) {
-            return Ok(answer);
-        }
-        let version = cache.version();
+        let version = match cache.lookup(digest, now) {
+            super::sqlite_cache::Lookup::Hit(answer) => return Ok(answer),
+            super::sqlite_cache::Lookup::Miss(version) => version,
+        };
         let digest = *digest;
         let found = self
             .read_hot(move |c| {

@@ -156,26 +156,21 @@ impl LookupCache {
         Version { local, wal_index }
     }
 
-    /// The database's version now, to be given back to [`Self::remember`]
-    /// with the answer of a query started after this call.
-    pub(super) fn version(&self) -> VersionToken {
-        VersionToken(self.current())
-    }
-
-    /// The cached answer for `digest`, when the database has not changed
-    /// since it was looked up: `Some(Some(session))` live at `now`,
-    /// `Some(None)` no longer live (its deadline passed), `None` unknown.
-    pub(super) fn get(&self, digest: &TokenDigest, now: Millis) -> Option<Option<Session>> {
-        if !self.enabled {
-            return None;
-        }
+    /// The cached answer for `digest` when the database has not changed
+    /// since it was looked up (`Hit(None)`: known, but its deadline has
+    /// passed); otherwise the version read now, to be given back to
+    /// [`Self::remember`] with the answer of a query started after this call.
+    pub(super) fn lookup(&self, digest: &TokenDigest, now: Millis) -> Lookup {
         let version = self.current();
-        let guard = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        if guard.0 != version {
-            return None;
+        if self.enabled {
+            let guard = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            if guard.0 == version {
+                if let Some(session) = guard.1.get(digest) {
+                    return Lookup::Hit(session.is_live_at(now).then(|| session.clone()));
+                }
+            }
         }
-        let session = guard.1.get(digest)?;
-        Some(session.is_live_at(now).then(|| session.clone()))
+        Lookup::Miss(VersionToken(version))
     }
 
     /// Files a live session found by a query that started after `at` was read.
@@ -208,14 +203,34 @@ impl Version {
     }
 }
 
-/// A version read before a query (see [`LookupCache::version`]).
+/// A version read before a query (see [`LookupCache::lookup`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct VersionToken(Version);
+
+/// What the cache knows of one token.
+#[derive(Debug)]
+pub(super) enum Lookup {
+    Hit(Option<Session>),
+    Miss(VersionToken),
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::{ClientInfo, Kind, Role};
+
+    impl LookupCache {
+        fn version(&self) -> VersionToken {
+            VersionToken(self.current())
+        }
+
+        fn get(&self, digest: &TokenDigest, now: Millis) -> Option<Option<Session>> {
+            match self.lookup(digest, now) {
+                Lookup::Hit(answer) => Some(answer),
+                Lookup::Miss(_) => None,
+            }
+        }
+    }
 
     fn session() -> Session {
         Session {
