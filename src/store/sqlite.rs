@@ -168,11 +168,12 @@ struct Inner {
     /// Bumped after every commit that recorded revocation events.
     events: tokio::sync::watch::Sender<u64>,
     writer: Mutex<Connection>,
-    /// ValidateSession's answers while the database has not changed.
-    cache: super::sqlite_cache::LookupCache,
     /// Empty for an in-memory database, which only the writer can see.
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// ValidateSession's answers while the database has not changed. Last:
+    /// fields drop in order, and it must outlive every connection.
+    cache: super::sqlite_cache::LookupCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -575,10 +576,7 @@ impl SqliteStore {
                 })
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(map_err)?;
-            let cache = super::sqlite_cache::LookupCache::for_file(&path).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "validation cache off: cannot map the WAL index");
-                super::sqlite_cache::LookupCache::disabled()
-            });
+            let cache = super::sqlite_cache::LookupCache::for_file(&path);
             Ok(Self::from_parts(writer, readers, cache))
         })
         .await
@@ -621,9 +619,9 @@ impl SqliteStore {
                 write_slot: Arc::new(tokio::sync::Semaphore::new(1)),
                 events: tokio::sync::watch::Sender::new(0),
                 writer: Mutex::new(writer),
-                cache,
                 readers,
                 next_reader: AtomicUsize::new(0),
+                cache,
             }),
         }
     }

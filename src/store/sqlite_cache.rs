@@ -21,8 +21,13 @@
 //!   of SQLite's documented WAL-mode file format (48 bytes at offset 0).
 //!
 //! The mapping stays valid while the store is open: SQLite resets the
-//! `-shm` file only when a connection opens a database no other connection
-//! holds open, and this process holds it open until the store closes.
+//! `-shm` file only when a connection opens a database no other process
+//! holds open, which it learns from a POSIX lock this process holds. Such
+//! locks belong to the process and the file, and closing *any* descriptor
+//! of the file drops them all, so the descriptor opened here stays open
+//! until every connection of the store has closed (the store drops this
+//! cache last). Closing it early let `sessiond backup` reset the file under
+//! a running server, which then died of SIGBUS reading the mapping.
 //!
 //! The version is read before the query runs and read again before its
 //! answer is filed: if the database moved in between, the answer is not
@@ -74,6 +79,9 @@ pub(super) struct LookupCache {
     local: AtomicU64,
     /// The `-shm` file, mapped read-only; `None` in memory.
     wal_index: Option<memmap2::Mmap>,
+    /// The descriptor the mapping was made from, never closed before the
+    /// store's connections (see the module comment).
+    _shm: Option<File>,
     /// Off when the WAL index could not be mapped: every lookup queries.
     enabled: bool,
     entries: RwLock<(Version, Entries)>,
@@ -93,6 +101,7 @@ impl LookupCache {
         LookupCache {
             local: AtomicU64::new(0),
             wal_index: None,
+            _shm: None,
             enabled: true,
             entries: RwLock::new((Version::zero(), Entries::default())),
         }
@@ -107,30 +116,45 @@ impl LookupCache {
     }
 
     /// For the database file at `db`, open in WAL mode by this process
-    /// (so its `-shm` file exists and stays while the store is open).
-    pub(super) fn for_file(db: &Path) -> std::io::Result<Self> {
+    /// (so its `-shm` file exists and stays while the store is open). When
+    /// the WAL index cannot be mapped the cache is off: every lookup queries.
+    pub(super) fn for_file(db: &Path) -> Self {
         let mut shm = db.as_os_str().to_owned();
         shm.push("-shm");
-        let file = File::open(&shm)?;
-        if file.metadata()?.len() < WAL_INDEX_HEADER as u64 {
-            return Err(std::io::Error::other(
-                "the WAL index is shorter than its header",
-            ));
-        }
-        // SAFETY: a read-only shared mapping; the bytes are only ever read
-        // through volatile loads (`current`), since other processes write
-        // them while mapped.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .len(WAL_INDEX_HEADER)
-                .map(&file)?
+        let file = match File::open(&shm) {
+            Ok(f) => f,
+            Err(e) => return Self::off(None, &e),
         };
-        Ok(LookupCache {
-            local: AtomicU64::new(0),
-            wal_index: Some(map),
-            enabled: true,
-            entries: RwLock::new((Version::zero(), Entries::default())),
-        })
+        // From here on `file` is kept whatever happens (see the module comment).
+        let map = file.metadata().and_then(|m| {
+            if m.len() < WAL_INDEX_HEADER as u64 {
+                return Err(std::io::Error::other(
+                    "the WAL index is shorter than its header",
+                ));
+            }
+            // SAFETY: a read-only shared mapping; the bytes are only ever
+            // read through volatile loads (`current`), since other processes
+            // write them while mapped.
+            unsafe { memmap2::MmapOptions::new().len(WAL_INDEX_HEADER).map(&file) }
+        });
+        match map {
+            Ok(map) => LookupCache {
+                local: AtomicU64::new(0),
+                wal_index: Some(map),
+                _shm: Some(file),
+                enabled: true,
+                entries: RwLock::new((Version::zero(), Entries::default())),
+            },
+            Err(e) => Self::off(Some(file), &e),
+        }
+    }
+
+    fn off(shm: Option<File>, why: &std::io::Error) -> Self {
+        tracing::warn!(error = %why, "validation cache off: cannot map the WAL index");
+        LookupCache {
+            _shm: shm,
+            ..Self::disabled()
+        }
     }
 
     /// After every commit of this process (and after a failed write too:
@@ -256,7 +280,8 @@ mod tests {
             .expect("wal");
         conn.execute_batch("CREATE TABLE t (x INTEGER)")
             .expect("table");
-        let cache = LookupCache::for_file(&db).expect("map the WAL index");
+        let cache = LookupCache::for_file(&db);
+        assert!(cache.enabled, "the WAL index is mapped");
         (conn, cache)
     }
 

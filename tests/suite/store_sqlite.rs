@@ -131,3 +131,44 @@ async fn a_store_from_a_newer_version_is_refused() {
     };
     assert!(err.to_string().contains("newer"), "{err}");
 }
+
+/// Whether another process can take SQLite's exclusive lock on the WAL
+/// index of `db` (byte 128 of the `-shm` file, the lock that tells an
+/// opener whether any other process has the database open).
+fn wal_index_lock_is_free(db: &std::path::Path) -> bool {
+    let shm = format!("{}-shm", db.display());
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl,sys; f=open(sys.argv[1],'r+b'); \
+             fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)",
+            &shm,
+        ])
+        .output()
+        .expect("python3");
+    out.status.success()
+}
+
+/// The validation cache maps the WAL index itself; POSIX locks go with the
+/// first descriptor of a file a process closes, so closing its own would
+/// drop SQLite's locks and let another process (`sessiond backup`) reset
+/// the file under the server. While the server runs, the lock stays held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_keeps_sqlite_s_lock_on_the_wal_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let server = TestServer::start_with(|c| c.store = StoreUrl::SqliteFile(db.clone())).await;
+    assert!(
+        !wal_index_lock_is_free(&db),
+        "another process could take the WAL index over from a running server"
+    );
+    let mut c = server.client().await;
+    let (token, _) = login(&mut c, JOE, Kind::Api).await;
+    validate(&mut c, &token).await.unwrap();
+    assert!(!wal_index_lock_is_free(&db));
+    // The probe itself takes a lock nobody holds.
+    let idle = dir.path().join("idle.db");
+    std::fs::write(dir.path().join("idle.db-shm"), [0u8; 256]).unwrap();
+    assert!(wal_index_lock_is_free(&idle));
+    drop(server);
+}
