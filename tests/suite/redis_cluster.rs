@@ -418,6 +418,7 @@ async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
         big.bytes().map(|b| format!("{b:02x}")).collect::<String>()
     );
     let home = primary_of_org(&cluster, &s, big);
+    let cpu_before = cpu_by_process(&cluster, &[&a, &b]);
     let sent = Instant::now();
     let removed = {
         let cli = move |args: &[&str]| {
@@ -456,6 +457,13 @@ async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
     }
     let last_event = sent.elapsed();
     let removed = removed.await.unwrap();
+    let cpu = cpu_by_process(&cluster, &[&a, &b])
+        .into_iter()
+        .zip(cpu_before)
+        .map(|((name, after), (_, before))| format!("{name} {:.2}", after - before))
+        .collect::<Vec<_>>()
+        .join(", ");
+    eprintln!("CPU seconds until the last event (the big org on redis:{home}): {cpu}");
     let busy = load.await.unwrap();
     let mut slow = Vec::new();
     for p in cluster.primaries() {
@@ -478,6 +486,40 @@ async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
     );
     assert_eq!(ended as usize, N);
     assert!(slow.is_empty(), "slow commands: {slow:?}");
+}
+
+/// CPU seconds used so far by each redis-server of `cluster` (`INFO cpu`),
+/// each of `replicas` and this test process.
+fn cpu_by_process(cluster: &RedisCluster, replicas: &[&ServerProcess]) -> Vec<(String, f64)> {
+    let proc_cpu = |pid: &str| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime is
+        // the 12th, stime the 13th; in clock ticks of 1/100 s.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+    };
+    let mut out = Vec::new();
+    for p in cluster.live_ports() {
+        let info = cluster.cli(p, &["INFO", "cpu"]);
+        let used: f64 = info
+            .lines()
+            .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+            .filter_map(|l| {
+                l.split_once(':')
+                    .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+            })
+            .sum();
+        out.push((format!("redis:{p}"), used));
+    }
+    for (i, r) in replicas.iter().enumerate() {
+        out.push((format!("sessiond#{i}"), proc_cpu(&r.child.id().to_string())));
+    }
+    out.push(("test".into(), proc_cpu("self")));
+    out
 }
 
 /// Creates `n` API sessions of `uid` (in `org`) through the store.

@@ -525,6 +525,60 @@ async fn events_page_in_order(s: Arc<dyn Store>) {
     assert_eq!(s.last_sequence(log(&s)).await.unwrap(), 7);
 }
 
+/// A bulk ending bigger than one of its steps (Redis packs a step's events
+/// into one stream entry): read in pages of odd sizes, which end inside a
+/// step, every event comes once, in sequence order, one per session.
+async fn a_bulk_ending_s_events_page_each_once(s: Arc<dyn Store>) {
+    const N: usize = 450;
+    let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
+    let now = now_millis();
+    let before = s.last_sequence(log(&s)).await.unwrap();
+    let mut ids = BTreeSet::new();
+    for _ in 0..N {
+        ids.insert(open(&s, joe, Kind::Api, now).await.0);
+    }
+    let n = s
+        .end_sessions(
+            Scope::Org("example.com".into()),
+            &[Kind::Api],
+            EndReason::LogoutAll,
+            now,
+            &audit(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n as usize, N);
+    // The events may follow the acknowledgement (they do on Redis).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.last_sequence(log(&s)).await.unwrap() < before + N as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut seen = Vec::new();
+    let mut after = before;
+    for page in [1usize, 7, 199, 3, 250, 500].iter().cycle() {
+        let events = s.revocations_after(log(&s), after, *page).await.unwrap();
+        assert!(
+            events.len() <= *page,
+            "{} events for a page of {page}",
+            events.len()
+        );
+        let Some(last) = events.last() else { break };
+        after = last.sequence;
+        seen.extend(events);
+    }
+    let seqs: Vec<u64> = seen.iter().map(|e| e.sequence).collect();
+    assert_eq!(seqs, (before + 1..=before + N as u64).collect::<Vec<_>>());
+    let ended: BTreeSet<i32> = seen.iter().map(|e| e.session_id).collect();
+    assert_eq!(ended, ids);
+    assert!(seen.iter().all(|e| e.reason == EndReason::LogoutAll
+        && e.kind == Kind::Api
+        && e.org == "example.com"));
+}
+
 async fn waiting_wakes_on_a_new_event_and_times_out_otherwise(s: Arc<dyn Store>) {
     let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
     let now = now_millis();
@@ -846,6 +900,7 @@ every_backend!(
     listing_pages_live_sessions_of_one_org,
     sweeping_ends_expired_sessions_and_purges_old_events,
     events_page_in_order,
+    a_bulk_ending_s_events_page_each_once,
     waiting_wakes_on_a_new_event_and_times_out_otherwise,
     a_bulk_ending_leaves_nothing_created_before_it,
     every_ending_call_leaves_one_audit_record,

@@ -96,23 +96,53 @@ pub fn user_from(m: &HashMap<String, String>) -> Result<UserRecord> {
     })
 }
 
-pub fn revocation_from(entry: &Value) -> Result<Revocation> {
+/// The events of one stream entry: one per `e` field (a bulk step packs
+/// several into one entry), the entry id being the last one's sequence.
+pub fn revocations_from(entry: &Value) -> Result<Vec<Revocation>> {
     let Value::Array(parts) = entry else {
         return Err(corrupt("event"));
     };
-    let (Some(id), Some(body)) = (parts.first().and_then(text), parts.get(1)) else {
+    let (Some(id), Some(Value::Array(body))) = (parts.first().and_then(text), parts.get(1)) else {
         return Err(corrupt("event"));
     };
-    let f = fields(body).ok_or_else(|| corrupt("event"))?;
-    let sequence = id
-        .split('-')
-        .next()
-        .and_then(|s| s.parse().ok())
+    let last: u64 = entry_sequence(&id).ok_or_else(|| corrupt("event id"))?;
+    let packed: Vec<&Value> = body
+        .chunks(2)
+        .filter(|pair| matches!(pair, [Value::BulkString(k), _] if k.as_slice() == b"e"))
+        .map(|pair| &pair[1])
+        .collect();
+    let first = (last + 1)
+        .checked_sub(packed.len() as u64)
         .ok_or_else(|| corrupt("event id"))?;
-    // id, user, org, kind, reason, at, joined by the unit separator.
-    let packed = f.get("e").ok_or_else(|| corrupt("event"))?;
-    let parts: Vec<&str> = packed.split('\u{1f}').collect();
-    let [session_id, username, org, kind, reason, at] = parts[..] else {
+    packed
+        .into_iter()
+        .zip(first..)
+        .map(|(v, sequence)| revocation_of(v, sequence))
+        .collect()
+}
+
+/// The sequence an event stream entry id (`<sequence>-0`) names.
+pub fn entry_sequence(id: &str) -> Option<u64> {
+    id.split('-').next().and_then(|s| s.parse().ok())
+}
+
+/// One packed event: id, user, org, kind, reason, at, joined by the unit
+/// separator.
+fn revocation_of(v: &Value, sequence: u64) -> Result<Revocation> {
+    let Value::BulkString(bytes) = v else {
+        return Err(corrupt("event"));
+    };
+    let packed = std::str::from_utf8(bytes).map_err(|_| corrupt("event"))?;
+    let mut parts = packed.split('\u{1f}');
+    let (Some(session_id), Some(username), Some(org), Some(kind), Some(reason), Some(at), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(corrupt("event"));
     };
     Ok(Revocation {

@@ -23,7 +23,9 @@
 //! {p:s}:pending              hash   live index -> bulk ending still being carried out
 //! {p:s}:deadlines            zset   id scored by min(idle deadline, expiry)
 //! {p:s}:counts               hash   kind -> sessions not yet ended (gauge)
-//! {p:s}:events               stream entry id <sequence>-0, one per ended session
+//! {p:s}:events               stream of ended sessions: an `e` field each; a
+//!                            bulk step packs its sessions into one entry,
+//!                            whose id is <last sequence>-0
 //! {p:s}:events:purged        highest sequence trimmed by retention
 //! {p:s}:audit:<hex org>      stream entry id <audit id>-0, one per ending call
 //! {p:s}:audit:orgs           set of orgs with an audit stream
@@ -59,7 +61,7 @@ use tokio::sync::watch;
 
 pub use conn::cluster_nodes;
 use conn::{Conn, Target};
-use decode::{map_err, revocation_from};
+use decode::map_err;
 pub use layout::{Layout, DEFAULT_SHARDS, MAX_SHARDS};
 
 use crate::domain::{Error, Result};
@@ -382,37 +384,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Follows one shard's event stream (XREAD BLOCK on its own connection) and
 /// publishes its newest sequence, waking every watcher of this replica.
-/// Stops when the store is dropped.
+/// Only entry ids are needed: a wake-up reads one entry, then the newest
+/// id. Stops when the store is dropped.
 async fn tail(mut conn: Conn, stream: String, shard: u16, tails: Weak<Tails>, mut last: u64) {
     loop {
         let reply: std::result::Result<Value, _> = ::redis::cmd("XREAD")
             .arg("BLOCK")
             .arg(TAIL_BLOCK_MS)
             .arg("COUNT")
-            .arg(1000)
+            .arg(1)
             .arg("STREAMS")
             .arg(&stream)
             .arg(format!("{last}-0"))
             .query_async(&mut conn)
             .await;
+        let reply = match reply {
+            Ok(Value::Array(_)) => ::redis::cmd("XREVRANGE")
+                .arg(&stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async::<Value>(&mut conn)
+                .await
+                .map(Some),
+            Ok(_) => Ok(None), // BLOCK timed out with nothing new
+            Err(e) => Err(e),
+        };
         let Some(tails) = tails.upgrade() else { return };
         match reply {
-            Ok(Value::Array(streams)) => {
-                for s in &streams {
-                    let Value::Array(parts) = s else { continue };
-                    let Some(Value::Array(entries)) = parts.get(1) else {
-                        continue;
-                    };
-                    for e in entries {
-                        if let Ok(r) = revocation_from(e) {
-                            last = last.max(r.sequence);
-                        }
-                    }
+            Ok(Some(newest)) => {
+                if let Some(seq) = newest_sequence(&newest) {
+                    last = last.max(seq);
                 }
                 lock(&tails.latest).insert(shard, last);
                 tails.bump.send_modify(|n| *n = n.wrapping_add(1));
             }
-            Ok(_) => {} // BLOCK timed out with nothing new
+            Ok(None) => {}
             Err(e) => {
                 tracing::debug!(error = %e, shard, "revocation tailer: redis error; retrying");
                 drop(tails);
@@ -420,4 +428,18 @@ async fn tail(mut conn: Conn, stream: String, shard: u16, tails: Weak<Tails>, mu
             }
         }
     }
+}
+
+/// The sequence of the entry in an `XREVRANGE … COUNT 1` reply.
+fn newest_sequence(reply: &Value) -> Option<u64> {
+    let Value::Array(entries) = reply else {
+        return None;
+    };
+    let Some(Value::Array(entry)) = entries.first() else {
+        return None;
+    };
+    entry
+        .first()
+        .and_then(decode::text)
+        .and_then(|id| decode::entry_sequence(&id))
 }

@@ -7,7 +7,7 @@ use ::redis::Value;
 use async_trait::async_trait;
 
 use super::decode::{
-    audit_from, corrupt, fields, hex, map_err, revocation_from, session_from, sid, text, user_from,
+    audit_from, corrupt, fields, hex, map_err, revocations_from, session_from, sid, text, user_from,
 };
 use super::layout::id_shard;
 use super::{lock, RedisStore, BATCH, DRAIN_PARALLEL, PURGE_BATCH, TTL_GRACE_MS};
@@ -48,6 +48,30 @@ impl Pending {
 
 /// The fields of a session needed to end it: (digest, kind, user id, org).
 type Ends = Option<(String, String, i64, String)>;
+
+/// A session a fence covers, as a bulk ending step needs it.
+struct Fenced {
+    digest: String,
+    kind: String,
+    user_id: i64,
+    username: String,
+    org: String,
+    /// The earlier of its idle deadline and its expiry.
+    deadline: i64,
+}
+
+/// How many sessions a finished bulk ending step ended.
+fn step_result(
+    done: Option<std::result::Result<Result<i64>, tokio::task::JoinError>>,
+) -> Result<u32> {
+    match done {
+        None => Ok(0),
+        Some(joined) => {
+            let n = joined.map_err(|e| Error::Internal(format!("bulk ending step: {e}")))??;
+            Ok(u32::try_from(n).unwrap_or(0))
+        }
+    }
+}
 
 impl RedisStore {
     /// `u:<user>` / `a:<address>` -> its counter key.
@@ -130,26 +154,28 @@ impl RedisStore {
         names.iter().map(|n| self.layout().key(shard, n)).collect()
     }
 
-    /// Ends `ids` (one shard) in one bounded script; returns how many ended.
-    #[allow(clippy::too_many_arguments)]
-    async fn end_batch(
+    /// Ends those of `ids` (one shard) past their deadline as EXPIRED, in
+    /// one bounded script; returns how many ended.
+    async fn end_due(
         &self,
         shard: u16,
         ids: &[(i64, Ends)],
         index: &str,
-        reason: &str,
-        at: &str,
-        due: bool,
+        now: Millis,
         audit_org: Option<&str>,
     ) -> Result<i64> {
         let l = self.layout();
         let mut keys = self.shard_keys(shard, &["deadlines", "counts", "events", "seq:event"]);
-        keys.push(l.audit(audit_org.unwrap_or("")));
+        // An org's audit key lives in its own shard; without one, any key of
+        // this shard stands in (the script does not write it).
+        keys.push(match audit_org {
+            Some(org) => l.audit(org),
+            None => l.key(shard, "audit:none"),
+        });
         keys.extend(self.shard_keys(shard, &["audit:orgs", "seq:audit"]));
         let mut args = vec![
-            reason.to_owned(),
-            at.to_owned(),
-            if due { "due" } else { "all" }.to_owned(),
+            EndReason::Expired.as_str().to_owned(),
+            now.to_string(),
             audit_org.unwrap_or("").to_owned(),
             "system".to_owned(),
         ];
@@ -158,12 +184,82 @@ impl RedisStore {
             args.push(id.to_string());
             args.push(digest);
         }
-        // An org's audit key lives in its own shard; without one, any key of
-        // this shard stands in (the script does not write it).
-        if audit_org.is_none() {
-            keys[4] = l.key(shard, "audit:none");
-        }
         self.int(&self.inner.scripts.end_batch, &keys, &args).await
+    }
+
+    /// What a bulk ending step needs of each of `ids` (one shard), `None`
+    /// for a session gone already: the session is fenced, so none of it
+    /// changes before the step.
+    async fn fenced_sessions(&self, ids: &[i64]) -> Result<Vec<Option<Fenced>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET").arg(self.layout().session(*id)).arg(&[
+                "digest", "kind", "user_id", "username", "org", "idle", "expires",
+            ]);
+        }
+        let rows: Vec<Vec<Option<String>>> =
+            pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let [Some(digest), Some(kind), Some(uid), Some(username), Some(org), Some(idle), Some(expires)] =
+                    <[Option<String>; 7]>::try_from(r).ok()?
+                else {
+                    return None;
+                };
+                let deadline = idle.parse::<i64>().ok()?.min(expires.parse().ok()?);
+                Some(Fenced {
+                    digest,
+                    kind,
+                    user_id: uid.parse().ok()?,
+                    username,
+                    org,
+                    deadline,
+                })
+            })
+            .collect())
+    }
+
+    /// One bounded step of a bulk ending: ends `ids` of `index` (one shard)
+    /// with one event entry; returns how many ended. A session past its
+    /// deadline at the ending's time is left to the sweeper (it ends as
+    /// EXPIRED).
+    async fn drain_step(&self, shard: u16, ids: &[i64], index: &str, p: &Pending) -> Result<i64> {
+        let l = self.layout();
+        let sessions = self.fenced_sessions(ids).await?;
+        let at: i64 = p.at.parse().map_err(|_| corrupt("pending ending"))?;
+        let mut keys = self.shard_keys(shard, &["deadlines", "counts", "events", "seq:event"]);
+        let mut args = Vec::with_capacity(ids.len() * 3);
+        for (id, s) in ids.iter().zip(&sessions) {
+            match s {
+                Some(s) if s.deadline <= at => continue,
+                Some(s) => {
+                    keys.push(l.session(*id));
+                    keys.push(l.token(shard, &s.digest));
+                    keys.push(l.live_user(s.user_id, &s.kind));
+                    keys.push(l.live_org(&s.org, &s.kind));
+                    args.push(id.to_string());
+                    args.push(s.kind.clone());
+                    args.push(format!(
+                        "{id}{US}{}{US}{}{US}{}{US}{}{US}{}",
+                        s.username, s.org, s.kind, p.reason, p.at
+                    ));
+                }
+                None => {
+                    let session = l.session(*id);
+                    keys.extend([session.clone(), session, index.to_owned(), index.to_owned()]);
+                    args.extend([id.to_string(), String::new(), String::new()]);
+                }
+            }
+        }
+        if keys.len() == 4 {
+            return Ok(0);
+        }
+        self.int(&self.inner.scripts.drain_batch, &keys, &args)
+            .await
     }
 
     /// Carries out the queued bulk ending of `index` (if any) in bounded
@@ -180,8 +276,12 @@ impl RedisStore {
         let Some(p) = raw.and_then(Pending::parse) else {
             return Ok(0);
         };
+        let p = std::sync::Arc::new(p);
         let mut ended = 0u32;
         let mut after = String::from("-inf");
+        // Steps over disjoint ids, several in flight: Redis runs them one by
+        // one while the round trips around them (and the next page) overlap.
+        let mut steps = tokio::task::JoinSet::new();
         loop {
             let ids: Vec<i64> = ::redis::cmd("ZRANGEBYSCORE")
                 .arg(index)
@@ -189,7 +289,7 @@ impl RedisStore {
                 .arg(p.watermark)
                 .arg("LIMIT")
                 .arg(0)
-                .arg(BATCH * DRAIN_PARALLEL)
+                .arg(BATCH)
                 .query_async(&mut self.conn())
                 .await
                 .map_err(map_err)?;
@@ -199,29 +299,19 @@ impl RedisStore {
                 .into_iter()
                 .filter(|id| id.to_string() != p.keep)
                 .collect();
-            // Batches of disjoint ids, several in flight: Redis runs them one
-            // by one; the round trips around them overlap.
-            let mut batches = tokio::task::JoinSet::new();
-            for chunk in ids.chunks(BATCH) {
-                let (store, chunk, index) = (self.clone(), chunk.to_vec(), index.to_owned());
-                let (reason, at) = (p.reason.clone(), p.at.clone());
-                batches.spawn(async move {
-                    let ends = store.ends_of(&chunk).await?;
-                    let batch: Vec<(i64, Ends)> = chunk.into_iter().zip(ends).collect();
-                    store
-                        .end_batch(shard, &batch, &index, &reason, &at, false, None)
-                        .await
-                });
+            let (store, index, p) = (self.clone(), index.to_owned(), p.clone());
+            steps.spawn(async move { store.drain_step(shard, &ids, &index, &p).await });
+            while steps.len() >= DRAIN_PARALLEL {
+                ended += step_result(steps.join_next().await)?;
             }
-            while let Some(done) = batches.join_next().await {
-                let n = done.map_err(|e| Error::Internal(format!("bulk ending batch: {e}")))??;
-                ended += u32::try_from(n).unwrap_or(0);
-            }
+        }
+        while !steps.is_empty() {
+            ended += step_result(steps.join_next().await)?;
         }
         self.run(
             &self.inner.scripts.pending_done,
             &[pending_key],
-            &[index.to_owned(), p.raw],
+            &[index.to_owned(), p.raw.clone()],
         )
         .await?;
         Ok(ended)
@@ -368,15 +458,7 @@ impl RedisStore {
             }
             for (org, batch) in by_org {
                 let n = self
-                    .end_batch(
-                        shard,
-                        &batch,
-                        &deadlines,
-                        EndReason::Expired.as_str(),
-                        &now.to_string(),
-                        true,
-                        org.as_deref(),
-                    )
+                    .end_due(shard, &batch, &deadlines, now, org.as_deref())
                     .await?;
                 expired += u32::try_from(n).unwrap_or(0);
             }
@@ -403,15 +485,17 @@ impl RedisStore {
         let keys = self.shard_keys(shard, &["events", "events:purged"]);
         let mut purged = 0u32;
         loop {
-            let removed = self
-                .int(
+            let (removed, more): (u32, u8) = ::redis::FromRedisValue::from_redis_value(
+                self.run(
                     &self.inner.scripts.purge_events,
                     &keys,
                     &[before.to_string(), PURGE_BATCH.to_string()],
                 )
-                .await?;
-            purged += u32::try_from(removed).unwrap_or(0);
-            if usize::try_from(removed).unwrap_or(0) < PURGE_BATCH {
+                .await?,
+            )
+            .map_err(|_| corrupt("purge reply"))?;
+            purged = purged.saturating_add(removed);
+            if more == 0 {
                 break;
             }
         }
@@ -1121,10 +1205,21 @@ impl Store for RedisStore {
                 after,
                 oldest: text(oldest).and_then(|t| t.parse().ok()).unwrap_or(0),
             }),
-            (Some("OK"), Some(Value::Array(entries))) => entries
-                .iter()
-                .map(|e| revocation_from(e).map(|r| Revocation { shard, ..r }))
-                .collect(),
+            (Some("OK"), Some(Value::Array(entries))) => {
+                let mut out = Vec::new();
+                for e in entries {
+                    // A packed entry may begin at or before `after`, and its
+                    // events past `limit` are read again next time.
+                    out.extend(
+                        revocations_from(e)?
+                            .into_iter()
+                            .filter(|r| r.sequence > after)
+                            .map(|r| Revocation { shard, ..r }),
+                    );
+                }
+                out.truncate(limit);
+                Ok(out)
+            }
             _ => Err(corrupt("events reply")),
         }
     }

@@ -201,7 +201,7 @@ impl ServerProcess {
     }
 
     pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiond"));
+        let mut cmd = Command::new(sessiond_bin());
         cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
@@ -555,6 +555,14 @@ pub const QUIET_SERVE_ENV: [(&str, &str); 5] = [
     ("SESSIOND_ARGON2_MEMORY_KIB", "64"),
     ("SESSIOND_ARGON2_ITERATIONS", "1"),
 ];
+
+/// The `sessiond` the tests start: this build's, or the one named by
+/// `SESSIOND_TEST_BIN` (to take the slow tests' figures from a release
+/// build: `SESSIOND_TEST_BIN=target/release/sessiond`).
+pub fn sessiond_bin() -> std::ffi::OsString {
+    std::env::var_os("SESSIOND_TEST_BIN")
+        .unwrap_or_else(|| std::ffi::OsString::from(env!("CARGO_BIN_EXE_sessiond")))
+}
 
 /// `PATH` with the directory of the `sessiond` under test first, as
 /// `cargo install --path .` would put it.
