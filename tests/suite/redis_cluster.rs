@@ -123,6 +123,33 @@ async fn orgs_spread_over_every_primary_and_each_org_stays_on_one() {
     }
 }
 
+/// A primary that comes back empty loses its shards' data only: the health
+/// watch reports it, although the store's own record (on another primary)
+/// is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_lost_its_shards_data_is_reported() {
+    let cluster = start_cluster().await;
+    let s = open(&cluster, PREFIX, 16).await.unwrap();
+    let meta = cluster.primary_of(&format!("{{{PREFIX}}}:meta"));
+    let org = (0..)
+        .map(|i| format!("lost-{i}.test"))
+        .find(|o| primary_of_org(&cluster, &s, o) != meta)
+        .unwrap();
+    add_user(&s, &format!("u@{org}"), &org, Role::User).await;
+    let server = store_replica(&cluster.url(), &[], &[]);
+    // The first check (at start) saw the org's shard holding data.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!server.log_text().contains("lost its data"));
+    cluster.cli(primary_of_org(&cluster, &s, &org), &["FLUSHALL"]);
+    assert!(
+        server
+            .log_text_once("the store lost its data")
+            .contains("the store lost its data"),
+        "no warning; log:\n{}",
+        server.log_text()
+    );
+}
+
 fn kind_of(k: Kind) -> sessiond::domain::Kind {
     match k {
         Kind::Api => sessiond::domain::Kind::Api,

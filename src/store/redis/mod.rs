@@ -130,6 +130,10 @@ struct Inner {
     tails: Arc<Tails>,
     /// Pending bulk endings this process is carrying out now.
     draining: Mutex<HashSet<String>>,
+    /// The shards seen holding data (a user or a session was ever made in
+    /// them): one that later holds none lost it, even when the others did
+    /// not (a cluster primary restarted empty).
+    held: Mutex<HashSet<u16>>,
 }
 
 /// What the per-shard tailers saw: the newest sequence of each shard, and a
@@ -184,6 +188,7 @@ impl RedisStore {
                     bump,
                 }),
                 draining: Mutex::new(HashSet::new()),
+                held: Mutex::new(HashSet::new()),
             }),
         };
         match store.check_shards().await {

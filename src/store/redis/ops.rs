@@ -646,12 +646,38 @@ impl RedisStore {
 #[async_trait]
 impl Store for RedisStore {
     async fn holds_data(&self) -> Result<bool> {
-        let n: i64 = ::redis::cmd("EXISTS")
-            .arg(self.layout().meta())
+        let l = self.layout();
+        let meta: i64 = ::redis::cmd("EXISTS")
+            .arg(l.meta())
             .query_async(&mut self.conn())
             .await
             .map_err(map_err)?;
-        Ok(n > 0)
+        // Each shard's id counters: made with its first user or session,
+        // never deleted. One query per shard (each may be on another node).
+        let mut counters = tokio::task::JoinSet::new();
+        for shard in 0..l.shards {
+            let mut conn = self.conn();
+            let cmd = ::redis::cmd("EXISTS")
+                .arg(l.key(shard, "seq:user"))
+                .arg(l.key(shard, "seq:session"))
+                .clone();
+            counters.spawn(async move { (shard, cmd.query_async::<i64>(&mut conn).await) });
+        }
+        let mut shards = Vec::with_capacity(usize::from(l.shards));
+        while let Some(done) = counters.join_next().await {
+            let (shard, n) = done.map_err(|e| Error::Internal(format!("health check: {e}")))?;
+            shards.push((shard, n.map_err(map_err)? > 0));
+        }
+        let mut held = lock(&self.inner.held);
+        let mut lost = false;
+        for (shard, holds) in shards {
+            if holds {
+                held.insert(shard);
+            } else {
+                lost |= held.contains(&shard);
+            }
+        }
+        Ok(meta > 0 && !lost)
     }
 
     async fn ping(&self) -> Result<()> {
