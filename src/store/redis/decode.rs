@@ -17,7 +17,7 @@ pub fn map_err(e: RedisError) -> Error {
 }
 
 pub fn hex(d: &TokenDigest) -> String {
-    d.0.iter().map(|b| format!("{b:02x}")).collect()
+    super::layout::hex_of(&d.0)
 }
 
 pub fn text(v: &Value) -> Option<String> {

@@ -19,7 +19,19 @@ pub const MAX_SHARDS: u16 = 1024;
 
 /// Lowercase hex of a name, for use inside key names.
 pub fn enc(name: &str) -> String {
-    name.bytes().map(|b| format!("{b:02x}")).collect()
+    hex_of(name.as_bytes())
+}
+
+/// Lowercase hex of bytes (built for every key of every call: one
+/// allocation).
+pub fn hex_of(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// The shard of a username's directory entry (which records its org).
@@ -123,6 +135,12 @@ mod tests {
         // Values from `CLUSTER KEYSLOT`.
         assert_eq!(slot("foo"), 12182);
         assert_eq!(slot("123456789"), 12739);
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_two_digits_a_byte() {
+        assert_eq!(hex_of(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(enc("a{b}"), "617b627d");
     }
 
     #[test]

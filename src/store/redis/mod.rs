@@ -99,9 +99,12 @@ pub fn check_shards(shards: u16) -> std::result::Result<u16, String> {
 /// How long session keys outlive their deadline before Redis drops them.
 const TTL_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
 /// Sessions ended per script: a batch stays well under a millisecond or two.
-const BATCH: usize = 200;
+const BATCH: usize = 128;
 /// Batches of one bulk ending in flight at once.
 const DRAIN_PARALLEL: usize = 4;
+/// How long a replica's hold on a bulk ending lasts unless renewed (it
+/// renews well before; another replica takes over once it lapses).
+const LEASE_MS: u64 = 10_000;
 const PURGE_BATCH: usize = 500;
 /// How long the tailers' XREAD blocks before they check in again.
 const TAIL_BLOCK_MS: u64 = 5_000;
@@ -130,6 +133,9 @@ struct Inner {
     tails: Arc<Tails>,
     /// Pending bulk endings this process is carrying out now.
     draining: Mutex<HashSet<String>>,
+    /// This process's name on the leases of the bulk endings it carries
+    /// out (random: replicas need no configured identity).
+    owner: String,
     /// The shards seen holding data (a user or a session was ever made in
     /// them): one that later holds none lost it, even when the others did
     /// not (a cluster primary restarted empty).
@@ -189,6 +195,7 @@ impl RedisStore {
                 }),
                 draining: Mutex::new(HashSet::new()),
                 held: Mutex::new(HashSet::new()),
+                owner: random_owner(),
             }),
         };
         match store.check_shards().await {
@@ -372,6 +379,16 @@ impl RedisStore {
             .map_err(map_err)?;
         Ok(n.unwrap_or(0))
     }
+}
+
+fn random_owner() -> String {
+    let mut bytes = [0u8; 12];
+    // Without randomness the process id still tells replicas apart on
+    // one host; a clash only means two replicas share a lease.
+    if getrandom::getrandom(&mut bytes).is_err() {
+        return format!("pid-{}", std::process::id());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn as_int(v: Value) -> Result<i64> {

@@ -18,9 +18,12 @@ use crate::domain::{
 use crate::store::{EndTarget, ListQuery, Scope, Store, SweepReport};
 
 const US: char = '\u{1f}';
+/// How often a replica carrying out a bulk ending renews its lease.
+const LEASE_RENEW: Duration = Duration::from_millis(super::LEASE_MS / 4);
 
 /// One queued bulk ending of a live index: every id up to `watermark` but
 /// `keep` goes, with `reason`, at `at`.
+#[derive(Clone)]
 struct Pending {
     raw: String,
     watermark: i64,
@@ -231,18 +234,25 @@ impl RedisStore {
         let l = self.layout();
         let sessions = self.fenced_sessions(ids).await?;
         let at: i64 = p.at.parse().map_err(|_| corrupt("pending ending"))?;
+        // `…:lo:<KIND>:<org>` or `…:lu:<KIND>:<user id>`.
+        let kind = index.rsplit(':').nth(1).unwrap_or_default();
         let mut keys = self.shard_keys(shard, &["deadlines", "counts", "events", "seq:event"]);
-        let mut args = Vec::with_capacity(ids.len() * 3);
+        keys.push(index.to_owned());
+        let by_org = index.contains("}:lo:");
+        let mut args = Vec::with_capacity(1 + ids.len() * 2);
+        args.push(kind.to_owned());
         for (id, s) in ids.iter().zip(&sessions) {
             match s {
                 Some(s) if s.deadline <= at => continue,
                 Some(s) => {
                     keys.push(l.session(*id));
                     keys.push(l.token(shard, &s.digest));
-                    keys.push(l.live_user(s.user_id, &s.kind));
-                    keys.push(l.live_org(&s.org, &s.kind));
+                    keys.push(if by_org {
+                        l.live_user(s.user_id, &s.kind)
+                    } else {
+                        l.live_org(&s.org, &s.kind)
+                    });
                     args.push(id.to_string());
-                    args.push(s.kind.clone());
                     args.push(format!(
                         "{id}{US}{}{US}{}{US}{}{US}{}{US}{}",
                         s.username, s.org, s.kind, p.reason, p.at
@@ -250,35 +260,88 @@ impl RedisStore {
                 }
                 None => {
                     let session = l.session(*id);
-                    keys.extend([session.clone(), session, index.to_owned(), index.to_owned()]);
-                    args.extend([id.to_string(), String::new(), String::new()]);
+                    keys.extend([session.clone(), session, index.to_owned()]);
+                    args.extend([id.to_string(), String::new()]);
                 }
             }
         }
-        if keys.len() == 4 {
+        if keys.len() == 5 {
             return Ok(0);
         }
         self.int(&self.inner.scripts.drain_batch, &keys, &args)
             .await
     }
 
-    /// Carries out the queued bulk ending of `index` (if any) in bounded
-    /// batches; returns how many sessions it ended. Safe to run twice at
-    /// once (each batch re-checks every session).
+    /// Carries out the queued bulk ending of `index` (if any, and any queued
+    /// meanwhile) in bounded steps, unless another replica holds its lease;
+    /// returns how many sessions it ended. Safe to run twice at once (each
+    /// step re-checks every session), the lease only saves repeating work.
     async fn drain(&self, shard: u16, index: &str) -> Result<u32> {
-        let pending_key = self.layout().key(shard, "pending");
-        let raw: Option<String> = ::redis::cmd("HGET")
-            .arg(&pending_key)
-            .arg(index)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(map_err)?;
-        let Some(p) = raw.and_then(Pending::parse) else {
+        let suffix = index.split_once("}:").map_or(index, |(_, s)| s);
+        let lease = self.layout().key(shard, &format!("lease:{suffix}"));
+        if !self.lease(&lease, "take").await? {
             return Ok(0);
-        };
+        }
+        let pending_key = self.layout().key(shard, "pending");
+        let drained = async {
+            let mut ended = 0u32;
+            let mut done: Option<String> = None;
+            loop {
+                let raw: Option<String> = ::redis::cmd("HGET")
+                    .arg(&pending_key)
+                    .arg(index)
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(map_err)?;
+                let Some(p) = raw.and_then(Pending::parse) else {
+                    break;
+                };
+                // Still there after it was carried out: left to the sweeper.
+                if done.as_deref() == Some(p.raw.as_str()) {
+                    break;
+                }
+                ended += self
+                    .drain_item(shard, index, &pending_key, &lease, p.clone())
+                    .await?;
+                done = Some(p.raw);
+            }
+            Ok(ended)
+        }
+        .await;
+        let _ = self.lease(&lease, "drop").await;
+        drained
+    }
+
+    /// Takes, renews or drops a bulk ending's lease; whether this process
+    /// holds it.
+    async fn lease(&self, lease: &str, action: &str) -> Result<bool> {
+        let n = self
+            .int(
+                &self.inner.scripts.lease,
+                &[lease.to_owned()],
+                &[
+                    self.inner.owner.clone(),
+                    super::LEASE_MS.to_string(),
+                    action.to_owned(),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Carries out one queued bulk ending `p` of `index`, then marks it done.
+    async fn drain_item(
+        &self,
+        shard: u16,
+        index: &str,
+        pending_key: &str,
+        lease: &str,
+        p: Pending,
+    ) -> Result<u32> {
         let p = std::sync::Arc::new(p);
         let mut ended = 0u32;
         let mut after = String::from("-inf");
+        let mut renewed = std::time::Instant::now();
         // Steps over disjoint ids, several in flight: Redis runs them one by
         // one while the round trips around them (and the next page) overlap.
         let mut steps = tokio::task::JoinSet::new();
@@ -301,6 +364,10 @@ impl RedisStore {
                 .collect();
             let (store, index, p) = (self.clone(), index.to_owned(), p.clone());
             steps.spawn(async move { store.drain_step(shard, &ids, &index, &p).await });
+            if renewed.elapsed() >= LEASE_RENEW {
+                renewed = std::time::Instant::now();
+                self.lease(lease, "keep").await?;
+            }
             while steps.len() >= DRAIN_PARALLEL {
                 ended += step_result(steps.join_next().await)?;
             }
@@ -310,7 +377,7 @@ impl RedisStore {
         }
         self.run(
             &self.inner.scripts.pending_done,
-            &[pending_key],
+            &[pending_key.to_owned()],
             &[index.to_owned(), p.raw.clone()],
         )
         .await?;
