@@ -579,6 +579,55 @@ async fn a_bulk_ending_s_events_page_each_once(s: Arc<dyn Store>) {
         && e.org == "example.com"));
 }
 
+/// A user's ending right after its org's LogoutAll (which Redis may still
+/// be carrying out behind its fence) counts only the sessions it ends
+/// itself, not the ones the LogoutAll ended; each session has one event.
+async fn an_ending_does_not_count_what_an_earlier_one_ended(s: Arc<dyn Store>) {
+    const API: usize = 300;
+    let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
+    let now = now_millis();
+    let before = s.last_sequence(log(&s)).await.unwrap();
+    for _ in 0..API {
+        open(&s, joe, Kind::Api, now).await;
+    }
+    let (imap, _) = open(&s, joe, Kind::Imap, now).await;
+    let all = s
+        .end_sessions(
+            Scope::Org("example.com".into()),
+            &[Kind::Api],
+            EndReason::LogoutAll,
+            now,
+            &audit(),
+        )
+        .await
+        .unwrap();
+    let mine = s
+        .end_sessions(
+            Scope::User(joe),
+            &[Kind::Api, Kind::Imap],
+            EndReason::LogoffOther,
+            now,
+            &audit(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((all as usize, mine), (API, 1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.last_sequence(log(&s)).await.unwrap() < before + API as u64 + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let events = s.revocations_after(log(&s), before, 10_000).await.unwrap();
+    assert_eq!(events.len(), API + 1, "one event per session");
+    let imap_events: Vec<_> = events.iter().filter(|e| e.session_id == imap).collect();
+    assert_eq!(imap_events.len(), 1);
+    assert_eq!(imap_events[0].reason, EndReason::LogoffOther);
+}
+
 async fn waiting_wakes_on_a_new_event_and_times_out_otherwise(s: Arc<dyn Store>) {
     let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
     let now = now_millis();
@@ -901,6 +950,7 @@ every_backend!(
     sweeping_ends_expired_sessions_and_purges_old_events,
     events_page_in_order,
     a_bulk_ending_s_events_page_each_once,
+    an_ending_does_not_count_what_an_earlier_one_ended,
     waiting_wakes_on_a_new_event_and_times_out_otherwise,
     a_bulk_ending_leaves_nothing_created_before_it,
     every_ending_call_leaves_one_audit_record,

@@ -5,7 +5,7 @@
 -- The first, constant-time step of a bulk ending: fences make every covered
 -- session invalid at once; their removal and events follow in batches.
 local k = {fences = KEYS[1], pending = KEYS[2], seqsess = KEYS[3], deadlines = KEYS[4]}
-local n = fence(k, tonumber(ARGV[8]), tonumber(ARGV[9]), 8, 10, ARGV[7], ARGV[1], ARGV[2])
+local n = fence(k, tonumber(ARGV[8]), tonumber(ARGV[9]), 8, 10, ARGV[7], ARGV[1], ARGV[2], ARGV[6])
 -- A call that ended nothing leaves no audit record.
 if n > 0 then
   audit(KEYS[5], KEYS[6], KEYS[7], ARGV[6], ARGV[3], ARGV[4], ARGV[1], ARGV[5], n, ARGV[2])

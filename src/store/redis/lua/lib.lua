@@ -51,25 +51,38 @@ end
 
 -- Fences the live indexes KEYS[first..] (fence fields ARGV[ffirst..]) at the
 -- shard's newest session id, sparing `keep`, and queues their removal in
--- `pending`. Returns how many live sessions the fences newly cover (the
--- expired ones not swept yet are the sweeper's: they are few, as it runs
--- every interval; at most 1000 are looked at).
-local function fence(k, shards, shard, first, ffirst, keep, reason, now)
+-- `pending`. Returns how many live sessions the fences newly cover: not
+-- those an older fence covers already (the index's own, or, for a user's
+-- index, the org-wide fence of its kind in `org`: a LogoutAll still being
+-- carried out), nor the expired ones not swept yet, which are the
+-- sweeper's (they are few, as it runs every interval; at most 1000 are
+-- looked at).
+local function fence(k, shards, shard, first, ffirst, keep, reason, now, org)
   local w = tonumber(redis.call('GET', k.seqsess) or '0') * shards + shard
   local due = redis.call('ZRANGEBYSCORE', k.deadlines, '-inf', now, 'LIMIT', 0, 1000)
   local n = 0
   for i = first, #KEYS do
     local idx, field = KEYS[i], ARGV[ffirst + i - first]
     local ow, okeep = parse_fence(redis.call('HGET', k.fences, field))
+    local xw = -1
+    local kind = string.match(field, '^u:([^:]+):')
+    if kind and org ~= '' then
+      xw = parse_fence(redis.call('HGET', k.fences, 'o:' .. kind .. ':' .. org))
+    end
+    local covered = math.max(ow, xw)
     local spare = keep
     -- An id an older fence covered stays ended.
-    if spare ~= '' and tonumber(spare) <= ow and spare ~= okeep then spare = '' end
-    n = n + redis.call('ZCOUNT', idx, '(' .. ow, w)
-    if okeep ~= '' and okeep ~= spare and redis.call('ZSCORE', idx, okeep) then n = n + 1 end
-    if spare ~= '' and tonumber(spare) > ow and redis.call('ZSCORE', idx, spare) then n = n - 1 end
+    if spare ~= '' and ((tonumber(spare) <= ow and spare ~= okeep) or tonumber(spare) <= xw) then
+      spare = ''
+    end
+    n = n + redis.call('ZCOUNT', idx, '(' .. covered, w)
+    if okeep ~= '' and okeep ~= spare and tonumber(okeep) > xw and redis.call('ZSCORE', idx, okeep) then
+      n = n + 1
+    end
+    if spare ~= '' and tonumber(spare) > covered and redis.call('ZSCORE', idx, spare) then n = n - 1 end
     for _, id in ipairs(due) do
       local v = tonumber(id)
-      if v > ow and v <= w and id ~= spare and redis.call('ZSCORE', idx, id) then n = n - 1 end
+      if v > covered and v <= w and id ~= spare and redis.call('ZSCORE', idx, id) then n = n - 1 end
     end
     local value = tostring(w)
     if spare ~= '' then value = value .. ':' .. spare end
