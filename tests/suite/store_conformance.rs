@@ -100,6 +100,19 @@ async fn user(s: &Arc<dyn Store>, name: &str, org: &str, role: Role) -> i64 {
     id
 }
 
+/// A LogoutAll of example.com's API sessions at `now`; how many it ended.
+async fn logout_all(s: &Arc<dyn Store>, now: Millis) -> u32 {
+    s.end_sessions(
+        Scope::Org("example.com".into()),
+        &[Kind::Api],
+        EndReason::LogoutAll,
+        now,
+        &audit(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Opens a session at `now` (30 min idle, 12 h lifetime); returns (id, digest).
 async fn open(s: &Arc<dyn Store>, uid: i64, kind: Kind, now: Millis) -> (i32, TokenDigest) {
     let digest = Token::generate_for_org(&org_of(s, uid)).unwrap().digest();
@@ -355,29 +368,11 @@ async fn bulk_endings_take_exactly_their_scope(s: Arc<dyn Store>) {
     assert!(live(&s, &joe_api, now).await && live(&s, &amy_imap, now).await);
     assert!(!live(&s, &joe_old, now).await);
 
-    let n = s
-        .end_sessions(
-            Scope::Org("example.com".into()),
-            &[Kind::Api],
-            EndReason::LogoutAll,
-            now,
-            &audit(),
-        )
-        .await
-        .unwrap();
+    let n = logout_all(&s, now).await;
     assert_eq!(n, 2);
     assert!(!live(&s, &joe_api, now).await && !live(&s, &amy_api, now).await);
     assert!(live(&s, &amy_imap, now).await && live(&s, &zed_api, now).await);
-    let again = s
-        .end_sessions(
-            Scope::Org("example.com".into()),
-            &[Kind::Api],
-            EndReason::LogoutAll,
-            now,
-            &audit(),
-        )
-        .await
-        .unwrap();
+    let again = logout_all(&s, now).await;
     assert_eq!(again, 0);
 }
 
@@ -537,16 +532,7 @@ async fn a_bulk_ending_s_events_page_each_once(s: Arc<dyn Store>) {
     for _ in 0..N {
         ids.insert(open(&s, joe, Kind::Api, now).await.0);
     }
-    let n = s
-        .end_sessions(
-            Scope::Org("example.com".into()),
-            &[Kind::Api],
-            EndReason::LogoutAll,
-            now,
-            &audit(),
-        )
-        .await
-        .unwrap();
+    let n = logout_all(&s, now).await;
     assert_eq!(n as usize, N);
     // The events may follow the acknowledgement (they do on Redis).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -591,16 +577,7 @@ async fn an_ending_does_not_count_what_an_earlier_one_ended(s: Arc<dyn Store>) {
         open(&s, joe, Kind::Api, now).await;
     }
     let (imap, _) = open(&s, joe, Kind::Imap, now).await;
-    let all = s
-        .end_sessions(
-            Scope::Org("example.com".into()),
-            &[Kind::Api],
-            EndReason::LogoutAll,
-            now,
-            &audit(),
-        )
-        .await
-        .unwrap();
+    let all = logout_all(&s, now).await;
     let mine = s
         .end_sessions(
             Scope::User(joe),
@@ -691,15 +668,7 @@ async fn a_bulk_ending_leaves_nothing_created_before_it(s: Arc<dyn Store>) {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let began = std::time::Instant::now();
-    s.end_sessions(
-        Scope::Org("example.com".into()),
-        &[Kind::Api],
-        EndReason::LogoutAll,
-        now,
-        &audit(),
-    )
-    .await
-    .unwrap();
+    logout_all(&s, now).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut before = 0;
