@@ -13,6 +13,12 @@ use sessiond::domain::Error;
 use sessiond::sessions::Sessions;
 use sessiond::store::{OpenOptions, StoreUrl};
 
+// The server allocates per call (replies, keys, messages): glibc's
+// allocator spent 40 % of a replica's CPU carrying out a bulk ending on
+// Redis, and about a quarter of each Redis validation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn read_password() -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("password: ")?;
