@@ -406,7 +406,9 @@ fn readme_mail_front_end_lines_run() {
     );
     let (grpc, rest, mail) = (free_port(), free_port(), free_port());
     let client = format!(
-        r#"for i in $(seq 600); do exec 3<>/dev/tcp/127.0.0.1/{mail} 2>/dev/null && break; sleep 0.2; done
+        // Up to 5 minutes: the block's `cargo run`s build the binary and the
+        // example first (a few minutes when the suite keeps both cores busy).
+        r#"for i in $(seq 1500); do exec 3<>/dev/tcp/127.0.0.1/{mail} 2>/dev/null && break; sleep 0.2; done
 read -r -t 60 greeting <&3
 for i in $(seq 600); do
   printf 'a1 LOGIN joe_user@example.com joe-pass-1\r\n' >&3
