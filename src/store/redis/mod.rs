@@ -388,7 +388,7 @@ fn random_owner() -> String {
     if getrandom::getrandom(&mut bytes).is_err() {
         return format!("pid-{}", std::process::id());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    layout::hex_of(&bytes)
 }
 
 fn as_int(v: Value) -> Result<i64> {
