@@ -158,3 +158,52 @@ async fn no_validation_succeeds_on_any_replica_after_an_acknowledged_logoff_redi
         check(validators, connect(&a.url()).await, token).await;
     }
 }
+
+/// A replica remembers validations on Redis; none may outlive an ending
+/// made elsewhere: a LogoutAll of the org on replica A (a fence, not a
+/// per-session deletion), then `sessiond user disable` run as another
+/// process against the same Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_validation_succeeds_on_any_replica_after_a_bulk_ending_or_an_outside_disable_redis() {
+    let redis = RedisServer::start();
+    let replica = || redis_replica(&redis, false, &[]);
+    let (a, b) = (replica(), replica());
+    let mut ca = connect(&a.url()).await;
+    for _ in 0..3 {
+        let (token, _) = login(&mut ca, USEREMAIL, Kind::Api).await;
+        let validators = vec![connect(&a.url()).await, connect(&b.url()).await];
+        let mut ender = connect(&a.url()).await;
+        check_ending(validators, token, async move {
+            let r = ender
+                .logout_all(pb::LogoutAllRequest {
+                    username: USEREMAIL.0.into(),
+                    password: USEREMAIL.1.into(),
+                })
+                .await
+                .unwrap();
+            assert!(r.into_inner().ended >= 1);
+        })
+        .await;
+    }
+    let url = redis.url();
+    let user = |action: &'static str| {
+        let url = url.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(sessiond_bin())
+                    .args(["user", action, JOE.0, "--store", &url])
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            assert!(out.status.success(), "user {action}: {out:?}");
+        }
+    };
+    for _ in 0..3 {
+        let (token, _) = login(&mut ca, JOE, Kind::Api).await;
+        let validators = vec![connect(&a.url()).await, connect(&b.url()).await];
+        check_ending(validators, token, user("disable")).await;
+        user("enable").await;
+    }
+}

@@ -346,8 +346,19 @@ async fn a_redis_that_lost_its_data_is_reported() {
     let mut redis = RedisServer::start();
     let server = replica(&redis, false);
     let mut c = connect(&server.url()).await;
-    login(&mut c, JOE, Kind::Imap).await;
+    let (token, _) = login(&mut c, JOE, Kind::Imap).await;
+    // Validated twice, so the replica remembers it.
+    for _ in 0..2 {
+        validate(&mut c, &token).await.unwrap();
+    }
     redis.restart();
+    // The session went with the data: a remembered validation must not
+    // answer for it (refused, or UNAVAILABLE while Redis restarts).
+    let refused = validate(&mut c, &token).await.unwrap_err();
+    assert!(
+        matches!(refused.code(), Code::Unauthenticated | Code::Unavailable),
+        "{refused:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     while !server.log_text().contains("the store lost its data") {
         assert!(

@@ -19,7 +19,8 @@
 //! {p:s}:t:<digest hex>       hash   a copy of the session (validation reads it)
 //! {p:s}:lu:<KIND>:<uid>      zset   live session ids of a user, by kind
 //! {p:s}:lo:<KIND>:<hex org>  zset   live session ids of an org, by kind
-//! {p:s}:fences               hash   o:<KIND>:<org> / u:<KIND>:<uid> -> newest id covered
+//! {p:s}:fences               hash   o:<KIND>:<org> / u:<KIND>:<uid> -> newest id covered;
+//!                            `#` the shard's version (new at every ending), `#n` its counter
 //! {p:s}:pending              hash   live index -> bulk ending still being carried out
 //! {p:s}:deadlines            zset   id scored by min(idle deadline, expiry)
 //! {p:s}:counts               hash   kind -> sessions not yet ended (gauge)
@@ -49,6 +50,7 @@ mod conn;
 mod decode;
 mod layout;
 mod ops;
+mod remembered;
 mod scripts;
 
 use std::collections::{HashMap, HashSet};
@@ -140,6 +142,8 @@ struct Inner {
     /// them): one that later holds none lost it, even when the others did
     /// not (a cluster primary restarted empty).
     held: Mutex<HashSet<u16>>,
+    /// Validations remembered while their shard's version holds.
+    remembered: remembered::Remembered,
 }
 
 /// What the per-shard tailers saw: the newest sequence of each shard, and a
@@ -196,6 +200,7 @@ impl RedisStore {
                 draining: Mutex::new(HashSet::new()),
                 held: Mutex::new(HashSet::new()),
                 owner: random_owner(),
+                remembered: remembered::Remembered::default(),
             }),
         };
         match store.check_shards().await {

@@ -968,19 +968,41 @@ impl Store for RedisStore {
         digest: &TokenDigest,
         now: Millis,
     ) -> Result<Option<Session>> {
-        // The hot path: one script reading the token's copy of the session
-        // and the shard's fences; deadlines are checked here.
+        // The hot path. A validation remembered at the shard's current
+        // version needs one HGET of that version; otherwise one script
+        // reads the token's copy of the session and the shard's fences.
         let l = self.layout();
         let shard = digest.hint() % l.shards;
         let digest = hex(digest);
-        let keys = [l.token(shard, &digest), l.key(shard, "fences")];
+        let fences = l.key(shard, "fences");
+        if let Some((version, session)) = self.inner.remembered.get(&digest, now) {
+            let current: Option<String> = ::redis::cmd("HGET")
+                .arg(&fences)
+                .arg("#")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(map_err)?;
+            if current.as_deref() == Some(&*version) {
+                return Ok(Some(session));
+            }
+        }
+        let keys = [l.token(shard, &digest), fences];
         let reply = self.run(&self.inner.scripts.validate, &keys, &[]).await?;
         match fields(&reply) {
             Some(m) if !m.is_empty() && m.get("digest") == Some(&digest) => {
                 let session = session_from(&m)?;
-                Ok(session.is_live_at(now).then_some(session))
+                if !session.is_live_at(now) {
+                    return Ok(None);
+                }
+                if let Some(version) = m.get("#epoch") {
+                    self.inner.remembered.file(&digest, version, &session);
+                }
+                Ok(Some(session))
             }
-            _ => Ok(None),
+            _ => {
+                self.inner.remembered.forget(&digest);
+                Ok(None)
+            }
         }
     }
 
@@ -1007,9 +1029,11 @@ impl Store for RedisStore {
             TTL_GRACE_MS.to_string(),
             digest,
         ];
-        self.int(&self.inner.scripts.touch, &keys, &args)
-            .await
-            .map(|_| ())
+        if self.int(&self.inner.scripts.touch, &keys, &args).await? == 1 {
+            let digest = &args[4];
+            self.inner.remembered.touched(digest, now, idle_deadline);
+        }
+        Ok(())
     }
 
     async fn end_session(

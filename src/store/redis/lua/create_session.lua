@@ -4,6 +4,8 @@ local u = redis.call('HMGET', KEYS[1], 'id', 'disabled', 'org', 'role', 'usernam
 if u[1] ~= ARGV[2] or u[2] ~= '0' then return 'NOUSER' end
 -- An id reserved before a fence but used after it would be born ended.
 if fenced(KEYS[8], ARGV[1], ARGV[4], u[3], ARGV[2]) then return 'RETRY' end
+-- Validations are remembered only in a shard that has a version.
+if redis.call('HEXISTS', KEYS[8], '#') == 0 then bump(KEYS[8]) end
 local deadline = math.min(tonumber(ARGV[6]), tonumber(ARGV[7]))
 local ttl_at = deadline + tonumber(ARGV[10])
 redis.call('HSET', KEYS[2], 'id', ARGV[1], 'digest', ARGV[3], 'kind', ARGV[4],

@@ -13,5 +13,6 @@ if fenced(KEYS[9], s.id, s.kind, s.org, s.user_id) then return false end
 local ctx = {deadlines = KEYS[5], counts = KEYS[6], events = KEYS[7], seq = KEYS[8]}
 finish(ctx, KEYS[1], KEYS[2], KEYS[3], KEYS[4], s.id,
   {s.digest, s.kind, s.user_id, s.username, s.org}, ARGV[3], ARGV[4])
+bump(KEYS[9])
 audit(KEYS[10], KEYS[11], KEYS[12], s.org, ARGV[7], ARGV[8], ARGV[3], ARGV[9], 1, ARGV[4])
 return h

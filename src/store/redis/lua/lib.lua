@@ -28,6 +28,16 @@ local function fenced(fences, id, kind, org, uid)
   return n <= uw and tostring(id) ~= keep
 end
 
+-- Gives the shard a new version ('#' in its fences): a replica that
+-- remembered a validation at the old version reads the session again.
+-- Server time plus a counter never repeats, not even on a replica promoted
+-- without the shard's newest writes, where a counter alone could.
+local function bump(fences)
+  local t = redis.call('TIME')
+  local n = redis.call('HINCRBY', fences, '#n', 1)
+  redis.call('HSET', fences, '#', t[1] .. '.' .. t[2] .. '.' .. n)
+end
+
 -- One audit record per call, in the org's audit stream.
 local function audit(key, orgs, seq, org, actor, sid, reason, target, ended, now)
   local id = redis.call('INCR', seq)
@@ -89,5 +99,6 @@ local function fence(k, shards, shard, first, ffirst, keep, reason, now, org)
     redis.call('HSET', k.fences, field, value)
     redis.call('HSET', k.pending, idx, w .. US .. reason .. US .. now .. US .. spare)
   end
+  bump(k.fences)
   return n
 end
