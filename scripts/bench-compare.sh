@@ -38,6 +38,7 @@ store_url() {
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always \
       --dir "$WORK/redis-$1" > /dev/null &
     echo $! >> "$WORK/pids"
+    echo "$port" > "$WORK/redis-$1.port"
     wait_port "$port"
     echo "redis://127.0.0.1:$port/"
   else
@@ -107,3 +108,18 @@ for m in "${METRICS[@]}"; do
   echo "$1: $(curl -s "http://127.0.0.1:$2/metrics" | grep '^sessiond_grpc_requests_total{' \
     | grep 'rpc="ValidateSession"' | sed 's/^sessiond_grpc_requests_total//' | tr '\n' ' ')"
 done
+# On Redis: the CPU the redis-server process used per ValidateSession
+# answered (its own `INFO cpu`, over every round, divided by the
+# validations the server answered), and the commands it ran most.
+if [ "$STORE" = redis ]; then
+  for m in "${METRICS[@]}"; do
+    set -- $m
+    answered=$(curl -s "http://127.0.0.1:$2/metrics" | grep '^sessiond_grpc_requests_total{' \
+      | grep 'rpc="ValidateSession"' | awk '{s += $2} END {print s}')
+    redis-cli -p "$(cat "$WORK/redis-$1.port")" info all | tr -d '\r' \
+      | awk -F'[:=,]' -v label="$1" -v n="$answered" '
+          /^used_cpu_(sys|user):/ { cpu += $2 }
+          /^cmdstat_/ { sub("cmdstat_", "", $1); if ($3 > n / 10) line = line sprintf(" %s %.2f us/call (%d);", $1, $5 / $3, $3) }
+          END { printf "%s redis-server: %.1f us CPU per validation;%s\n", label, cpu * 1e6 / n, line }'
+  done
+fi
