@@ -73,6 +73,11 @@ struct Args {
     admin_user: String,
     #[arg(long, default_value = "pencil75")]
     admin_password: String,
+    /// Milliseconds from the start of one call of a worker to the start of
+    /// its next (0: no pause): a steady light load, to measure latency
+    /// without adding load.
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
     /// Sessions to validate across (validate, storm).
     #[arg(long, default_value_t = 256)]
     tokens: usize,
@@ -300,6 +305,10 @@ async fn drive(
                     if remaining.fetch_sub(1, Ordering::Relaxed) <= 1 {
                         stop.store(true, Ordering::Relaxed);
                     }
+                }
+                if args.interval_ms > 0 {
+                    let next = started + Duration::from_millis(args.interval_ms);
+                    tokio::time::sleep_until(next.into()).await;
                 }
             }
             tally

@@ -339,6 +339,44 @@ async fn a_redis_outage_fails_closed_and_heals_by_itself() {
     );
 }
 
+/// Use on either replica keeps a session alive on both: each replica
+/// remembers the validation it read, and a refresh made by the other one
+/// (or by itself) must neither be lost nor let the session outlive its idle
+/// timeout once use stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_on_either_replica_refreshes_the_idle_timer_for_both() {
+    let redis = RedisServer::start();
+    let env = [("SESSIOND_IDLE_TIMEOUT_SECS", "2")];
+    let (a, b) = (
+        redis_replica(&redis, false, &env),
+        redis_replica(&redis, false, &env),
+    );
+    let (mut ca, mut cb) = (connect(&a.url()).await, connect(&b.url()).await);
+    let (kept, _) = login(&mut ca, JOE, Kind::Imap).await;
+    let (left, _) = login(&mut ca, JOE, Kind::Pop).await;
+    // Both replicas remember both sessions.
+    for c in [&mut ca, &mut cb] {
+        validate(c, &kept).await.unwrap();
+        validate(c, &left).await.unwrap();
+    }
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        validate(c, &kept)
+            .await
+            .unwrap_or_else(|s| panic!("used session ended after {i} uses: {s:?}"));
+    }
+    for c in [&mut ca, &mut cb] {
+        let s = validate(c, &left).await.unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    for c in [&mut ca, &mut cb] {
+        let s = validate(c, &kept).await.unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated, "left idle: {s:?}");
+    }
+}
+
 /// A Redis that comes back empty (no persistence) turns every login into
 /// BAD_CREDENTIALS; the health watch says why, at WARN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1029,9 +1029,13 @@ impl Store for RedisStore {
             TTL_GRACE_MS.to_string(),
             digest,
         ];
+        let digest = &args[4];
         if self.int(&self.inner.scripts.touch, &keys, &args).await? == 1 {
-            let digest = &args[4];
             self.inner.remembered.touched(digest, now, idle_deadline);
+        } else {
+            // Refreshed later elsewhere, or gone: the next validation reads
+            // the store, rather than find the refresh due on every call.
+            self.inner.remembered.forget(digest);
         }
         Ok(())
     }
