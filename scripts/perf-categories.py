@@ -17,7 +17,7 @@ CATEGORIES = [
     ("Redis client (RESP, scripts)", r"^<?redis::|combine::|sessiond::store::redis"),
     ("kernel: TCP/loopback, epoll", r"K:.*(tcp|ip_|skb|sock|inet|net_|__dev|loopback|netif|napi|softirq|sk_|dst_|nf_|ep_|epoll|eventfd|__sys_(send|recv)|sendmsg|recvmsg|copy_(to|from)_user|_copy|rep_movs|neigh|raw_spin_lock_bh)"),
     ("kernel: scheduling, wakeups, other", r"^K:"),
-    ("malloc/free, memcpy", r"^(__)?(lib)?(malloc|free|cfree|_int_|realloc|calloc|unlink_chunk|malloc_consolidate|__memmove|__memcpy|__memset|__memcmp|tcache)"),
+    ("malloc/free (glibc or mimalloc), memcpy", r"^(__)?(lib)?(malloc|free|cfree|_int_|realloc|calloc|unlink_chunk|malloc_consolidate|__memmove|__memcpy|__memset|__memcmp|tcache)|^_?mi_"),
     ("HTTP/2 (h2, hyper, http)", r"(^|<|&)(h2|hyper|hyper_util|http|httparse|http_body|bytes)::"),
     ("tonic, prost", r"tonic|prost|SessionServiceServer|pb::"),
     ("tokio runtime, clocks, futex", r"tokio|mio::|parking_lot|std::sys::sync|pthread|syscall|futex|__vdso|clock_gettime|Timespec"),
