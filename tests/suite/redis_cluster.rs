@@ -696,3 +696,99 @@ impl Latencies {
         Duration::from_secs_f64(self.p99_ms / 1000.0)
     }
 }
+
+/// Once a bulk ending has removed every session its fence covered, the
+/// fence goes too (the fences would otherwise grow by one per user and org
+/// ever ended), and what it ended stays ended. On a single Redis, where the
+/// shards are key prefixes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carried_out_bulk_ending_leaves_no_fence_behind() {
+    use sessiond::domain::{Actor, Audit, EndReason};
+    let redis = RedisServer::start();
+    let s = store::open(&StoreUrl::Redis(redis.url())).await.unwrap();
+    let org = "fenced.test";
+    let uid = add_user(&s, "u@fenced.test", org, Role::User).await;
+    // More than one step's worth: removed in the background.
+    seed(&s, uid, org, 300).await;
+    let audit = Audit {
+        actor: Actor::user("tester@fenced.test", Some(7)),
+        target: "test".into(),
+    };
+    let ended = s
+        .end_sessions(
+            store::Scope::Org(org.into()),
+            &[sessiond::domain::Kind::Api],
+            EndReason::LogoutAll,
+            now_millis(),
+            &audit,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, 300);
+    let fence_fields = || {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &redis.port.to_string(),
+                "--scan",
+                "--pattern",
+                "*:fences",
+            ])
+            .output()
+            .unwrap();
+        let mut fields = Vec::new();
+        for key in String::from_utf8_lossy(&out.stdout).lines() {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &redis.port.to_string(), "HKEYS", key])
+                .output()
+                .unwrap();
+            fields.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|f| !f.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        fields
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = fence_fields();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fences left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live = s
+        .list_sessions(
+            store::ListQuery {
+                org: org.into(),
+                username: None,
+                kind: None,
+                after_id: 0,
+                limit: 1000,
+            },
+            now_millis(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        live.is_empty(),
+        "{} sessions outlived the ending",
+        live.len()
+    );
+    // A new login is not covered by anything left over.
+    seed(&s, uid, org, 1).await;
+    let again = s
+        .end_sessions(
+            store::Scope::Org(org.into()),
+            &[sessiond::domain::Kind::Api],
+            EndReason::LogoutAll,
+            now_millis(),
+            &audit,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, 1);
+}

@@ -126,6 +126,25 @@ pub fn slot(tag_content: &str) -> u16 {
     crc % 16384
 }
 
+/// The fence field that covers a live index (`…:lo:<KIND>:<hex org>` is
+/// fenced by `o:<KIND>:<org>`, `…:lu:<KIND>:<uid>` by `u:<KIND>:<uid>`).
+pub fn fence_field(index: &str) -> Option<String> {
+    let (_, rest) = index.split_once("}:")?;
+    let (scope, rest) = rest.split_once(':')?;
+    let (kind, name) = rest.split_once(':')?;
+    match scope {
+        "lu" => Some(format!("u:{kind}:{name}")),
+        "lo" => {
+            let bytes = (0..name.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(name.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            Some(format!("o:{kind}:{}", String::from_utf8(bytes).ok()?))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +160,19 @@ mod tests {
     fn hex_is_lowercase_and_two_digits_a_byte() {
         assert_eq!(hex_of(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
         assert_eq!(enc("a{b}"), "617b627d");
+    }
+
+    #[test]
+    fn an_index_names_its_fence() {
+        let l = Layout {
+            prefix: "sessiond".into(),
+            shards: 16,
+        };
+        let org = fence_field(&l.live_org("ex:ample{1}.com", "API"));
+        assert_eq!(org.as_deref(), Some("o:API:ex:ample{1}.com"));
+        let user = fence_field(&l.live_user(4242, "IMAP"));
+        assert_eq!(user.as_deref(), Some("u:IMAP:4242"));
+        assert_eq!(fence_field(&l.key(3, "deadlines")), None);
     }
 
     #[test]

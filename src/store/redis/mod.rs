@@ -19,7 +19,8 @@
 //! {p:s}:t:<digest hex>       hash   a copy of the session (validation reads it)
 //! {p:s}:lu:<KIND>:<uid>      zset   live session ids of a user, by kind
 //! {p:s}:lo:<KIND>:<hex org>  zset   live session ids of an org, by kind
-//! {p:s}:fences               hash   o:<KIND>:<org> / u:<KIND>:<uid> -> newest id covered;
+//! {p:s}:fences               hash   o:<KIND>:<org> / u:<KIND>:<uid> -> newest id covered
+//!                            (removed once that ending is carried out);
 //!                            `#` the shard's version (new at every ending), `#n` its counter
 //! {p:s}:pending              hash   live index -> bulk ending still being carried out
 //! {p:s}:deadlines            zset   id scored by min(idle deadline, expiry)

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::decode::{
     audit_from, corrupt, fields, hex, map_err, revocations_from, session_from, sid, text, user_from,
 };
-use super::layout::id_shard;
+use super::layout::{self, id_shard};
 use super::{lock, RedisStore, BATCH, DRAIN_PARALLEL, PURGE_BATCH, TTL_GRACE_MS};
 use crate::domain::{
     Actor, Audit, AuditRecord, AuthFailure, EndReason, Error, Kind, Millis, NewSession, NewUser,
@@ -64,14 +64,16 @@ struct Fenced {
 }
 
 /// How many sessions a finished bulk ending step ended.
+/// Sessions a step ended, or `None` when it found its work item finished
+/// already (by another replica) and did nothing.
 fn step_result(
     done: Option<std::result::Result<Result<i64>, tokio::task::JoinError>>,
-) -> Result<u32> {
+) -> Result<Option<u32>> {
     match done {
-        None => Ok(0),
+        None => Ok(Some(0)),
         Some(joined) => {
             let n = joined.map_err(|e| Error::Internal(format!("bulk ending step: {e}")))??;
-            Ok(u32::try_from(n).unwrap_or(0))
+            Ok(u32::try_from(n).ok())
         }
     }
 }
@@ -238,9 +240,11 @@ impl RedisStore {
         let kind = index.rsplit(':').nth(1).unwrap_or_default();
         let mut keys = self.shard_keys(shard, &["deadlines", "counts", "events", "seq:event"]);
         keys.push(index.to_owned());
+        keys.push(l.key(shard, "pending"));
         let by_org = index.contains("}:lo:");
-        let mut args = Vec::with_capacity(1 + ids.len() * 2);
+        let mut args = Vec::with_capacity(2 + ids.len() * 2);
         args.push(kind.to_owned());
+        args.push(p.raw.clone());
         for (id, s) in ids.iter().zip(&sessions) {
             match s {
                 Some(s) if s.deadline <= at => continue,
@@ -265,7 +269,7 @@ impl RedisStore {
                 }
             }
         }
-        if keys.len() == 5 {
+        if keys.len() == 6 {
             return Ok(0);
         }
         self.int(&self.inner.scripts.drain_batch, &keys, &args)
@@ -345,7 +349,8 @@ impl RedisStore {
         // Steps over disjoint ids, several in flight: Redis runs them one by
         // one while the round trips around them (and the next page) overlap.
         let mut steps = tokio::task::JoinSet::new();
-        loop {
+        let mut finished_elsewhere = false;
+        while !finished_elsewhere {
             let ids: Vec<i64> = ::redis::cmd("ZRANGEBYSCORE")
                 .arg(index)
                 .arg(&after)
@@ -369,16 +374,31 @@ impl RedisStore {
                 self.lease(lease, "keep").await?;
             }
             while steps.len() >= DRAIN_PARALLEL {
-                ended += step_result(steps.join_next().await)?;
+                match step_result(steps.join_next().await)? {
+                    Some(n) => ended += n,
+                    None => finished_elsewhere = true,
+                }
             }
         }
         while !steps.is_empty() {
-            ended += step_result(steps.join_next().await)?;
+            match step_result(steps.join_next().await)? {
+                Some(n) => ended += n,
+                None => finished_elsewhere = true,
+            }
         }
+        if finished_elsewhere {
+            return Ok(ended);
+        }
+        let fence_field = layout::fence_field(index).ok_or_else(|| corrupt("live index name"))?;
+        let fence_value = if p.keep.is_empty() {
+            p.watermark.to_string()
+        } else {
+            format!("{}:{}", p.watermark, p.keep)
+        };
         self.run(
             &self.inner.scripts.pending_done,
-            &[pending_key.to_owned()],
-            &[index.to_owned(), p.raw.clone()],
+            &[pending_key.to_owned(), self.layout().key(shard, "fences")],
+            &[index.to_owned(), p.raw.clone(), fence_field, fence_value],
         )
         .await?;
         Ok(ended)
