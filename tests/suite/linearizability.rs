@@ -80,6 +80,21 @@ async fn check_ending(
     (ok, refused)
 }
 
+/// `sessiond user <action> joe --store <url>`, run as another process; its
+/// success is asserted.
+async fn joe(url: &str, action: &'static str) {
+    let url = url.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(sessiond_bin())
+            .args(["user", action, JOE.0, "--store", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "user {action}: {out:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_validation_succeeds_after_an_acknowledged_logoff_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,25 +120,11 @@ async fn no_validation_succeeds_after_a_disable_by_another_process_sqlite() {
     let server =
         TestServer::start_with(|c| c.store = sessiond::store::StoreUrl::SqliteFile(db)).await;
     let mut c = server.client().await;
-    let user = |action: &'static str| {
-        let url = url.clone();
-        async move {
-            let out = tokio::task::spawn_blocking(move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"))
-                    .args(["user", action, JOE.0, "--store", &url])
-                    .output()
-                    .unwrap()
-            })
-            .await
-            .unwrap();
-            assert!(out.status.success(), "user {action}: {out:?}");
-        }
-    };
     for _ in 0..3 {
         let (token, _) = login(&mut c, JOE, Kind::Api).await;
         let validators = vec![server.client().await, server.client().await];
-        check_ending(validators, token, user("disable")).await;
-        user("enable").await;
+        check_ending(validators, token, joe(&url, "disable")).await;
+        joe(&url, "enable").await;
     }
 }
 
@@ -186,24 +187,10 @@ async fn no_validation_succeeds_on_any_replica_after_a_bulk_ending_or_an_outside
         .await;
     }
     let url = redis.url();
-    let user = |action: &'static str| {
-        let url = url.clone();
-        async move {
-            let out = tokio::task::spawn_blocking(move || {
-                std::process::Command::new(sessiond_bin())
-                    .args(["user", action, JOE.0, "--store", &url])
-                    .output()
-                    .unwrap()
-            })
-            .await
-            .unwrap();
-            assert!(out.status.success(), "user {action}: {out:?}");
-        }
-    };
     for _ in 0..3 {
         let (token, _) = login(&mut ca, JOE, Kind::Api).await;
         let validators = vec![connect(&a.url()).await, connect(&b.url()).await];
-        check_ending(validators, token, user("disable")).await;
-        user("enable").await;
+        check_ending(validators, token, joe(&url, "disable")).await;
+        joe(&url, "enable").await;
     }
 }
