@@ -145,6 +145,8 @@ struct Inner {
     held: Mutex<HashSet<u16>>,
     /// Validations remembered while their shard's version holds.
     remembered: remembered::Remembered,
+    /// Shard version reads shared by concurrent validations.
+    version_reads: remembered::VersionReads,
 }
 
 /// What the per-shard tailers saw: the newest sequence of each shard, and a
@@ -202,6 +204,7 @@ impl RedisStore {
                 held: Mutex::new(HashSet::new()),
                 owner: random_owner(),
                 remembered: remembered::Remembered::default(),
+                version_reads: remembered::VersionReads::default(),
             }),
         };
         match store.check_shards().await {

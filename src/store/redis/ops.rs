@@ -79,6 +79,36 @@ fn step_result(
 }
 
 impl RedisStore {
+    /// The shard's version ('#' in its fences), read after this call began;
+    /// validations of one shard that arrive together share the read (see
+    /// [`super::remembered::VersionReads`]).
+    async fn shard_version(&self, shard: u16, fences: &str) -> Result<Option<String>> {
+        let reads = &self.inner.version_reads;
+        let joined = reads.join(shard);
+        let send = |read: std::sync::Arc<super::remembered::VersionRead>| async move {
+            reads.sending(&read);
+            let answer = ::redis::cmd("HGET")
+                .arg(fences)
+                .arg("#")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(map_err);
+            reads.answered(&read);
+            answer
+        };
+        if let Some(behind) = &joined.behind {
+            // Its answer is not ours (it may have been sent before this call
+            // began); it only has to be done, whoever finishes sending it.
+            let _ = behind.answer.get_or_init(|| send(behind.clone())).await;
+        }
+        joined
+            .read
+            .answer
+            .get_or_init(|| send(joined.read.clone()))
+            .await
+            .clone()
+    }
+
     /// `u:<user>` / `a:<address>` -> its counter key.
     fn failure_key(&self, key: &str) -> String {
         let (what, name) = key.split_once(':').unwrap_or(("x", key));
@@ -996,12 +1026,7 @@ impl Store for RedisStore {
         let digest = hex(digest);
         let fences = l.key(shard, "fences");
         if let Some((version, session)) = self.inner.remembered.get(&digest, now) {
-            let current: Option<String> = ::redis::cmd("HGET")
-                .arg(&fences)
-                .arg("#")
-                .query_async(&mut self.conn())
-                .await
-                .map_err(map_err)?;
+            let current = self.shard_version(shard, &fences).await?;
             if current.as_deref() == Some(&*version) {
                 return Ok(Some(session));
             }

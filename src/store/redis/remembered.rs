@@ -20,9 +20,9 @@
 //! answer remembered from before.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::domain::{Millis, Session};
+use crate::domain::{Millis, Result, Session};
 
 /// Entries kept at most; past this the cache starts over (a flood of
 /// distinct valid tokens must not grow memory without bound).
@@ -85,6 +85,90 @@ impl Remembered {
     }
 }
 
+/// Reads of a shard's version that validations share. At most one read per
+/// shard is in flight; validations that arrive meanwhile queue on the next
+/// one, which is sent when the one in flight has answered. A validation may
+/// wait on a read only while it has not been sent, so the version it gets
+/// was read after the validation began: as good as its own read. A lone
+/// validation sends at once; concurrent ones of one shard cost Redis one
+/// `HGET` per round trip between them instead of one each.
+#[derive(Default)]
+pub(super) struct VersionReads {
+    shards: Mutex<HashMap<u16, ShardReads>>,
+}
+
+#[derive(Default)]
+struct ShardReads {
+    in_flight: Option<Arc<VersionRead>>,
+    queued: Option<Arc<VersionRead>>,
+}
+
+pub(super) struct VersionRead {
+    shard: u16,
+    pub answer: tokio::sync::OnceCell<Result<Option<String>>>,
+}
+
+/// What a validation waits on: `read`, after `behind` (the read in flight
+/// when it queued) has answered.
+pub(super) struct Joined {
+    pub read: Arc<VersionRead>,
+    pub behind: Option<Arc<VersionRead>>,
+}
+
+impl VersionReads {
+    pub fn join(&self, shard: u16) -> Joined {
+        let Ok(mut shards) = self.shards.lock() else {
+            return Joined {
+                read: Arc::new(VersionRead::new(shard)),
+                behind: None,
+            };
+        };
+        let st = shards.entry(shard).or_default();
+        let Some(in_flight) = &st.in_flight else {
+            let read = Arc::new(VersionRead::new(shard));
+            st.in_flight = Some(Arc::clone(&read));
+            return Joined { read, behind: None };
+        };
+        let behind = Some(Arc::clone(in_flight));
+        let read = Arc::clone(
+            st.queued
+                .get_or_insert_with(|| Arc::new(VersionRead::new(shard))),
+        );
+        Joined { read, behind }
+    }
+
+    /// `read` is about to be sent: no one joins it from now on.
+    pub fn sending(&self, read: &Arc<VersionRead>) {
+        if let Ok(mut shards) = self.shards.lock() {
+            let st = shards.entry(read.shard).or_default();
+            if st.queued.as_ref().is_some_and(|q| Arc::ptr_eq(q, read)) {
+                st.queued = None;
+            }
+            st.in_flight = Some(Arc::clone(read));
+        }
+    }
+
+    /// `read` has answered: the next one may be sent.
+    pub fn answered(&self, read: &Arc<VersionRead>) {
+        if let Ok(mut shards) = self.shards.lock() {
+            if let Some(st) = shards.get_mut(&read.shard) {
+                if st.in_flight.as_ref().is_some_and(|r| Arc::ptr_eq(r, read)) {
+                    st.in_flight = None;
+                }
+            }
+        }
+    }
+}
+
+impl VersionRead {
+    fn new(shard: u16) -> Self {
+        VersionRead {
+            shard,
+            answer: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +204,28 @@ mod tests {
         );
         r.forget("ab");
         assert!(r.get("ab", 1).is_none());
+    }
+
+    #[test]
+    fn a_lone_read_goes_at_once_and_others_queue_until_it_answers() {
+        let reads = VersionReads::default();
+        let first = reads.join(3);
+        assert!(first.behind.is_none(), "nothing in flight: sent at once");
+        reads.sending(&first.read);
+        let a = reads.join(3);
+        let b = reads.join(3);
+        assert!(Arc::ptr_eq(&a.read, &b.read), "arrivals meanwhile share one read");
+        assert!(a.behind.as_ref().is_some_and(|p| Arc::ptr_eq(p, &first.read)));
+        assert!(reads.join(4).behind.is_none(), "another shard, its own reads");
+        reads.answered(&first.read);
+        reads.sending(&a.read);
+        let c = reads.join(3);
+        assert!(!Arc::ptr_eq(&c.read, &a.read), "a sent read takes no one");
+        assert!(c.behind.as_ref().is_some_and(|p| Arc::ptr_eq(p, &a.read)));
+        reads.answered(&a.read);
+        reads.sending(&c.read);
+        reads.answered(&c.read);
+        assert!(reads.join(3).behind.is_none());
     }
 
     #[test]
