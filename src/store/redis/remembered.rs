@@ -214,9 +214,18 @@ mod tests {
         reads.sending(&first.read);
         let a = reads.join(3);
         let b = reads.join(3);
-        assert!(Arc::ptr_eq(&a.read, &b.read), "arrivals meanwhile share one read");
-        assert!(a.behind.as_ref().is_some_and(|p| Arc::ptr_eq(p, &first.read)));
-        assert!(reads.join(4).behind.is_none(), "another shard, its own reads");
+        assert!(
+            Arc::ptr_eq(&a.read, &b.read),
+            "arrivals meanwhile share one read"
+        );
+        assert!(a
+            .behind
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &first.read)));
+        assert!(
+            reads.join(4).behind.is_none(),
+            "another shard, its own reads"
+        );
         reads.answered(&first.read);
         reads.sending(&a.read);
         let c = reads.join(3);
