@@ -21,6 +21,11 @@ pub mod traced;
 /// store holding more converges over the following logins).
 pub const MAX_CAP_ENDINGS: usize = 100;
 
+/// Validations a store remembers at most (SQLite's and Redis's caches);
+/// past this a cache starts over, so a flood of distinct valid tokens
+/// cannot grow memory without bound.
+pub(crate) const MAX_REMEMBERED: usize = 65_536;
+
 /// The audit line of a session ended by the live-session cap.
 pub fn cap_audit(id: i32) -> Audit {
     Audit {

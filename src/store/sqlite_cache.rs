@@ -41,13 +41,10 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::domain::{Millis, Session, TokenDigest};
+use crate::store::MAX_REMEMBERED;
 
 /// Bytes of the WAL index header (the first of its two copies).
 const WAL_INDEX_HEADER: usize = 48;
-
-/// Entries kept at most; past this the cache starts over (a flood of
-/// distinct valid tokens must not grow memory without bound).
-const MAX_ENTRIES: usize = 65_536;
 
 /// The database's version as this process can see it without a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +208,7 @@ impl LookupCache {
             // over at this one.
             entries.clear();
             *version = at.0;
-        } else if entries.len() >= MAX_ENTRIES {
+        } else if entries.len() >= MAX_REMEMBERED {
             entries.clear();
         }
         entries.insert(digest, session.clone());

@@ -63,7 +63,6 @@ struct Fenced {
     deadline: i64,
 }
 
-/// How many sessions a finished bulk ending step ended.
 /// Sessions a step ended, or `None` when it found its work item finished
 /// already (by another replica) and did nothing.
 fn step_result(

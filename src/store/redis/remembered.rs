@@ -23,10 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::domain::{Millis, Result, Session};
-
-/// Entries kept at most; past this the cache starts over (a flood of
-/// distinct valid tokens must not grow memory without bound).
-const MAX_ENTRIES: usize = 65_536;
+use crate::store::MAX_REMEMBERED;
 
 struct Entry {
     version: Arc<str>,
@@ -55,7 +52,7 @@ impl Remembered {
         let Ok(mut entries) = self.entries.write() else {
             return;
         };
-        if entries.len() >= MAX_ENTRIES && !entries.contains_key(digest) {
+        if entries.len() >= MAX_REMEMBERED && !entries.contains_key(digest) {
             entries.clear();
         }
         entries.insert(
@@ -240,7 +237,7 @@ mod tests {
     #[test]
     fn a_full_cache_starts_over() {
         let r = Remembered::default();
-        for i in 0..MAX_ENTRIES {
+        for i in 0..MAX_REMEMBERED {
             r.file(&i.to_string(), "v", &session(100));
         }
         r.file("new", "v", &session(100));
