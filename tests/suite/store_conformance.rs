@@ -605,6 +605,52 @@ async fn an_ending_does_not_count_what_an_earlier_one_ended(s: Arc<dyn Store>) {
     assert_eq!(imap_events[0].reason, EndReason::LogoffOther);
 }
 
+/// The other order: a user's ending, still being carried out (too big to
+/// finish before its acknowledgement), then a LogoutAll of the user's org.
+/// The LogoutAll counts only what the user's ending did not.
+async fn an_org_ending_does_not_count_what_a_user_ending_still_removing_ended(s: Arc<dyn Store>) {
+    const API: usize = 600;
+    let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
+    let ann = user(&s, "ann@example.com", "example.com", Role::User).await;
+    let now = now_millis();
+    let before = s.last_sequence(log(&s)).await.unwrap();
+    for _ in 0..API {
+        open(&s, joe, Kind::Api, now).await;
+    }
+    for _ in 0..3 {
+        open(&s, ann, Kind::Api, now).await;
+    }
+    let mine = s
+        .end_sessions(
+            Scope::User(joe),
+            &[Kind::Api],
+            EndReason::LogoffOther,
+            now,
+            &audit(),
+        )
+        .await
+        .unwrap();
+    let all = logout_all(&s, now).await;
+    assert_eq!((mine as usize, all), (API, 3));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.last_sequence(log(&s)).await.unwrap() < before + API as u64 + 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let events = s.revocations_after(log(&s), before, 10_000).await.unwrap();
+    assert_eq!(events.len(), API + 3, "one event per session");
+    let ids: BTreeSet<i32> = events.iter().map(|e| e.session_id).collect();
+    assert_eq!(ids.len(), API + 3, "no session ended twice");
+    // The audit trail agrees: 600 by the user's ending, 3 by the LogoutAll.
+    let records = s.list_audit("example.com", 0, 100).await.unwrap();
+    let ended: Vec<u32> = records.iter().rev().take(2).map(|r| r.ended).collect();
+    assert_eq!(ended, [3, API as u32]);
+}
+
 async fn waiting_wakes_on_a_new_event_and_times_out_otherwise(s: Arc<dyn Store>) {
     let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
     let now = now_millis();
@@ -920,6 +966,7 @@ every_backend!(
     events_page_in_order,
     a_bulk_ending_s_events_page_each_once,
     an_ending_does_not_count_what_an_earlier_one_ended,
+    an_org_ending_does_not_count_what_a_user_ending_still_removing_ended,
     waiting_wakes_on_a_new_event_and_times_out_otherwise,
     a_bulk_ending_leaves_nothing_created_before_it,
     every_ending_call_leaves_one_audit_record,

@@ -10,7 +10,7 @@ use super::decode::{
     audit_from, corrupt, fields, hex, map_err, revocations_from, session_from, sid, text, user_from,
 };
 use super::layout::{self, id_shard};
-use super::{lock, RedisStore, BATCH, DRAIN_PARALLEL, PURGE_BATCH, TTL_GRACE_MS};
+use super::{as_int, lock, RedisStore, BATCH, DRAIN_PARALLEL, PURGE_BATCH, TTL_GRACE_MS};
 use crate::domain::{
     Actor, Audit, AuditRecord, AuthFailure, EndReason, Error, Kind, Millis, NewSession, NewUser,
     Result, Revocation, Session, TokenDigest, User, UserRecord,
@@ -20,6 +20,9 @@ use crate::store::{EndTarget, ListQuery, Scope, Store, SweepReport};
 const US: char = '\u{1f}';
 /// How often a replica carrying out a bulk ending renews its lease.
 const LEASE_RENEW: Duration = Duration::from_millis(super::LEASE_MS / 4);
+/// Tries of an org's fence whose users' pending endings changed meanwhile
+/// (each starts or finishes one; they are few and far between).
+const FENCE_ATTEMPTS: usize = 8;
 
 /// One queued bulk ending of a live index: every id up to `watermark` but
 /// `keep` goes, with `reason`, at `at`.
@@ -487,6 +490,10 @@ impl RedisStore {
         });
         keys.extend(self.shard_keys(shard, &["audit:orgs", "seq:audit"]));
         keys.extend(indexes.iter().cloned());
+        let org_kinds: Vec<&str> = fence_fields
+            .iter()
+            .filter_map(|f| f.strip_prefix("o:")?.split(':').next())
+            .collect();
         let mut args = vec![
             reason.as_str().to_owned(),
             now.to_string(),
@@ -498,9 +505,57 @@ impl RedisStore {
             l.shards.to_string(),
             shard.to_string(),
         ];
-        args.extend(fence_fields);
-        self.int_ending(&self.inner.scripts.end_scope, &keys, &args)
+        args.extend(fence_fields.iter().cloned());
+        // An org's fence must not count again what its users' endings still
+        // being carried out counted: their indexes go in KEYS, read here;
+        // the script refuses (RETRY) when the pending set changed meanwhile.
+        for _ in 0..FENCE_ATTEMPTS {
+            let mut keys = keys.clone();
+            if !org_kinds.is_empty() {
+                keys.extend(
+                    self.pending_user_indexes(shard, &org_kinds, audit_org)
+                        .await?,
+                );
+            }
+            match self
+                .run_ending(&self.inner.scripts.end_scope, &keys, &args)
+                .await?
+            {
+                Value::SimpleString(s) if s == "RETRY" => continue,
+                Value::BulkString(b) if b == b"RETRY" => continue,
+                v => return as_int(v),
+            }
+        }
+        Err(Error::Unavailable(
+            "the org's pending endings kept changing; retrying the call is safe".into(),
+        ))
+    }
+
+    /// The indexes of `org`'s user endings of `kinds` still being carried out
+    /// in `shard` (a pending value names the user's org last).
+    async fn pending_user_indexes(
+        &self,
+        shard: u16,
+        kinds: &[&str],
+        org: &str,
+    ) -> Result<Vec<String>> {
+        let pending: HashMap<String, String> = ::redis::cmd("HGETALL")
+            .arg(self.layout().key(shard, "pending"))
+            .query_async(&mut self.conn())
             .await
+            .map_err(map_err)?;
+        Ok(pending
+            .into_iter()
+            .filter(|(index, value)| {
+                let user_kind = index
+                    .split_once("}:lu:")
+                    .and_then(|(_, rest)| rest.split(':').next());
+                user_kind.is_some_and(|k| kinds.contains(&k))
+                    && value.rsplit(US).next() == Some(org)
+                    && value.split(US).count() == 5
+            })
+            .map(|(index, _)| index)
+            .collect())
     }
 
     /// Keeps only the sessions no fence covers (listing must not show a

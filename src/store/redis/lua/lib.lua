@@ -59,19 +59,54 @@ local function finish(ctx, s, t, lu, lo, id, v, reason, now)
   redis.call('HINCRBY', ctx.counts, v[2], -1)
 end
 
--- Fences the live indexes KEYS[first..] (fence fields ARGV[ffirst..]) at the
--- shard's newest session id, sparing `keep`, and queues their removal in
--- `pending`. Returns how many live sessions the fences newly cover: not
--- those an older fence covers already (the index's own, or, for a user's
--- index, the org-wide fence of its kind in `org`: a LogoutAll still being
--- carried out), nor the expired ones not swept yet, which are the
--- sweeper's (they are few, as it runs every interval; at most 1000 are
--- looked at).
-local function fence(k, shards, shard, first, ffirst, keep, reason, now, org)
+-- The pending user endings of `kind` in `org` (a pending value names the
+-- user's org last), as {index, watermark, spared id}; nil when one of their
+-- indexes is not among `declared` (the caller read `pending` before it
+-- changed, and must read it again).
+local function pending_users(pending, kind, org, declared)
+  local out, h = {}, redis.call('HGETALL', pending)
+  local marker = ':lu:' .. kind .. ':'
+  for i = 1, #h, 2 do
+    if string.find(h[i], marker, 1, true) then
+      local w, _, _, spare, uorg = string.match(h[i + 1],
+        '^([^' .. US .. ']*)' .. US .. '([^' .. US .. ']*)' .. US .. '([^' .. US .. ']*)' .. US ..
+        '([^' .. US .. ']*)' .. US .. '(.*)$')
+      if uorg == org then
+        if not declared[h[i]] then return nil end
+        out[#out + 1] = {h[i], tonumber(w), spare}
+      end
+    end
+  end
+  return out
+end
+
+-- Fences the live indexes KEYS[first..last] (fence fields ARGV[ffirst..])
+-- at the shard's newest session id, sparing `keep`, and queues their
+-- removal in `pending`. Returns how many live sessions the fences newly
+-- cover: not those an older fence covers already (the index's own; for a
+-- user's index, the org-wide fence of its kind in `org`, a LogoutAll still
+-- being carried out; for an org's index, the fence of each of its users'
+-- endings of that kind still being carried out, whose indexes the caller
+-- declares in KEYS[last+1..]), nor the expired ones not swept yet, which
+-- are the sweeper's (they are few, as it runs every interval; at most 1000
+-- are looked at). Returns nil when the declared user indexes are not all
+-- those pending.
+local function fence(k, shards, shard, first, last, ffirst, keep, reason, now, org)
   local w = tonumber(redis.call('GET', k.seqsess) or '0') * shards + shard
   local due = redis.call('ZRANGEBYSCORE', k.deadlines, '-inf', now, 'LIMIT', 0, 1000)
+  local declared = {}
+  for i = last + 1, #KEYS do declared[KEYS[i]] = true end
+  -- Checked before anything is written: a script is not rolled back.
+  local users_of = {}
+  for i = first, last do
+    local okind = string.match(ARGV[ffirst + i - first], '^o:([^:]+):')
+    if okind then
+      users_of[i] = pending_users(k.pending, okind, org, declared)
+      if not users_of[i] then return nil end
+    end
+  end
   local n = 0
-  for i = first, #KEYS do
+  for i = first, last do
     local idx, field = KEYS[i], ARGV[ffirst + i - first]
     local ow, okeep = parse_fence(redis.call('HGET', k.fences, field))
     local xw = -1
@@ -94,10 +129,29 @@ local function fence(k, shards, shard, first, ffirst, keep, reason, now, org)
       local v = tonumber(id)
       if v > covered and v <= w and id ~= spare and redis.call('ZSCORE', idx, id) then n = n - 1 end
     end
+    for _, u in ipairs(users_of[i] or {}) do
+      local uidx, uw, ukeep = u[1], u[2], u[3]
+      -- Counted above and by the user's ending: in its index (so not
+      -- removed yet), newly covered here, within its fence, not its
+      -- spared id, nor one left out above (spared, or expired).
+      local hi = math.min(uw, w)
+      if hi > covered then
+        n = n - redis.call('ZCOUNT', uidx, '(' .. covered, hi)
+        local function unsubtract(id)
+          local v = tonumber(id)
+          if v > covered and v <= hi and redis.call('ZSCORE', uidx, id) then n = n + 1 end
+        end
+        if ukeep ~= '' then unsubtract(ukeep) end
+        if spare ~= '' and spare ~= ukeep then unsubtract(spare) end
+        for _, id in ipairs(due) do
+          if id ~= spare and id ~= ukeep then unsubtract(id) end
+        end
+      end
+    end
     local value = tostring(w)
     if spare ~= '' then value = value .. ':' .. spare end
     redis.call('HSET', k.fences, field, value)
-    redis.call('HSET', k.pending, idx, w .. US .. reason .. US .. now .. US .. spare)
+    redis.call('HSET', k.pending, idx, w .. US .. reason .. US .. now .. US .. spare .. US .. org)
   end
   bump(k.fences)
   return n

@@ -10,6 +10,6 @@ if u[1] ~= ARGV[6] then return -2 end
 redis.call('HSET', KEYS[1], 'disabled', ARGV[1])
 if ARGV[1] ~= '1' then return 0 end
 local k = {fences = KEYS[2], pending = KEYS[3], seqsess = KEYS[4], deadlines = KEYS[5]}
-local n = fence(k, tonumber(ARGV[7]), tonumber(ARGV[8]), 9, 9, '', 'LOGOFF_OTHER', ARGV[2], u[2])
+local n = fence(k, tonumber(ARGV[7]), tonumber(ARGV[8]), 9, #KEYS, 9, '', 'LOGOFF_OTHER', ARGV[2], u[2])
 audit(KEYS[6], KEYS[7], KEYS[8], u[2], ARGV[3], ARGV[4], 'LOGOFF_OTHER', ARGV[5], n, ARGV[2])
 return n
