@@ -259,3 +259,32 @@ impl Store for Traced {
         self.inner.holds_data().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The `fn` names declared between `start` and the next line that is
+    /// just `}`.
+    fn methods(source: &str, start: &str) -> Vec<String> {
+        let body = source.split_once(start).map_or("", |(_, rest)| rest);
+        let body = body.split_once("\n}\n").map_or(body, |(b, _)| b);
+        body.lines()
+            .filter_map(|l| {
+                let l = l.trim_start();
+                let l = l.strip_prefix("async ").unwrap_or(l);
+                let name = l.strip_prefix("fn ")?;
+                Some(name.split(['(', '<']).next()?.to_owned())
+            })
+            .collect()
+    }
+
+    /// A method the trait gives a default body, not overridden here, would
+    /// quietly skip the wrapped store's own version of it.
+    #[test]
+    fn every_store_method_is_forwarded() {
+        let declared = methods(include_str!("mod.rs"), "pub trait Store");
+        let forwarded = methods(include_str!("traced.rs"), "impl Store for Traced");
+        assert!(declared.len() > 20, "trait methods found: {declared:?}");
+        let missing: Vec<_> = declared.iter().filter(|m| !forwarded.contains(m)).collect();
+        assert!(missing.is_empty(), "not forwarded by Traced: {missing:?}");
+    }
+}
