@@ -129,8 +129,15 @@ impl Sessions {
     ) -> Result<T> {
         use tracing::Instrument as _;
         let hasher = self.hasher.clone();
+        // A child of the call's span; none outside a traced call (start-up
+        // and `sessiond user` hashing would otherwise be traces of their own).
+        let span = if tracing::Span::current().is_disabled() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(target: crate::otel::TARGET, "argon2")
+        };
         tokio::task::spawn_blocking(move || f(&hasher))
-            .instrument(tracing::info_span!(target: crate::otel::TARGET, "argon2"))
+            .instrument(span)
             .await
             .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))
     }

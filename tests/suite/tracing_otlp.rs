@@ -278,6 +278,14 @@ async fn a_rest_call_is_one_trace_from_the_shim_to_the_store() {
     assert!(all
         .iter()
         .all(|(service, _)| service == "sessiond-under-test"));
+    // The demo users' hashing at start-up is no trace of its own: each call
+    // here carries its caller's traceparent, so no span may be a root.
+    let roots: Vec<&str> = all
+        .iter()
+        .filter(|(_, s)| s.parent_span_id.is_empty())
+        .map(|(_, s)| s.name.as_str())
+        .collect();
+    assert!(roots.is_empty(), "spans without a parent: {roots:?}");
     let text = received.everything();
     // Nor the username: people type passwords into username fields.
     for secret in [
