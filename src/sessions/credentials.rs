@@ -44,7 +44,7 @@ impl Sessions {
     /// store when it shares counters between replicas (Redis), so N
     /// replicas do not give N times the guesses; else in this process.
     pub(super) async fn lockout_check(&self, user: &str, address: Option<&str>) -> Result<()> {
-        if !self.store.shares_failures() {
+        if !self.store.shares_counters() {
             return self.throttle.check(user, address);
         }
         for (key, limit) in self.shared_lockout_keys(Some(user), address) {
@@ -63,7 +63,7 @@ impl Sessions {
         user: Option<&str>,
         address: Option<&str>,
     ) -> Result<()> {
-        if !self.store.shares_failures() {
+        if !self.store.shares_counters() {
             self.throttle.record_failure(user, address);
             return Ok(());
         }
@@ -75,7 +75,7 @@ impl Sessions {
 
     /// A successful check clears the user's counters (not the address's).
     pub(super) async fn lockout_success(&self, user: &str, address: Option<&str>) -> Result<()> {
-        if !self.store.shares_failures() {
+        if !self.store.shares_counters() {
             self.throttle.record_success(user, address);
             return Ok(());
         }
@@ -88,7 +88,7 @@ impl Sessions {
     /// The token path: only the caller's address can be locked out.
     pub(super) async fn lockout_check_address(&self, address: Option<&str>) -> Result<()> {
         let Some(a) = address else { return Ok(()) };
-        if !self.store.shares_failures() {
+        if !self.store.shares_counters() {
             return self.throttle.check_address(a);
         }
         let (failures, left) = self.store.failures(&format!("a:{a}")).await?;

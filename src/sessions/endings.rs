@@ -16,29 +16,32 @@ impl Sessions {
     /// client address (checked first, before any credential is looked at,
     /// so a flood is refused at the cost of a counter). Past either limit:
     /// RESOURCE_EXHAUSTED, with the time left in the window.
-    fn ending_rate(&self, user: Option<&str>, address: Option<&str>) -> Result<()> {
+    async fn ending_rate(&self, user: Option<&str>, address: Option<&str>) -> Result<()> {
         let p = &self.policy;
         let (key, rate) = match (user, address) {
             (Some(u), _) => (format!("eu:{u}"), p.ending_rate_user),
             (None, Some(a)) => (format!("ea:{a}"), p.ending_rate_address),
             (None, None) => return Ok(()),
         };
-        self.rates.hit(&key, rate).map_err(|retry_after| {
-            tracing::warn!(
-                user = %user.map(limits::log_name).unwrap_or_default(),
-                address = address.unwrap_or("-"),
-                "ending call refused: too many calls"
-            );
-            Error::RateLimited { retry_after }
-        })
+        match self.rate_count(&key, rate).await? {
+            None => Ok(()),
+            Some(retry_after) => {
+                tracing::warn!(
+                    user = %user.map(limits::log_name).unwrap_or_default(),
+                    address = address.unwrap_or("-"),
+                    "ending call refused: too many calls"
+                );
+                Err(Error::RateLimited { retry_after })
+            }
+        }
     }
 
     /// Ends the caller's own session. A second call with the same token finds
     /// nothing live and is UNAUTHENTICATED.
     pub async fn logoff(&self, token: Option<&str>, address: Option<&str>) -> Result<Session> {
-        self.ending_rate(None, address)?;
+        self.ending_rate(None, address).await?;
         let session = self.session_of(token).await?;
-        self.ending_rate(Some(&session.username), None)?;
+        self.ending_rate(Some(&session.username), None).await?;
         let ended = self
             .store
             .end_session(
@@ -69,11 +72,11 @@ impl Sessions {
         session_id: i32,
         address: Option<&str>,
     ) -> Result<Session> {
-        self.ending_rate(None, address)?;
+        self.ending_rate(None, address).await?;
         // Authenticate before validating: an anonymous caller learns nothing
         // about what a valid request would look like.
         let caller = self.session_of(token).await?;
-        self.ending_rate(Some(&caller.username), None)?;
+        self.ending_rate(Some(&caller.username), None).await?;
         if session_id <= 0 {
             return Err(Error::invalid("session_id", "must be a positive int32"));
         }
@@ -109,11 +112,11 @@ impl Sessions {
         address: Option<&str>,
     ) -> Result<u32> {
         let mailbox = limits::mailbox("user", mailbox)?;
-        self.ending_rate(None, address)?;
+        self.ending_rate(None, address).await?;
         let (caller, caller_session) = self
             .authenticate_credentials(credentials_user, secret, address)
             .await?;
-        self.ending_rate(Some(&caller.username), None)?;
+        self.ending_rate(Some(&caller.username), None).await?;
         let target = if caller.username == mailbox {
             caller.clone()
         } else {
@@ -154,9 +157,9 @@ impl Sessions {
     ) -> Result<u32> {
         let username = limits::username("username", username)?;
         limits::password("password", password)?;
-        self.ending_rate(None, address)?;
+        self.ending_rate(None, address).await?;
         let caller = self.authenticate(&username, password, address).await?.user;
-        self.ending_rate(Some(&caller.username), None)?;
+        self.ending_rate(Some(&caller.username), None).await?;
         let ended = self
             .store
             .end_sessions(
@@ -207,9 +210,9 @@ impl Sessions {
         keep_current: bool,
         address: Option<&str>,
     ) -> Result<u32> {
-        self.ending_rate(None, address)?;
+        self.ending_rate(None, address).await?;
         let caller = self.session_of(token).await?;
-        self.ending_rate(Some(&caller.username), None)?;
+        self.ending_rate(Some(&caller.username), None).await?;
         let name = limits::username("user", user)?;
         if kinds.len() > Kind::ALL.len() {
             return Err(Error::invalid(

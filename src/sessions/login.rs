@@ -20,10 +20,10 @@ impl Sessions {
         let username = limits::username("username", username)?;
         limits::password("password", password)?;
         // Checked before any hashing, so a flood past the limit costs nothing.
-        self.login_rate_check(&username, address)?;
+        self.login_rate_check(&username, address).await?;
         let record = self.authenticate(&username, password, address).await?;
         policy::may_open(record.user.role, kind)?;
-        self.login_rate_count(&username, address)?;
+        self.login_rate_count(&username, address).await?;
         let token = Token::generate_for_org(&record.user.org)?;
         let now = now_millis();
         let life = self.policy.lifetimes(kind);
@@ -59,37 +59,44 @@ impl Sessions {
 
     /// RESOURCE_EXHAUSTED when the user or the address already logged in
     /// as often as the policy allows in the current window.
-    fn login_rate_check(&self, username: &str, address: Option<&str>) -> Result<()> {
+    async fn login_rate_check(&self, username: &str, address: Option<&str>) -> Result<()> {
         let p = &self.policy;
-        self.rates
-            .check(&format!("lu:{username}"), p.login_rate_user)
-            .and_then(|()| match address {
-                Some(a) => self.rates.check(&format!("la:{a}"), p.login_rate_address),
-                None => Ok(()),
-            })
-            .map_err(|retry_after| Error::RateLimited { retry_after })
+        let mut left = self
+            .rate_exhausted(&format!("lu:{username}"), p.login_rate_user)
+            .await?;
+        if let (None, Some(a)) = (left, address) {
+            left = self
+                .rate_exhausted(&format!("la:{a}"), p.login_rate_address)
+                .await?;
+        }
+        match left {
+            Some(retry_after) => Err(Error::RateLimited { retry_after }),
+            None => Ok(()),
+        }
     }
 
     /// Counts a successful login against the user and the address.
-    fn login_rate_count(&self, username: &str, address: Option<&str>) -> Result<()> {
+    async fn login_rate_count(&self, username: &str, address: Option<&str>) -> Result<()> {
         let p = &self.policy;
-        let refused = |retry_after| {
-            tracing::warn!(
-                user = %limits::log_name(username),
-                address = address.unwrap_or("-"),
-                "login refused: too many logins"
-            );
-            Error::RateLimited { retry_after }
-        };
-        self.rates
-            .hit(&format!("lu:{username}"), p.login_rate_user)
-            .map_err(refused)?;
-        if let Some(a) = address {
-            self.rates
-                .hit(&format!("la:{a}"), p.login_rate_address)
-                .map_err(refused)?;
+        let mut left = self
+            .rate_count(&format!("lu:{username}"), p.login_rate_user)
+            .await?;
+        if let (None, Some(a)) = (left, address) {
+            left = self
+                .rate_count(&format!("la:{a}"), p.login_rate_address)
+                .await?;
         }
-        Ok(())
+        match left {
+            Some(retry_after) => {
+                tracing::warn!(
+                    user = %limits::log_name(username),
+                    address = address.unwrap_or("-"),
+                    "login refused: too many logins"
+                );
+                Err(Error::RateLimited { retry_after })
+            }
+            None => Ok(()),
+        }
     }
 
     /// A password change ends the sessions that exist when it lands. A login

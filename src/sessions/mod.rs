@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
 use crate::domain::password::Hasher;
+use crate::domain::rate::Rate;
 use crate::domain::throttle::Throttle;
 use crate::domain::{
     limits, policy, AuditRecord, AuthFailure, Error, Millis, Result, Session, Token,
@@ -43,7 +44,8 @@ pub struct Sessions {
     /// Calls waiting for a hashing slot now.
     hash_waiters: std::sync::atomic::AtomicUsize,
     throttle: Throttle,
-    /// Successful logins and ending calls, per user and per address.
+    /// Successful logins and ending calls, per user and per address, when
+    /// the store does not keep them for every replica.
     rates: crate::domain::rate::RateLimiter,
     /// Open watch streams by principal.
     watchers: Arc<std::sync::Mutex<HashMap<String, usize>>>,
@@ -84,6 +86,31 @@ impl Sessions {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The time left in `key`'s window when it already made `rate.max`
+    /// calls in it; counts nothing. Kept in the store when it is shared
+    /// (Redis: N replicas allow `max` in all, not N × `max`), else here.
+    async fn rate_exhausted(&self, key: &str, rate: Rate) -> Result<Option<Duration>> {
+        if rate.is_off() {
+            return Ok(None);
+        }
+        if self.store.shares_counters() {
+            return self.store.calls_exhausted(key, rate.max).await;
+        }
+        Ok(self.rates.check(key, rate).err())
+    }
+
+    /// Counts one call of `key`; past its limit nothing is counted and the
+    /// time left in its window is returned. Where: as [`Self::rate_exhausted`].
+    async fn rate_count(&self, key: &str, rate: Rate) -> Result<Option<Duration>> {
+        if rate.is_off() {
+            return Ok(None);
+        }
+        if self.store.shares_counters() {
+            return self.store.count_call(key, rate.max, rate.window).await;
+        }
+        Ok(self.rates.hit(key, rate).err())
     }
 
     /// The live session behind a presented token text.

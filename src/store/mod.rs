@@ -246,10 +246,27 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Whether the store keeps the credential-failure counters, shared by
-    /// every replica (Redis). Otherwise each process counts in memory.
-    fn shares_failures(&self) -> bool {
+    /// Whether the store keeps the credential-failure counters and the
+    /// rate-limit windows, shared by every replica (Redis). Otherwise each
+    /// process counts in memory.
+    fn shares_counters(&self) -> bool {
         false
+    }
+    /// Counts one call of a rate-limited key (`lu:<user>`, `la:<address>`,
+    /// `eu:<user>`, `ea:<address>`) in a fixed window that starts with its
+    /// first call: `None` when counted, or, when it already made `max`
+    /// calls in its window, the time left (and nothing is counted).
+    async fn count_call(
+        &self,
+        _key: &str,
+        _max: u32,
+        _window: Duration,
+    ) -> Result<Option<Duration>> {
+        Ok(None)
+    }
+    /// Like [`Store::count_call`], but counts nothing.
+    async fn calls_exhausted(&self, _key: &str, _max: u32) -> Result<Option<Duration>> {
+        Ok(None)
     }
     /// (failures, time left in the window) of a counter (`u:<user>`,
     /// `ua:<user>\x1f<address>` or `a:<address>`); (0, 0) when it has none.

@@ -229,8 +229,21 @@ impl Store for Traced {
         self.inner.fresh_shards(after)
     }
 
-    fn shares_failures(&self) -> bool {
-        self.inner.shares_failures()
+    fn shares_counters(&self) -> bool {
+        self.inner.shares_counters()
+    }
+
+    async fn count_call(&self, key: &str, max: u32, window: Duration) -> Result<Option<Duration>> {
+        let span = self.span("count_call");
+        self.inner
+            .count_call(key, max, window)
+            .instrument(span)
+            .await
+    }
+
+    async fn calls_exhausted(&self, key: &str, max: u32) -> Result<Option<Duration>> {
+        let span = self.span("calls_exhausted");
+        self.inner.calls_exhausted(key, max).instrument(span).await
     }
 
     async fn failures(&self, key: &str) -> Result<(u32, Duration)> {

@@ -436,3 +436,45 @@ async fn two_deployments_share_one_redis_by_prefix() {
         "{keys}"
     );
 }
+
+/// The login and ending rate limits are counted in Redis: spread over two
+/// replicas, a user gets the configured number in all, not per replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_spread_over_two_replicas_count_in_total() {
+    let redis = RedisServer::start();
+    let env = [
+        ("SESSIOND_MAX_LOGINS_PER_USER", "4"),
+        ("SESSIOND_MAX_ENDINGS_PER_USER", "3"),
+    ];
+    let a = redis_replica(&redis, false, &env);
+    let b = redis_replica(&redis, false, &env);
+    let mut ca = connect(&a.url()).await;
+    let mut cb = connect(&b.url()).await;
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        tokens.push(login(c, JOE, Kind::Api).await.0);
+    }
+    // Two logins on each replica, four in all: refused on both now.
+    for c in [&mut ca, &mut cb] {
+        let refused = try_login(c, JOE, Kind::Api).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    }
+    // Another user is not affected.
+    login(&mut ca, USEREMAIL, Kind::Api).await;
+
+    for (i, token) in tokens.iter().take(3).enumerate() {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        c.logoff(authed(pb::LogoffRequest {}, token)).await.unwrap();
+    }
+    // Three endings in all: the fourth is refused on either replica, and
+    // its session lives on.
+    for c in [&mut ca, &mut cb] {
+        let refused = c
+            .logoff(authed(pb::LogoffRequest {}, &tokens[3]))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    }
+    assert!(is_valid(&mut ca, &tokens[3]).await);
+}

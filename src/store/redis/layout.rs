@@ -108,6 +108,13 @@ impl Layout {
         let shard = org_hint(name) % self.shards;
         self.key(shard, &format!("fail:{what}:{}", enc(name)))
     }
+
+    /// A rate-limit window counter (per username or per address), in a
+    /// shard chosen from the counted name.
+    pub fn rate(&self, what: &str, name: &str) -> String {
+        let shard = org_hint(name) % self.shards;
+        self.key(shard, &format!("rate:{what}:{}", enc(name)))
+    }
 }
 
 /// Redis Cluster's key slot of a hash tag's content (CRC16/XMODEM mod 16384).

@@ -117,6 +117,11 @@ impl RedisStore {
         self.layout().failures(what, name)
     }
 
+    fn rate_key(&self, key: &str) -> String {
+        let (what, name) = key.split_once(':').unwrap_or(("x", key));
+        self.layout().rate(what, name)
+    }
+
     /// The org a username belongs to (its directory entry).
     async fn org_of(&self, username: &str) -> Result<Option<String>> {
         ::redis::cmd("GET")
@@ -1356,7 +1361,7 @@ impl Store for RedisStore {
         self.layout().shards
     }
 
-    fn shares_failures(&self) -> bool {
+    fn shares_counters(&self) -> bool {
         true
     }
 
@@ -1383,6 +1388,31 @@ impl Store for RedisStore {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn count_call(&self, key: &str, max: u32, window: Duration) -> Result<Option<Duration>> {
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let left = self
+            .int(
+                &self.inner.scripts.count_call,
+                &[self.rate_key(key)],
+                &[max.to_string(), ms.to_string()],
+            )
+            .await?;
+        Ok((left > 0).then(|| Duration::from_millis(left.unsigned_abs())))
+    }
+
+    async fn calls_exhausted(&self, key: &str, max: u32) -> Result<Option<Duration>> {
+        let key = self.rate_key(key);
+        let (n, ttl): (Option<u32>, i64) = ::redis::pipe()
+            .cmd("GET")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        Ok((n.unwrap_or(0) >= max && ttl > 0).then(|| Duration::from_millis(ttl.unsigned_abs())))
     }
 
     async fn clear_failures(&self, key: &str) -> Result<()> {

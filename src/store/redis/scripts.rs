@@ -25,6 +25,7 @@ pub struct Scripts {
     pub purge_events: Script,
     pub events_after: Script,
     pub record_failure: Script,
+    pub count_call: Script,
 }
 
 fn with_lib(body: &str) -> Script {
@@ -52,6 +53,7 @@ impl Scripts {
             purge_events: Script::new(include_str!("lua/purge_events.lua")),
             events_after: Script::new(include_str!("lua/events_after.lua")),
             record_failure: Script::new(include_str!("lua/record_failure.lua")),
+            count_call: Script::new(include_str!("lua/count_call.lua")),
         }
     }
 }
