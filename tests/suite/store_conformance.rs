@@ -651,6 +651,62 @@ async fn an_org_ending_does_not_count_what_a_user_ending_still_removing_ended(s:
     assert_eq!(ended, [3, API as u32]);
 }
 
+/// Users' endings and a LogoutAll of their org, all at once: whatever the
+/// interleaving, the counts they return add up to the sessions ended, each
+/// with one event.
+async fn overlapping_endings_count_each_session_once(s: Arc<dyn Store>) {
+    const USERS: usize = 4;
+    const EACH: usize = 200;
+    let now = now_millis();
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        let uid = user(&s, &format!("u{i}@example.com"), "example.com", Role::User).await;
+        for _ in 0..EACH {
+            open(&s, uid, Kind::Api, now).await;
+        }
+        users.push(uid);
+    }
+    let before = s.last_sequence(log(&s)).await.unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for uid in users {
+        let s = s.clone();
+        calls.spawn(async move {
+            s.end_sessions(
+                Scope::User(uid),
+                &[Kind::Api],
+                EndReason::LogoffOther,
+                now,
+                &audit(),
+            )
+            .await
+            .unwrap()
+        });
+    }
+    let all = s.clone();
+    calls.spawn(async move { logout_all(&all, now).await });
+    let mut counted = 0;
+    while let Some(n) = calls.join_next().await {
+        counted += n.unwrap() as usize;
+    }
+    assert_eq!(counted, USERS * EACH, "the counts add up to the sessions");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.last_sequence(log(&s)).await.unwrap() < before + (USERS * EACH) as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let events = s.revocations_after(log(&s), before, 10_000).await.unwrap();
+    let ids: BTreeSet<i32> = events.iter().map(|e| e.session_id).collect();
+    assert_eq!(
+        (events.len(), ids.len()),
+        (USERS * EACH, USERS * EACH),
+        "one event per session"
+    );
+}
+
 async fn waiting_wakes_on_a_new_event_and_times_out_otherwise(s: Arc<dyn Store>) {
     let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
     let now = now_millis();
@@ -967,6 +1023,7 @@ every_backend!(
     a_bulk_ending_s_events_page_each_once,
     an_ending_does_not_count_what_an_earlier_one_ended,
     an_org_ending_does_not_count_what_a_user_ending_still_removing_ended,
+    overlapping_endings_count_each_session_once,
     waiting_wakes_on_a_new_event_and_times_out_otherwise,
     a_bulk_ending_leaves_nothing_created_before_it,
     every_ending_call_leaves_one_audit_record,
