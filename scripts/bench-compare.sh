@@ -10,7 +10,8 @@
 #          traced=target/release/sessiond,--otlp-endpoint,http://127.0.0.1:4317
 #
 # STORE=sqlite (default) or redis (a private redis-server per target);
-# ROUNDS (3), SECONDS_PER_POINT (5); LAYERED_BASELINE=1 (see below). An OTLP sink for traced targets is
+# ROUNDS (3), SECONDS_PER_POINT (5); LATENCY_ROUNDS (9), LATENCY_SECONDS (2) for the
+# single stream; LAYERED_BASELINE=1 (see below). An OTLP sink for traced targets is
 # started here when any argument names --otlp-endpoint with $SINK in it.
 # Writes bench/compare.csv and prints the ratios.
 set -euo pipefail
@@ -93,11 +94,13 @@ for round in $(seq "$ROUNDS"); do
       --duration "$DUR" --warmup 1 --csv --label "$1" >> bench/compare.csv
   done
 done
-for round in $(seq "$ROUNDS"); do
+# One stream: its latency drifts by 2x over tens of seconds on a shared
+# machine, so more and shorter interleaved rounds (LATENCY_ROUNDS, 9 of 2 s).
+for round in $(seq "${LATENCY_ROUNDS:-9}"); do
   for target in "${TARGETS[@]}"; do
     set -- $target
     "$LOAD" --mode validate --tokens 1 --target "http://127.0.0.1:$2" --concurrency 1 --connections 1 \
-      --duration "$DUR" --warmup 1 --csv --label "$1/1" >> bench/compare.csv
+      --duration "${LATENCY_SECONDS:-2}" --warmup 1 --csv --label "$1/1" >> bench/compare.csv
   done
 done
 python3 scripts/ratios.py bench/compare.csv
