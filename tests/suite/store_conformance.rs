@@ -135,6 +135,26 @@ async fn open(s: &Arc<dyn Store>, uid: i64, kind: Kind, now: Millis) -> (i32, To
     (session.id, digest)
 }
 
+/// The events of example.com's log after `before`, once `n` of them are
+/// there (bulk endings record theirs in the background), and a moment more
+/// for any that should not be.
+async fn events_after(
+    s: &Arc<dyn Store>,
+    before: u64,
+    n: usize,
+) -> Vec<sessiond::domain::Revocation> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.last_sequence(log(s)).await.unwrap() < before + n as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.revocations_after(log(s), before, 10_000).await.unwrap()
+}
+
 async fn live(s: &Arc<dyn Store>, d: &TokenDigest, now: Millis) -> bool {
     s.find_live_session(d, now).await.unwrap().is_some()
 }
@@ -589,16 +609,7 @@ async fn an_ending_does_not_count_what_an_earlier_one_ended(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((all as usize, mine), (API, 1));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while s.last_sequence(log(&s)).await.unwrap() < before + API as u64 + 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the events never came"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let events = s.revocations_after(log(&s), before, 10_000).await.unwrap();
+    let events = events_after(&s, before, API + 1).await;
     assert_eq!(events.len(), API + 1, "one event per session");
     let imap_events: Vec<_> = events.iter().filter(|e| e.session_id == imap).collect();
     assert_eq!(imap_events.len(), 1);
@@ -632,16 +643,7 @@ async fn an_org_ending_does_not_count_what_a_user_ending_still_removing_ended(s:
         .unwrap();
     let all = logout_all(&s, now).await;
     assert_eq!((mine as usize, all), (API, 3));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while s.last_sequence(log(&s)).await.unwrap() < before + API as u64 + 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the events never came"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let events = s.revocations_after(log(&s), before, 10_000).await.unwrap();
+    let events = events_after(&s, before, API + 3).await;
     assert_eq!(events.len(), API + 3, "one event per session");
     let ids: BTreeSet<i32> = events.iter().map(|e| e.session_id).collect();
     assert_eq!(ids.len(), API + 3, "no session ended twice");
@@ -689,16 +691,7 @@ async fn overlapping_endings_count_each_session_once(s: Arc<dyn Store>) {
         counted += n.unwrap() as usize;
     }
     assert_eq!(counted, USERS * EACH, "the counts add up to the sessions");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while s.last_sequence(log(&s)).await.unwrap() < before + (USERS * EACH) as u64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the events never came"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let events = s.revocations_after(log(&s), before, 10_000).await.unwrap();
+    let events = events_after(&s, before, USERS * EACH).await;
     let ids: BTreeSet<i32> = events.iter().map(|e| e.session_id).collect();
     assert_eq!(
         (events.len(), ids.len()),

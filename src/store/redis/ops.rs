@@ -122,6 +122,21 @@ impl RedisStore {
         self.layout().rate(what, name)
     }
 
+    /// A window counter's count and the time left in its window; (0, 0)
+    /// when it has none.
+    async fn counter(&self, key: &str) -> Result<(u32, Duration)> {
+        let (n, ttl): (Option<u32>, i64) = ::redis::pipe()
+            .cmd("GET")
+            .arg(key)
+            .cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let left = Duration::from_millis(u64::try_from(ttl).unwrap_or(0));
+        Ok((n.unwrap_or(0), left))
+    }
+
     /// The org a username belongs to (its directory entry).
     async fn org_of(&self, username: &str) -> Result<Option<String>> {
         ::redis::cmd("GET")
@@ -1366,17 +1381,7 @@ impl Store for RedisStore {
     }
 
     async fn failures(&self, key: &str) -> Result<(u32, Duration)> {
-        let key = self.failure_key(key);
-        let (n, ttl): (Option<u32>, i64) = ::redis::pipe()
-            .cmd("GET")
-            .arg(&key)
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(map_err)?;
-        let left = Duration::from_millis(u64::try_from(ttl).unwrap_or(0));
-        Ok((n.unwrap_or(0), left))
+        self.counter(&self.failure_key(key)).await
     }
 
     async fn record_failure(&self, key: &str, window: Duration) -> Result<()> {
@@ -1403,16 +1408,8 @@ impl Store for RedisStore {
     }
 
     async fn calls_exhausted(&self, key: &str, max: u32) -> Result<Option<Duration>> {
-        let key = self.rate_key(key);
-        let (n, ttl): (Option<u32>, i64) = ::redis::pipe()
-            .cmd("GET")
-            .arg(&key)
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(map_err)?;
-        Ok((n.unwrap_or(0) >= max && ttl > 0).then(|| Duration::from_millis(ttl.unsigned_abs())))
+        let (n, left) = self.counter(&self.rate_key(key)).await?;
+        Ok((n >= max && !left.is_zero()).then_some(left))
     }
 
     async fn clear_failures(&self, key: &str) -> Result<()> {
