@@ -59,21 +59,23 @@ local function finish(ctx, s, t, lu, lo, id, v, reason, now)
   redis.call('HINCRBY', ctx.counts, v[2], -1)
 end
 
--- The pending user endings of `kind` in `org` (a pending value names the
--- user's org last), as {index, watermark, spared id}; nil when one of their
--- indexes is not among `declared` (the caller read `pending` before it
--- changed, and must read it again).
+-- A pending value: watermark, reason, time, spared id, the user's org.
+local PENDING = '^([^' .. US .. ']*)' .. US .. '[^' .. US .. ']*' .. US .. '[^' .. US .. ']*' ..
+  US .. '([^' .. US .. ']*)' .. US .. '(.*)$'
+
+-- The pending user endings of `kind` in `org` among `pending` (its fields
+-- and values, as HGETALL gives them), as {index, watermark, spared id};
+-- nil when one of their indexes is not among `declared` (the caller read
+-- `pending` before it changed, and must read it again).
 local function pending_users(pending, kind, org, declared)
-  local out, h = {}, redis.call('HGETALL', pending)
+  local out = {}
   local marker = ':lu:' .. kind .. ':'
-  for i = 1, #h, 2 do
-    if string.find(h[i], marker, 1, true) then
-      local w, _, _, spare, uorg = string.match(h[i + 1],
-        '^([^' .. US .. ']*)' .. US .. '([^' .. US .. ']*)' .. US .. '([^' .. US .. ']*)' .. US ..
-        '([^' .. US .. ']*)' .. US .. '(.*)$')
+  for i = 1, #pending, 2 do
+    if string.find(pending[i], marker, 1, true) then
+      local w, spare, uorg = string.match(pending[i + 1], PENDING)
       if uorg == org then
-        if not declared[h[i]] then return nil end
-        out[#out + 1] = {h[i], tonumber(w), spare}
+        if not declared[pending[i]] then return nil end
+        out[#out + 1] = {pending[i], tonumber(w), spare}
       end
     end
   end
@@ -97,11 +99,12 @@ local function fence(k, shards, shard, first, last, ffirst, keep, reason, now, o
   local declared = {}
   for i = last + 1, #KEYS do declared[KEYS[i]] = true end
   -- Checked before anything is written: a script is not rolled back.
-  local users_of = {}
+  local users_of, pending = {}, nil
   for i = first, last do
     local okind = string.match(ARGV[ffirst + i - first], '^o:([^:]+):')
     if okind then
-      users_of[i] = pending_users(k.pending, okind, org, declared)
+      pending = pending or redis.call('HGETALL', k.pending)
+      users_of[i] = pending_users(pending, okind, org, declared)
       if not users_of[i] then return nil end
     end
   end
