@@ -1022,3 +1022,88 @@ every_backend!(
     every_ending_call_leaves_one_audit_record,
     the_session_cap_ends_the_oldest_for_real,
 );
+
+/// A user's ending queued by an older build (its pending value does not name
+/// the user's org) and still being carried out: a LogoutAll of the org made
+/// now counts only what that ending did not. Redis only: the queue is its
+/// own. The older replica's lease is imitated to keep the ending queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_user_ending_queued_by_an_older_build_is_not_counted_again() {
+    const API: usize = 300;
+    let (s, server) = redis().await;
+    let server = server
+        .downcast::<crate::support::RedisServer>()
+        .expect("a redis-server");
+    let mut raw = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let joe = user(&s, "joe@example.com", "example.com", Role::User).await;
+    let ann = user(&s, "ann@example.com", "example.com", Role::User).await;
+    let tag = format!("{{sessiond:{}}}", s.shard_of("example.com"));
+    let index = format!("{tag}:lu:API:{joe}");
+    let pending = format!("{tag}:pending");
+    let _: () = ::redis::cmd("SET")
+        .arg(format!("{tag}:lease:lu:API:{joe}"))
+        .arg("a replica of the older build")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let now = now_millis();
+    let before = s.last_sequence(log(&s)).await.unwrap();
+    for _ in 0..API {
+        open(&s, joe, Kind::Api, now).await;
+    }
+    for _ in 0..3 {
+        open(&s, ann, Kind::Api, now).await;
+    }
+    let mine = s
+        .end_sessions(
+            Scope::User(joe),
+            &[Kind::Api],
+            EndReason::LogoffOther,
+            now,
+            &audit(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(mine as usize, API);
+    // The value as the older build wrote it: watermark, reason, time,
+    // spared id; no org.
+    let value: String = ::redis::cmd("HGET")
+        .arg(&pending)
+        .arg(&index)
+        .query_async(&mut raw)
+        .await
+        .expect("the user's ending is still queued");
+    let (old, org) = value.rsplit_once('\u{1f}').unwrap();
+    assert_eq!(org, "example.com");
+    let _: () = ::redis::cmd("HSET")
+        .arg(&pending)
+        .arg(&index)
+        .arg(old)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(logout_all(&s, now).await, 3, "joe's sessions counted once");
+    // The older replica goes away; the next sweep carries the ending out.
+    let _: () = ::redis::cmd("DEL")
+        .arg(format!("{tag}:lease:lu:API:{joe}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    s.sweep(now, 0, 0).await.unwrap();
+    let events = events_after(&s, before, API + 3).await;
+    let ids: BTreeSet<i32> = events.iter().map(|e| e.session_id).collect();
+    assert_eq!(
+        (events.len(), ids.len()),
+        (API + 3, API + 3),
+        "one event per session"
+    );
+    let records = s.list_audit("example.com", 0, 100).await.unwrap();
+    let ended: Vec<u32> = records.iter().rev().take(2).map(|r| r.ended).collect();
+    assert_eq!(ended, [3, API as u32]);
+}

@@ -552,30 +552,81 @@ impl RedisStore {
     }
 
     /// The indexes of `org`'s user endings of `kinds` still being carried out
-    /// in `shard` (a pending value names the user's org last).
+    /// in `shard` (a pending value names the user's org last). One queued by
+    /// an older build, whose value lacks the org, is given it first, so that
+    /// the org's fence does not count its sessions again either.
     async fn pending_user_indexes(
         &self,
         shard: u16,
         kinds: &[&str],
         org: &str,
     ) -> Result<Vec<String>> {
+        let pending_key = self.layout().key(shard, "pending");
         let pending: HashMap<String, String> = ::redis::cmd("HGETALL")
-            .arg(self.layout().key(shard, "pending"))
+            .arg(&pending_key)
             .query_async(&mut self.conn())
             .await
             .map_err(map_err)?;
-        Ok(pending
-            .into_iter()
-            .filter(|(index, value)| {
-                let user_kind = index
-                    .split_once("}:lu:")
-                    .and_then(|(_, rest)| rest.split(':').next());
-                user_kind.is_some_and(|k| kinds.contains(&k))
-                    && value.rsplit(US).next() == Some(org)
-                    && value.split(US).count() == 5
-            })
-            .map(|(index, _)| index)
-            .collect())
+        let mut out = Vec::new();
+        for (index, value) in pending {
+            // `…}:lu:<KIND>:<user id>`
+            let Some((kind, uid)) = index
+                .split_once("}:lu:")
+                .and_then(|(_, rest)| rest.split_once(':'))
+            else {
+                continue;
+            };
+            if !kinds.contains(&kind) {
+                continue;
+            }
+            let user_org = match value.split(US).count() {
+                5 => value.rsplit(US).next().unwrap_or_default().to_owned(),
+                4 => {
+                    let Some(user_org) = self
+                        .upgrade_pending(&pending_key, &index, &value, uid)
+                        .await?
+                    else {
+                        continue;
+                    };
+                    user_org
+                }
+                _ => continue,
+            };
+            if user_org == org {
+                out.push(index);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends the org of user `uid` to its queued ending `value` (of an
+    /// older build); the org, or `None` when the user is gone. Should the
+    /// value have changed meanwhile, the fence finds the pending set
+    /// changed and asks for it to be read again.
+    async fn upgrade_pending(
+        &self,
+        pending_key: &str,
+        index: &str,
+        value: &str,
+        uid: &str,
+    ) -> Result<Option<String>> {
+        let Ok(uid) = uid.parse::<i64>() else {
+            return Ok(None);
+        };
+        let Some((_, user_org)) = self.user_of_id(uid).await? else {
+            return Ok(None);
+        };
+        self.run(
+            &self.inner.scripts.pending_upgrade,
+            &[pending_key.to_owned()],
+            &[
+                index.to_owned(),
+                value.to_owned(),
+                format!("{value}{US}{user_org}"),
+            ],
+        )
+        .await?;
+        Ok(Some(user_org))
     }
 
     /// Keeps only the sessions no fence covers (listing must not show a
