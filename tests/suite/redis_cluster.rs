@@ -435,10 +435,15 @@ async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
     let small_user = format!("u@{small}");
     // As long as the measurement during the ending: a p99 of fewer calls
     // moves too much from run to run to divide by.
+    let cpu_idle = cpu_by_process(&cluster, &[&a, &b, &c]);
     let idle = paced_validations(&b.url(), &small_user, 6.0);
     let idle = tokio::task::spawn_blocking(move || Latencies::of(idle, 6.0))
         .await
         .unwrap();
+    eprintln!(
+        "CPU seconds while idle (6 s, paced validations on B): {}",
+        cpu_delta(&cpu_by_process(&cluster, &[&a, &b, &c]), &cpu_idle)
+    );
 
     for p in cluster.primaries() {
         cluster.cli(p, &["CONFIG", "SET", "slowlog-log-slower-than", "10000"]);
@@ -469,6 +474,8 @@ async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
     let home = primary_of_org(&cluster, &s, big);
     cluster.cli(home, &["CONFIG", "RESETSTAT"]);
     let cpu_before = cpu_by_process(&cluster, &[&a, &b, &c]);
+    // A mark for a profiler started from outside (see BENCHMARKS.md).
+    eprintln!("sending LogoutAll");
     let sent = Instant::now();
     let sent_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -517,12 +524,7 @@ async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
     let last_event =
         Duration::from_micros(u64::try_from(last_at.saturating_sub(sent_at.as_micros())).unwrap());
     let removed = removed.await.unwrap();
-    let cpu = cpu_by_process(&cluster, &[&a, &b, &c])
-        .into_iter()
-        .zip(cpu_before)
-        .map(|((name, after), (_, before))| format!("{name} {:.2}", after - before))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cpu = cpu_delta(&cpu_by_process(&cluster, &[&a, &b, &c]), &cpu_before);
     eprintln!("CPU seconds until the last event (the big org on redis:{home}): {cpu}");
     let stats = cluster.cli(home, &["INFO", "commandstats"]);
     eprintln!(
@@ -569,6 +571,16 @@ async fn isolation_a_logout_all_of_100k_sessions_stalls_no_other_org() {
 
 /// CPU seconds used so far by each redis-server of `cluster` (`INFO cpu`),
 /// each of `replicas` and this test process.
+/// `after - before` of two [`cpu_by_process`] readings, as text.
+fn cpu_delta(after: &[(String, f64)], before: &[(String, f64)]) -> String {
+    after
+        .iter()
+        .zip(before)
+        .map(|((name, a), (_, b))| format!("{name} {:.2}", a - b))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn cpu_by_process(cluster: &RedisCluster, replicas: &[&ServerProcess]) -> Vec<(String, f64)> {
     let proc_cpu = |pid: &str| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
