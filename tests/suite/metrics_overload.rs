@@ -99,7 +99,18 @@ async fn a_flood_of_cheap_calls_is_shed_by_queue_delay() {
     // in front of the handlers, and waiting there is what gets bounded.
     let server = TestServer::start_with(|c| c.max_queue_delay = Duration::from_millis(1)).await;
     let mut c = server.client().await;
-    let (token, _) = login(&mut c, JOE, Kind::Api).await;
+    // With a 1 ms bound, a call of its own can be shed too when the machine
+    // stalls (other tests run beside this one): retry, as a client honouring
+    // RetryInfo does.
+    let token = loop {
+        match try_login(&mut c, JOE, Kind::Api).await {
+            Ok(r) => break r.token,
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => panic!("login: {s:?}"),
+        }
+    };
     let mut clients = Vec::new();
     for _ in 0..4 {
         clients.push(server.client().await);
@@ -131,8 +142,18 @@ async fn a_flood_of_cheap_calls_is_shed_by_queue_delay() {
     }
     eprintln!("flood of 6000 validations: {ok} served, {shed} shed for waiting over 1 ms");
     assert!(ok > 0 && shed > 0, "served {ok}, shed {shed}");
+    let mut answer = validate(&mut c, &token).await;
+    for _ in 0..50 {
+        match &answer {
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                answer = validate(&mut c, &token).await;
+            }
+            _ => break,
+        }
+    }
     assert!(
-        is_valid(&mut c, &token).await,
-        "serves again once the flood is over"
+        answer.is_ok(),
+        "serves again once the flood is over: {answer:?}"
     );
 }
