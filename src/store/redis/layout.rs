@@ -10,6 +10,8 @@
 //! they can neither contain a brace (and so steer a key's slot) nor collide
 //! with another key.
 
+use std::fmt::Write as _;
+
 pub use crate::domain::token::org_hint;
 
 /// Shards of a new store unless `--redis-shards` says otherwise.
@@ -61,13 +63,23 @@ impl Layout {
         format!("{{{}}}:meta", self.prefix)
     }
 
-    /// `{<prefix>:<shard>}`.
-    pub fn tag(&self, shard: u16) -> String {
-        format!("{{{}:{shard}}}", self.prefix)
+    /// `{<prefix>:<shard>}:`, with room for `more` bytes after it: keys are
+    /// built on every call (a validation, every session of a bulk ending),
+    /// so each is one allocation, never grown.
+    fn tagged(&self, shard: u16, more: usize) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 9 + more);
+        k.push('{');
+        k.push_str(&self.prefix);
+        k.push(':');
+        let _ = write!(k, "{shard}");
+        k.push_str("}:");
+        k
     }
 
     pub fn key(&self, shard: u16, suffix: &str) -> String {
-        format!("{}:{suffix}", self.tag(shard))
+        let mut k = self.tagged(shard, suffix.len());
+        k.push_str(suffix);
+        k
     }
 
     /// The user record, in its org's shard.
@@ -82,16 +94,23 @@ impl Layout {
     }
 
     pub fn session(&self, id: i64) -> String {
-        self.key(id_shard(id, self.shards), &format!("s:{id}"))
+        let mut k = self.tagged(id_shard(id, self.shards), 22);
+        let _ = write!(k, "s:{id}");
+        k
     }
 
     pub fn token(&self, shard: u16, digest_hex: &str) -> String {
-        self.key(shard, &format!("t:{digest_hex}"))
+        let mut k = self.tagged(shard, 2 + digest_hex.len());
+        k.push_str("t:");
+        k.push_str(digest_hex);
+        k
     }
 
     /// Live sessions of a user by kind (the user's shard is its org's).
     pub fn live_user(&self, uid: i64, kind: &str) -> String {
-        self.key(id_shard(uid, self.shards), &format!("lu:{kind}:{uid}"))
+        let mut k = self.tagged(id_shard(uid, self.shards), 24 + kind.len());
+        let _ = write!(k, "lu:{kind}:{uid}");
+        k
     }
 
     pub fn live_org(&self, org: &str, kind: &str) -> String {
@@ -167,6 +186,28 @@ mod tests {
     fn hex_is_lowercase_and_two_digits_a_byte() {
         assert_eq!(hex_of(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
         assert_eq!(enc("a{b}"), "617b627d");
+    }
+
+    #[test]
+    fn keys_are_tag_then_name() {
+        let l = Layout {
+            prefix: "sessiond".into(),
+            shards: 16,
+        };
+        assert_eq!(l.key(3, "deadlines"), "{sessiond:3}:deadlines");
+        assert_eq!(l.session(1_476_630), "{sessiond:6}:s:1476630");
+        assert_eq!(l.session(-1), "{sessiond:15}:s:-1");
+        assert_eq!(l.token(6, "f736"), "{sessiond:6}:t:f736");
+        assert_eq!(l.live_user(22, "API"), "{sessiond:6}:lu:API:22");
+        let long = Layout {
+            prefix: "a-much-longer-deployment-prefix".into(),
+            shards: 1024,
+        };
+        let k = long.session(i64::MAX);
+        assert_eq!(
+            k,
+            format!("{{a-much-longer-deployment-prefix:1023}}:s:{}", i64::MAX)
+        );
     }
 
     #[test]

@@ -55,10 +55,10 @@ impl Pending {
 /// The fields of a session needed to end it: (digest, kind, user id, org).
 type Ends = Option<(String, String, i64, String)>;
 
-/// A session a fence covers, as a bulk ending step needs it.
+/// A session a fence covers, as a bulk ending step needs it (its kind is
+/// its index's).
 struct Fenced {
     digest: String,
-    kind: String,
     user_id: i64,
     username: String,
     org: String,
@@ -253,24 +253,23 @@ impl RedisStore {
         }
         let mut pipe = ::redis::pipe();
         for id in ids {
-            pipe.cmd("HMGET").arg(self.layout().session(*id)).arg(&[
-                "digest", "kind", "user_id", "username", "org", "idle", "expires",
-            ]);
+            pipe.cmd("HMGET")
+                .arg(self.layout().session(*id))
+                .arg(&["digest", "user_id", "username", "org", "idle", "expires"]);
         }
         let rows: Vec<Vec<Option<String>>> =
             pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
         Ok(rows
             .into_iter()
             .map(|r| {
-                let [Some(digest), Some(kind), Some(uid), Some(username), Some(org), Some(idle), Some(expires)] =
-                    <[Option<String>; 7]>::try_from(r).ok()?
+                let [Some(digest), Some(uid), Some(username), Some(org), Some(idle), Some(expires)] =
+                    <[Option<String>; 6]>::try_from(r).ok()?
                 else {
                     return None;
                 };
                 let deadline = idle.parse::<i64>().ok()?.min(expires.parse().ok()?);
                 Some(Fenced {
                     digest,
-                    kind,
                     user_id: uid.parse().ok()?,
                     username,
                     org,
@@ -304,15 +303,31 @@ impl RedisStore {
                     keys.push(l.session(*id));
                     keys.push(l.token(shard, &s.digest));
                     keys.push(if by_org {
-                        l.live_user(s.user_id, &s.kind)
+                        l.live_user(s.user_id, kind)
                     } else {
-                        l.live_org(&s.org, &s.kind)
+                        l.live_org(&s.org, kind)
                     });
-                    args.push(id.to_string());
-                    args.push(format!(
-                        "{id}{US}{}{US}{}{US}{}{US}{}{US}{}",
-                        s.username, s.org, s.kind, p.reason, p.at
-                    ));
+                    let id = id.to_string();
+                    let mut event = String::with_capacity(
+                        id.len()
+                            + s.username.len()
+                            + s.org.len()
+                            + kind.len()
+                            + p.reason.len()
+                            + p.at.len()
+                            + 5,
+                    );
+                    for (i, field) in [&id, &s.username, &s.org, kind, &p.reason, &p.at]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        if i > 0 {
+                            event.push(US);
+                        }
+                        event.push_str(field);
+                    }
+                    args.push(id);
+                    args.push(event);
                 }
                 None => {
                     let session = l.session(*id);
