@@ -113,6 +113,20 @@ async fn logout_all(s: &Arc<dyn Store>, now: Millis) -> u32 {
     .unwrap()
 }
 
+/// Ends every API session of user `uid` at `now` (as an admin's
+/// LogoffOther of them all); how many it ended.
+async fn end_user(s: &Arc<dyn Store>, uid: i64, now: Millis) -> u32 {
+    s.end_sessions(
+        Scope::User(uid),
+        &[Kind::Api],
+        EndReason::LogoffOther,
+        now,
+        &audit(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Opens a session at `now` (30 min idle, 12 h lifetime); returns (id, digest).
 async fn open(s: &Arc<dyn Store>, uid: i64, kind: Kind, now: Millis) -> (i32, TokenDigest) {
     let digest = Token::generate_for_org(&org_of(s, uid)).unwrap().digest();
@@ -616,6 +630,24 @@ async fn an_ending_does_not_count_what_an_earlier_one_ended(s: Arc<dyn Store>) {
     assert_eq!(imap_events[0].reason, EndReason::LogoffOther);
 }
 
+/// Opens `n` API sessions of `joe` and 3 of `ann` at `now`, then ends all
+/// of joe's (too many to finish before the acknowledgement); what that
+/// ending counted.
+async fn end_a_users_sessions(
+    s: &Arc<dyn Store>,
+    (joe, n): (i64, usize),
+    ann: i64,
+    now: Millis,
+) -> u32 {
+    for _ in 0..n {
+        open(s, joe, Kind::Api, now).await;
+    }
+    for _ in 0..3 {
+        open(s, ann, Kind::Api, now).await;
+    }
+    end_user(s, joe, now).await
+}
+
 /// The other order: a user's ending, still being carried out (too big to
 /// finish before its acknowledgement), then a LogoutAll of the user's org.
 /// The LogoutAll counts only what the user's ending did not.
@@ -625,22 +657,7 @@ async fn an_org_ending_does_not_count_what_a_user_ending_still_removing_ended(s:
     let ann = user(&s, "ann@example.com", "example.com", Role::User).await;
     let now = now_millis();
     let before = s.last_sequence(log(&s)).await.unwrap();
-    for _ in 0..API {
-        open(&s, joe, Kind::Api, now).await;
-    }
-    for _ in 0..3 {
-        open(&s, ann, Kind::Api, now).await;
-    }
-    let mine = s
-        .end_sessions(
-            Scope::User(joe),
-            &[Kind::Api],
-            EndReason::LogoffOther,
-            now,
-            &audit(),
-        )
-        .await
-        .unwrap();
+    let mine = end_a_users_sessions(&s, (joe, API), ann, now).await;
     let all = logout_all(&s, now).await;
     assert_eq!((mine as usize, all), (API, 3));
     let events = events_after(&s, before, API + 3).await;
@@ -672,17 +689,7 @@ async fn overlapping_endings_count_each_session_once(s: Arc<dyn Store>) {
     let mut calls = tokio::task::JoinSet::new();
     for uid in users {
         let s = s.clone();
-        calls.spawn(async move {
-            s.end_sessions(
-                Scope::User(uid),
-                &[Kind::Api],
-                EndReason::LogoffOther,
-                now,
-                &audit(),
-            )
-            .await
-            .unwrap()
-        });
+        calls.spawn(async move { end_user(&s, uid, now).await });
     }
     let all = s.clone();
     calls.spawn(async move { logout_all(&all, now).await });
@@ -1054,22 +1061,7 @@ async fn redis_a_user_ending_queued_by_an_older_build_is_not_counted_again() {
         .unwrap();
     let now = now_millis();
     let before = s.last_sequence(log(&s)).await.unwrap();
-    for _ in 0..API {
-        open(&s, joe, Kind::Api, now).await;
-    }
-    for _ in 0..3 {
-        open(&s, ann, Kind::Api, now).await;
-    }
-    let mine = s
-        .end_sessions(
-            Scope::User(joe),
-            &[Kind::Api],
-            EndReason::LogoffOther,
-            now,
-            &audit(),
-        )
-        .await
-        .unwrap();
+    let mine = end_a_users_sessions(&s, (joe, API), ann, now).await;
     assert_eq!(mine as usize, API);
     // The value as the older build wrote it: watermark, reason, time,
     // spared id; no org.
