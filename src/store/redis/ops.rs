@@ -18,6 +18,7 @@ use crate::domain::{
 use crate::store::{EndTarget, ListQuery, Scope, Store, SweepReport};
 
 const US: char = '\u{1f}';
+const US_STR: &str = "\u{1f}";
 /// How often a replica carrying out a bulk ending renews its lease.
 const LEASE_RENEW: Duration = Duration::from_millis(super::LEASE_MS / 4);
 /// Tries of an org's fence whose users' pending endings changed meanwhile
@@ -308,24 +309,9 @@ impl RedisStore {
                         l.live_org(&s.org, kind)
                     });
                     let id = id.to_string();
-                    let mut event = String::with_capacity(
-                        id.len()
-                            + s.username.len()
-                            + s.org.len()
-                            + kind.len()
-                            + p.reason.len()
-                            + p.at.len()
-                            + 5,
-                    );
-                    for (i, field) in [&id, &s.username, &s.org, kind, &p.reason, &p.at]
-                        .into_iter()
-                        .enumerate()
-                    {
-                        if i > 0 {
-                            event.push(US);
-                        }
-                        event.push_str(field);
-                    }
+                    // `join` sizes the result once: one allocation a session.
+                    let event =
+                        [id.as_str(), &s.username, &s.org, kind, &p.reason, &p.at].join(US_STR);
                     args.push(id);
                     args.push(event);
                 }
