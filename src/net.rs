@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -139,8 +139,9 @@ impl Activity {
     /// body, so a stream counts until it ends) is dropped.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.started_any.store(true, Ordering::Relaxed);
+        // No clock read: while a request is in flight the idle bound does
+        // not look at `last_change`, and the end of the last one sets it.
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.touch();
         InFlight(self.clone())
     }
 }
@@ -170,6 +171,11 @@ pub struct Guarded {
     handshake: Duration,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    /// The waker `timer` was last polled with, while it has not fired:
+    /// the timer wakes it when it fires, so a read that finds nothing
+    /// under the same waker need not poll the timer (or read the clock)
+    /// again.
+    armed_for: Option<Waker>,
 }
 
 enum Deadline {
@@ -197,30 +203,34 @@ impl Guarded {
         }
     }
 
-    fn deadline(&self, now: Instant) -> Deadline {
+    /// When the connection is due to close as things stand, with no clock
+    /// read: `None` while a request is in progress (no bound applies then).
+    fn due(&self) -> Option<(Instant, &'static str)> {
         let activity = &self.activity;
         if self.bytes_read < PREFACE_LEN && !activity.started_any.load(Ordering::Relaxed) {
             let at = self.accepted + self.handshake;
-            return if at <= now {
-                Deadline::Passed("no request within the handshake timeout")
-            } else {
-                Deadline::At(at)
-            };
+            return Some((at, "no request within the handshake timeout"));
         }
         if activity.in_flight.load(Ordering::Acquire) > 0 {
-            // Busy: look again one idle period from now.
-            let armed = self.timer.deadline();
-            return Deadline::At(if armed > now && !self.timer.is_elapsed() {
-                armed
-            } else {
-                now + self.idle
-            });
+            return None;
         }
         let at = activity.last_change().max(self.accepted) + self.idle;
-        if at <= now {
-            Deadline::Passed("idle timeout")
-        } else {
-            Deadline::At(at)
+        Some((at, "idle timeout"))
+    }
+
+    fn deadline(&self, now: Instant) -> Deadline {
+        match self.due() {
+            Some((at, why)) if at <= now => Deadline::Passed(why),
+            Some((at, _)) => Deadline::At(at),
+            None => {
+                // Busy: look again one idle period from now.
+                let armed = self.timer.deadline();
+                Deadline::At(if armed > now && !self.timer.is_elapsed() {
+                    armed
+                } else {
+                    now + self.idle
+                })
+            }
         }
     }
 }
@@ -241,6 +251,19 @@ impl AsyncRead for Guarded {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
         }
+        // A timer armed for this task, not yet fired and not later than the
+        // connection's due time, needs nothing: it fires, and the state
+        // decides then. So a read that finds nothing reads no clock and
+        // touches no timer, except when a request's end moved the due time.
+        if !this.timer.is_elapsed()
+            && this
+                .armed_for
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            && this.due().is_none_or(|(at, _)| this.timer.deadline() <= at)
+        {
+            return Poll::Pending;
+        }
         loop {
             match this.deadline(Instant::now()) {
                 Deadline::Passed(why) => {
@@ -248,17 +271,18 @@ impl AsyncRead for Guarded {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
                 }
                 Deadline::At(at) => {
-                    // Deadlines only move later as requests come and go:
-                    // a timer armed earlier just fires and looks again, so
+                    // A timer armed earlier just fires and looks again, so
                     // the timer wheel is touched once per idle period, not
                     // once per request.
                     if this.timer.is_elapsed() || at < this.timer.deadline() {
                         this.timer.as_mut().reset(at);
                     }
                     if this.timer.as_mut().poll(cx).is_pending() {
+                        this.armed_for = Some(cx.waker().clone());
                         return Poll::Pending;
                     }
                     // The timer fired: the state now decides (closed, or a later deadline).
+                    this.armed_for = None;
                 }
             }
         }
@@ -370,6 +394,7 @@ impl Gate {
             timer: Box::pin(tokio::time::sleep_until(
                 now + self.limits.handshake_timeout,
             )),
+            armed_for: None,
         })
     }
 
@@ -417,8 +442,8 @@ async fn accept_error(listener: &'static str, e: &io::Error) {
 }
 
 /// Tower layer for the gRPC server: counts each request (until its
-/// response body ends) on its connection's [`Activity`], and puts the
-/// [`TcpConnectInfo`] in the extensions where `remote_addr` looks for it.
+/// response body ends) on its connection's [`Activity`]. The peer address
+/// stays where tonic put it, in [`PeerInfo`]; [`peer_addr`] reads it.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionLayer;
 
@@ -435,38 +460,69 @@ pub struct Connection<S> {
     inner: S,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Connection<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: Send + 'static,
+    S::Future: Unpin,
 {
     type Response = http::Response<Tracked<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+    type Future = Counted<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let ext = req.extensions();
-        let peer = ext.get::<PeerInfo>().cloned().or_else(|| {
-            ext.get::<TlsConnectInfo<PeerInfo>>()
-                .map(|t| t.get_ref().clone())
-        });
-        let guard = peer.map(|p| {
-            req.extensions_mut().insert(p.tcp);
-            p.activity.begin()
-        });
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            Ok(resp.map(|body| Tracked::new(body, guard)))
-        })
+        let guard = ext
+            .get::<PeerInfo>()
+            .or_else(|| ext.get::<TlsConnectInfo<PeerInfo>>().map(|t| t.get_ref()))
+            .map(|p| p.activity.begin());
+        Counted {
+            inner: self.inner.call(req),
+            guard,
+        }
     }
+}
+
+/// The future of a [`Connection`] call: its response body takes over the
+/// request's count. A plain struct, not a box: nothing to allocate per call.
+pub struct Counted<F> {
+    inner: F,
+    guard: Option<InFlight>,
+}
+
+impl<F, B, E> Future for Counted<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>> + Unpin,
+{
+    type Output = Result<http::Response<Tracked<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let resp = std::task::ready!(Pin::new(&mut this.inner).poll(cx))?;
+        let guard = this.guard.take();
+        Poll::Ready(Ok(resp.map(|body| Tracked::new(body, guard))))
+    }
+}
+
+/// The peer of the connection a request came on: from [`PeerInfo`] on this
+/// module's listeners, else where tonic's own listener puts it; `None` for
+/// an in-process call.
+pub fn peer_addr(ext: &http::Extensions) -> Option<SocketAddr> {
+    ext.get::<PeerInfo>()
+        .map(|p| &p.tcp)
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<PeerInfo>>()
+                .map(|t| &t.get_ref().tcp)
+        })
+        .or_else(|| ext.get::<TcpConnectInfo>())
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .map(|t| t.get_ref())
+        })
+        .and_then(TcpConnectInfo::remote_addr)
 }
 
 /// A response body that keeps its request counted until it ends. Held by

@@ -35,19 +35,15 @@ impl Token {
 
     /// Checks the shape of a presented token; anything else is UNAUTHENTICATED.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let mut bytes = [0u8; 33];
-        let well_formed = text.len() == TOKEN_LEN
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            && URL_SAFE_NO_PAD
-                .decode_slice(text, &mut bytes)
-                .is_ok_and(|n| n == 32);
-        if well_formed {
-            Ok(Token(text.to_owned()))
-        } else {
-            Err(Error::Unauthenticated(AuthFailure::TokenInvalid))
-        }
+        decode(text)?;
+        Ok(Token(text.to_owned()))
+    }
+
+    /// The digest of a presented token text, after the same check as
+    /// [`Token::parse`]: the validation path's one step, which copies
+    /// nothing and decodes the text once.
+    pub fn digest_of(text: &str) -> Result<TokenDigest, Error> {
+        Ok(digest_with(text, &decode(text)?))
     }
 
     pub fn as_str(&self) -> &str {
@@ -62,13 +58,35 @@ impl Token {
     /// text, its first two bytes replaced by the token's hint (so the digest
     /// still names the shard; 240 bits of hash remain).
     pub fn digest(&self) -> TokenDigest {
-        let mut d: [u8; 32] = Sha256::digest(self.0.as_bytes()).into();
         let mut raw = [0u8; 33];
-        if URL_SAFE_NO_PAD.decode_slice(&self.0, &mut raw).is_ok() {
-            d[..2].copy_from_slice(&raw[..2]);
-        }
-        TokenDigest(d)
+        let _ = URL_SAFE_NO_PAD.decode_slice(&self.0, &mut raw);
+        digest_with(&self.0, &raw)
     }
+}
+
+/// The 32 bytes a well-formed token text stands for (in a buffer of 33: the
+/// decoder wants room for a partial last group); anything else is
+/// UNAUTHENTICATED.
+fn decode(text: &str) -> Result<[u8; 33], Error> {
+    let mut bytes = [0u8; 33];
+    let well_formed = text.len() == TOKEN_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && URL_SAFE_NO_PAD
+            .decode_slice(text, &mut bytes)
+            .is_ok_and(|n| n == 32);
+    if well_formed {
+        Ok(bytes)
+    } else {
+        Err(Error::Unauthenticated(AuthFailure::TokenInvalid))
+    }
+}
+
+fn digest_with(text: &str, raw: &[u8; 33]) -> TokenDigest {
+    let mut d: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+    d[..2].copy_from_slice(&raw[..2]);
+    TokenDigest(d)
 }
 
 impl fmt::Debug for Token {
@@ -116,6 +134,7 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.as_str().len(), TOKEN_LEN);
         assert_eq!(Token::parse(a.as_str()).unwrap().digest(), a.digest());
+        assert_eq!(Token::digest_of(a.as_str()).unwrap(), a.digest());
         assert!(!format!("{a:?}").contains(a.as_str()));
     }
 
@@ -138,6 +157,10 @@ mod tests {
         ] {
             assert_eq!(
                 Token::parse(bad),
+                Err(Error::Unauthenticated(AuthFailure::TokenInvalid))
+            );
+            assert_eq!(
+                Token::digest_of(bad),
                 Err(Error::Unauthenticated(AuthFailure::TokenInvalid))
             );
         }

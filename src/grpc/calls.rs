@@ -142,17 +142,17 @@ where
         };
         // Arrival is when the server dispatches the request's head.
         let arrived = Instant::now();
-        let span = server_span(rpc, req.headers());
+        // With tracing off, no span at all: not even a disabled one to
+        // enter and leave at every poll.
+        let span = crate::otel::enabled().then(|| server_span(rpc, req.headers()));
         let deadline = self.layer.max_queue_delay.map(|max| (arrived + max, rpc));
         // Not polled until admitted; dropped unpolled when shed.
         let call = self.inner.call(req.map(|body| Timed { body, deadline }));
         let admission = self.layer.admission.clone();
         let answer = async move {
-            let late = deadline.is_some_and(|(at, _)| Instant::now() > at);
-            let own_queue = OWN_QUEUE.contains(&rpc.rpc());
-            let permit = if late {
-                None
-            } else if own_queue {
+            // A call that waited too long is shed by its body (`Timed`),
+            // which the handler reads first: the wait is measured there.
+            let permit = if OWN_QUEUE.contains(&rpc.rpc()) {
                 Some(None)
             } else {
                 admission.try_acquire().ok().map(Some)
@@ -171,7 +171,10 @@ where
             record_status(code);
             Ok(response)
         };
-        Box::pin(answer.instrument(span))
+        match span {
+            Some(span) => Box::pin(answer.instrument(span)),
+            None => Box::pin(answer),
+        }
     }
 }
 

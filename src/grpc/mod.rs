@@ -66,7 +66,7 @@ impl SessionGrpc {
                 .and_then(|v| v.trim().parse::<IpAddr>().ok())
                 .map(|ip| ip.to_string())
         };
-        match req.remote_addr().map(|a| a.ip()) {
+        match crate::net::peer_addr(req.extensions()).map(|a| a.ip()) {
             None => forwarded(),
             Some(peer) if self.trusted_proxies.contains(&peer) => {
                 forwarded().or_else(|| Some(peer.to_string()))
@@ -97,7 +97,7 @@ impl SessionService for SessionGrpc {
         let mut client = client_from_pb(req.get_ref().client.as_ref()).map_err(to_status)?;
         let address = self.throttle_address(&req);
         if client.address.is_none() {
-            client.address = req.remote_addr().map(|a| a.to_string());
+            client.address = crate::net::peer_addr(req.extensions()).map(|a| a.to_string());
         }
         // What the server saw, kept apart from what the caller reported.
         client.peer_address.clone_from(&address);

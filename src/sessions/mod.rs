@@ -115,12 +115,17 @@ impl Sessions {
 
     /// The live session behind a presented token text.
     async fn session_of(&self, token: Option<&str>) -> Result<Session> {
-        let token = match token {
+        self.session_at(token, now_millis()).await
+    }
+
+    /// [`Self::session_of`] as of `now`.
+    async fn session_at(&self, token: Option<&str>, now: Millis) -> Result<Session> {
+        let digest = match token {
             None | Some("") => return Err(Error::Unauthenticated(AuthFailure::TokenMissing)),
-            Some(t) => Token::parse(t)?,
+            Some(t) => Token::digest_of(t)?,
         };
         self.store
-            .find_live_session(&token.digest(), now_millis())
+            .find_live_session(&digest, now)
             .await?
             .ok_or(Error::Unauthenticated(AuthFailure::TokenInvalid))
     }
@@ -128,8 +133,8 @@ impl Sessions {
     /// The hot path: digest, one indexed lookup, and a write only when the
     /// idle timer is due for a refresh.
     pub async fn validate(&self, token: &str) -> Result<Session> {
-        let mut session = self.session_of(Some(token)).await?;
         let now = now_millis();
+        let mut session = self.session_at(Some(token), now).await?;
         let life = self.policy.lifetimes(session.kind);
         // At least twice per idle period, or a short idle timeout would end
         // sessions in active use between two recorded uses.
