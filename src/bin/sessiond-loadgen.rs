@@ -3,7 +3,12 @@
 //! Every answer is checked; errors are counted by code, never hidden. Latency
 //! goes into an HDR histogram (microseconds). Modes:
 //!
-//! - `validate`: log in `--tokens` API sessions, then ValidateSession them.
+//! - `validate`: log in `--tokens` API sessions (or take the `--token`s
+//!   given), then ValidateSession them.
+//! - `login`: log in `--tokens` API sessions and print their tokens, one per
+//!   line; with `--grpc-body FILE`, also write the first one's
+//!   ValidateSession request as a gRPC message (5-byte frame header, then the
+//!   protobuf) for a load tool that sends a fixed body, such as h2load.
 //! - `cycle`: Login + ValidateSession + Logoff per iteration.
 //! - `ras-grpc` / `ras-rest`: the RAS logon + logoff pair, over gRPC
 //!   (Login(ADMIN) + Logoff) or through the REST shim.
@@ -32,6 +37,7 @@ use tonic::transport::{Channel, Endpoint};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     Validate,
+    Login,
     Cycle,
     RasGrpc,
     RasRest,
@@ -78,9 +84,15 @@ struct Args {
     /// without adding load.
     #[arg(long, default_value_t = 0)]
     interval_ms: u64,
-    /// Sessions to validate across (validate, storm).
+    /// Sessions to validate across (validate, storm), or to log in (login).
     #[arg(long, default_value_t = 256)]
     tokens: usize,
+    /// Validate this token instead of logging in (validate; repeatable).
+    #[arg(long = "token")]
+    given_tokens: Vec<String>,
+    /// Where `login` writes the first token's framed ValidateSession request.
+    #[arg(long)]
+    grpc_body: Option<std::path::PathBuf>,
     /// Login tasks running without pause (storm).
     #[arg(long, default_value_t = 8)]
     storm: usize,
@@ -262,7 +274,7 @@ async fn one(
                 s => Err(format!("HTTP {s}")),
             }
         }
-        Mode::Bulk | Mode::Watch => Err("not a loop mode".into()),
+        Mode::Login | Mode::Bulk | Mode::Watch => Err("not a loop mode".into()),
     }
 }
 
@@ -372,8 +384,8 @@ fn report(args: &Args, t: &Tally, wall: Duration) {
 async fn run_loop(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let args = Arc::new(args);
     let mut cs = clients(&args).await?;
-    let mut tokens = Vec::new();
-    if matches!(args.mode, Mode::Validate | Mode::Storm) {
+    let mut tokens = args.given_tokens.clone();
+    if matches!(args.mode, Mode::Validate | Mode::Storm) && tokens.is_empty() {
         for _ in 0..args.tokens.max(1) {
             let (t, _) = login(&mut cs[0], &args.user, &args.password, Kind::Api)
                 .await
@@ -426,6 +438,39 @@ async fn still_valid(c: &mut Client, tokens: &[String]) -> Result<(), Box<dyn st
         validate(c, t)
             .await
             .map_err(|e| format!("a token was no longer valid after the run: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Logs in `--tokens` API sessions and prints the tokens; see `Mode::Login`.
+async fn run_login(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    use prost::Message;
+    let mut c = clients(&args)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or("no client")?;
+    let mut tokens = Vec::new();
+    for _ in 0..args.tokens.max(1) {
+        let (t, _) = login(&mut c, &args.user, &args.password, Kind::Api)
+            .await
+            .map_err(|e| format!("login failed: {e}"))?;
+        tokens.push(t);
+    }
+    if let (Some(path), Some(first)) = (&args.grpc_body, tokens.first()) {
+        let msg = pb::ValidateSessionRequest {
+            token: first.clone(),
+        }
+        .encode_to_vec();
+        // gRPC's message framing: not compressed, then the length (big-endian).
+        let len = u32::try_from(msg.len()).map_err(|_| "request too large")?;
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&msg);
+        std::fs::write(path, framed)?;
+    }
+    for t in tokens {
+        println!("{t}");
     }
     Ok(())
 }
@@ -669,6 +714,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.mode {
         Mode::Bulk => run_bulk(args).await,
         Mode::Watch => run_watch(args).await,
+        Mode::Login => run_login(args).await,
         _ => run_loop(args).await,
     }
 }
