@@ -3,12 +3,15 @@
 # h2load (nghttp2's HTTP/2 benchmark, one C thread): the measurement the
 # performance targets are stated in.
 #
-#   bash scripts/bench-h2load.sh
+#   bash scripts/bench-h2load.sh                      # this tree's build
+#   bash scripts/bench-h2load.sh LABEL=BINARY ...     # several builds, e.g.
+#   bash scripts/bench-h2load.sh before=/tmp/sessiond-before after=target/release/sessiond
 #
 # Targets, interleaved in every round: the bare baseline (examples/baseline.rs),
-# the layered baseline when LAYERED_BASELINE=1, sessiond on a SQLite file and
-# sessiond on a private redis-server (`appendonly yes`, `appendfsync always`).
-# STORES="sqlite redis" picks the sessiond targets; SESSIOND=path another build.
+# the layered baseline when LAYERED_BASELINE=1, then each sessiond build on a
+# SQLite file and on a private redis-server (`appendonly yes`, `appendfsync
+# always`), labelled by store (and build: `sqlite/before`). STORES="sqlite
+# redis" picks the stores.
 #
 # - 64 streams: ROUNDS (3) rounds of `h2load -c8 -m8 -n REQUESTS` (400,000)
 #   per target; the figure is requests/s, median of the rounds.
@@ -29,7 +32,8 @@ REQUESTS=${REQUESTS:-400000}
 LATENCY_ROUNDS=${LATENCY_ROUNDS:-9}
 LATENCY_REQUESTS=${LATENCY_REQUESTS:-20000}
 STORES=${STORES:-sqlite redis}
-SESSIOND=${SESSIOND:-target/release/sessiond}
+BUILDS=("$@")
+[ ${#BUILDS[@]} -gt 0 ] || BUILDS=("=target/release/sessiond")
 cargo build --release --bin sessiond --bin sessiond-loadgen --example baseline >&2
 LOAD=target/release/sessiond-loadgen
 WORK=$(mktemp -d)
@@ -37,6 +41,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+slug() { echo "${1//\//-}"; } # a label as a file name
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 TARGETS=() # "label port" pairs
@@ -53,14 +58,18 @@ if [ "${LAYERED_BASELINE:-0}" = 1 ]; then
   wait_port "$port"
   TARGETS+=("baseline+layers $port")
 fi
+for build in "${BUILDS[@]}"; do
 for store in $STORES; do
+  label=$store
+  [ -z "${build%%=*}" ] || label="$store/${build%%=*}"
+  dir="$WORK/$(slug "$label")"
+  mkdir -p "$dir"
   case $store in
-    sqlite) url="sqlite://$WORK/sessions.db" ;;
+    sqlite) url="sqlite://$dir/sessions.db" ;;
     redis)
       rport=$(free_port)
-      mkdir -p "$WORK/redis"
       redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly yes \
-        --appendfsync always --dir "$WORK/redis" > /dev/null &
+        --appendfsync always --dir "$dir" > /dev/null &
       PIDS+=($!)
       wait_port "$rport"
       url="redis://127.0.0.1:$rport/"
@@ -71,21 +80,22 @@ for store in $STORES; do
   mport=$(free_port)
   # The login and ending limits play no part in validation; the demo's
   # defaults are kept.
-  "$SESSIOND" serve --demo --store "$url" --grpc-addr 127.0.0.1:"$port" --rest-addr off \
-    --metrics-addr 127.0.0.1:"$mport" 2> "$WORK/$store.log" &
+  "${build#*=}" serve --demo --store "$url" --grpc-addr 127.0.0.1:"$port" --rest-addr off \
+    --metrics-addr 127.0.0.1:"$mport" 2> "$dir/log" &
   PIDS+=($!)
   wait_port "$port"
-  TARGETS+=("$store $port")
-  METRICS+=("$store $mport $port")
+  TARGETS+=("$label $port")
+  METRICS+=("$label $mport $port")
+done
 done
 
 # One token per sessiond target (each has its own store); the baselines
 # answer any body with a constant, so they get the first target's.
-body_of() { echo "$WORK/body-$1.bin"; }
+body_of() { echo "$WORK/body-$(slug "$1").bin"; }
 for m in "${METRICS[@]}"; do
   set -- $m
   "$LOAD" --mode login --tokens 1 --target "http://127.0.0.1:$3" --grpc-body "$(body_of "$1")" \
-    > "$WORK/token-$1"
+    > "$WORK/token-$(slug "$1")"
 done
 first=${METRICS[0]%% *}
 for t in "${TARGETS[@]}"; do
@@ -99,7 +109,7 @@ validations() { # METRICS-PORT: "code count" lines for ValidateSession
 }
 for m in "${METRICS[@]}"; do
   set -- $m
-  validations "$2" > "$WORK/before-$1"
+  validations "$2" > "$WORK/before-$(slug "$1")"
 done
 
 h2() { # LABEL PORT CONNECTIONS STREAMS REQUESTS [EXTRA...]
@@ -154,15 +164,15 @@ PY
 status=0
 for m in "${METRICS[@]}"; do
   set -- $m
-  validations "$2" > "$WORK/after-$1"
+  validations "$2" > "$WORK/after-$(slug "$1")"
   summary=$(awk 'FILENAME == ARGV[1] {before[$1] = $2; next} {n = $2 - before[$1]; if (n) printf "%s %d; ", $1, n}' \
-    "$WORK/before-$1" "$WORK/after-$1")
+    "$WORK/before-$(slug "$1")" "$WORK/after-$(slug "$1")")
   echo "$1: ValidateSession answers by code: $summary"
-  if grep -qv '^Ok ' <(awk 'FILENAME == ARGV[1] {before[$1] = $2; next} $2 > before[$1]' "$WORK/before-$1" "$WORK/after-$1"); then
+  if grep -qv '^Ok ' <(awk 'FILENAME == ARGV[1] {before[$1] = $2; next} $2 > before[$1]' "$WORK/before-$(slug "$1")" "$WORK/after-$(slug "$1")"); then
     echo "$1: some validations were not OK" >&2
     status=1
   fi
-  "$LOAD" --mode validate --token "$(cat "$WORK/token-$1")" --target "http://127.0.0.1:$3" \
+  "$LOAD" --mode validate --token "$(cat "$WORK/token-$(slug "$1")")" --target "http://127.0.0.1:$3" \
     --concurrency 1 --connections 1 --warmup 0 --requests 1 --csv --label "$1-after" > /dev/null \
     && echo "$1: the token is still valid after the run" \
     || { echo "$1: the token is no longer valid" >&2; status=1; }
