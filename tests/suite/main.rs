@@ -6,6 +6,7 @@ mod support;
 
 mod abuse;
 mod authz_matrix;
+mod bench_tools;
 mod connection_limits;
 mod crash;
 mod day_one;
