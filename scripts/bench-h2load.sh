@@ -59,34 +59,34 @@ if [ "${LAYERED_BASELINE:-0}" = 1 ]; then
   TARGETS+=("baseline+layers $port")
 fi
 for build in "${BUILDS[@]}"; do
-for store in $STORES; do
-  label=$store
-  [ -z "${build%%=*}" ] || label="$store/${build%%=*}"
-  dir="$WORK/$(slug "$label")"
-  mkdir -p "$dir"
-  case $store in
-    sqlite) url="sqlite://$dir/sessions.db" ;;
-    redis)
-      rport=$(free_port)
-      redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly yes \
-        --appendfsync always --dir "$dir" > /dev/null &
-      PIDS+=($!)
-      wait_port "$rport"
-      url="redis://127.0.0.1:$rport/"
-      ;;
-    *) echo "unknown store $store (sqlite or redis)" >&2; exit 1 ;;
-  esac
-  port=$(free_port)
-  mport=$(free_port)
-  # The login and ending limits play no part in validation; the demo's
-  # defaults are kept.
-  "${build#*=}" serve --demo --store "$url" --grpc-addr 127.0.0.1:"$port" --rest-addr off \
-    --metrics-addr 127.0.0.1:"$mport" 2> "$dir/log" &
-  PIDS+=($!)
-  wait_port "$port"
-  TARGETS+=("$label $port")
-  METRICS+=("$label $mport $port")
-done
+  for store in $STORES; do
+    label=$store
+    [ -z "${build%%=*}" ] || label="$store/${build%%=*}"
+    dir="$WORK/$(slug "$label")"
+    mkdir -p "$dir"
+    case $store in
+      sqlite) url="sqlite://$dir/sessions.db" ;;
+      redis)
+        rport=$(free_port)
+        redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly yes \
+          --appendfsync always --dir "$dir" > /dev/null &
+        PIDS+=($!)
+        wait_port "$rport"
+        url="redis://127.0.0.1:$rport/"
+        ;;
+      *) echo "unknown store $store (sqlite or redis)" >&2; exit 1 ;;
+    esac
+    port=$(free_port)
+    mport=$(free_port)
+    # The login and ending limits play no part in validation; the demo's
+    # defaults are kept.
+    "${build#*=}" serve --demo --store "$url" --grpc-addr 127.0.0.1:"$port" --rest-addr off \
+      --metrics-addr 127.0.0.1:"$mport" 2> "$dir/log" &
+    PIDS+=($!)
+    wait_port "$port"
+    TARGETS+=("$label $port")
+    METRICS+=("$label $mport $port")
+  done
 done
 
 # One token per sessiond target (each has its own store); the baselines
