@@ -386,12 +386,7 @@ async fn run_loop(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut cs = clients(&args).await?;
     let mut tokens = args.given_tokens.clone();
     if matches!(args.mode, Mode::Validate | Mode::Storm) && tokens.is_empty() {
-        for _ in 0..args.tokens.max(1) {
-            let (t, _) = login(&mut cs[0], &args.user, &args.password, Kind::Api)
-                .await
-                .map_err(|e| format!("setup login failed: {e}"))?;
-            tokens.push(t);
-        }
+        tokens = api_sessions(&mut cs[0], &args).await?;
     }
     let storm_stop = Arc::new(AtomicBool::new(false));
     let mut storm = Vec::new();
@@ -442,6 +437,18 @@ async fn still_valid(c: &mut Client, tokens: &[String]) -> Result<(), Box<dyn st
     Ok(())
 }
 
+/// Logs in `--tokens` API sessions of `--user`; their tokens.
+async fn api_sessions(c: &mut Client, args: &Args) -> Result<Vec<String>, String> {
+    let mut tokens = Vec::new();
+    for _ in 0..args.tokens.max(1) {
+        let (t, _) = login(c, &args.user, &args.password, Kind::Api)
+            .await
+            .map_err(|e| format!("setup login failed: {e}"))?;
+        tokens.push(t);
+    }
+    Ok(tokens)
+}
+
 /// Logs in `--tokens` API sessions and prints the tokens; see `Mode::Login`.
 async fn run_login(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     use prost::Message;
@@ -450,13 +457,7 @@ async fn run_login(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .next()
         .ok_or("no client")?;
-    let mut tokens = Vec::new();
-    for _ in 0..args.tokens.max(1) {
-        let (t, _) = login(&mut c, &args.user, &args.password, Kind::Api)
-            .await
-            .map_err(|e| format!("login failed: {e}"))?;
-        tokens.push(t);
-    }
+    let tokens = api_sessions(&mut c, &args).await?;
     if let (Some(path), Some(first)) = (&args.grpc_body, tokens.first()) {
         let msg = pb::ValidateSessionRequest {
             token: first.clone(),
