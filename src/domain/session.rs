@@ -104,7 +104,7 @@ pub struct AuditRecord {
     pub ended: u32,
 }
 
-/// What `Store::create_session` needs.
+/// What `SessionStore::create_session` needs.
 #[derive(Debug, Clone)]
 pub struct NewSession {
     pub digest: TokenDigest,
@@ -143,7 +143,7 @@ impl fmt::Debug for UserRecord {
     }
 }
 
-/// What `Store::create_user` needs.
+/// What `UserStore::create_user` needs.
 #[derive(Clone)]
 pub struct NewUser {
     pub username: String,

@@ -44,11 +44,11 @@ impl Sessions {
     /// store when it shares counters between replicas (Redis), so N
     /// replicas do not give N times the guesses; else in this process.
     pub(super) async fn lockout_check(&self, user: &str, address: Option<&str>) -> Result<()> {
-        if !self.store.shares_counters() {
+        if !self.counters().shares_counters() {
             return self.throttle.check(user, address);
         }
         for (key, limit) in self.shared_lockout_keys(Some(user), address) {
-            let (failures, left) = self.store.failures(&key).await?;
+            let (failures, left) = self.counters().failures(&key).await?;
             if failures >= limit.max_failures && !left.is_zero() {
                 return Err(Error::TooManyAttempts { retry_after: left });
             }
@@ -63,35 +63,37 @@ impl Sessions {
         user: Option<&str>,
         address: Option<&str>,
     ) -> Result<()> {
-        if !self.store.shares_counters() {
+        if !self.counters().shares_counters() {
             self.throttle.record_failure(user, address);
             return Ok(());
         }
         for (key, limit) in self.shared_lockout_keys(user, address) {
-            self.store.record_failure(&key, limit.window).await?;
+            self.counters().record_failure(&key, limit.window).await?;
         }
         Ok(())
     }
 
     /// A successful check clears the user's counters (not the address's).
     pub(super) async fn lockout_success(&self, user: &str, address: Option<&str>) -> Result<()> {
-        if !self.store.shares_counters() {
+        if !self.counters().shares_counters() {
             self.throttle.record_success(user, address);
             return Ok(());
         }
         if let Some(a) = address {
-            self.store.clear_failures(&user_at_key(user, a)).await?;
+            self.counters()
+                .clear_failures(&user_at_key(user, a))
+                .await?;
         }
-        self.store.clear_failures(&format!("u:{user}")).await
+        self.counters().clear_failures(&format!("u:{user}")).await
     }
 
     /// The token path: only the caller's address can be locked out.
     pub(super) async fn lockout_check_address(&self, address: Option<&str>) -> Result<()> {
         let Some(a) = address else { return Ok(()) };
-        if !self.store.shares_counters() {
+        if !self.counters().shares_counters() {
             return self.throttle.check_address(a);
         }
-        let (failures, left) = self.store.failures(&format!("a:{a}")).await?;
+        let (failures, left) = self.counters().failures(&format!("a:{a}")).await?;
         let limit = self.policy.throttle_address;
         if failures >= limit.max_failures && !left.is_zero() {
             return Err(Error::TooManyAttempts { retry_after: left });
@@ -171,7 +173,7 @@ impl Sessions {
             }
             return Err(e);
         }
-        let record = self.store.find_user(username).await?;
+        let record = self.users().find_user(username).await?;
         let stored = record.as_ref().map(|r| r.password_hash.clone());
         let password = password.to_owned();
         // A right password whose stored hash has another cost is hashed

@@ -126,7 +126,7 @@ impl Sessions {
                     "logging out another mailbox by token needs an ADMIN (console) session",
                 ));
             }
-            let found = self.store.find_user(&mailbox).await?.map(|r| r.user);
+            let found = self.users().find_user(&mailbox).await?.map(|r| r.user);
             policy::may_reach_user((&caller).into(), &mailbox, found.as_ref())?;
             found.ok_or(Error::NotFound(NotFound::Mailbox))?
         };
@@ -224,7 +224,7 @@ impl Sessions {
         let (target_id, target_org) = if own {
             (caller.user_id, caller.org.clone())
         } else {
-            let found = self.store.find_user(&name).await?.map(|r| r.user);
+            let found = self.users().find_user(&name).await?.map(|r| r.user);
             policy::may_reach_user((&caller).into(), &name, found.as_ref())?;
             let t = found.ok_or(Error::NotFound(NotFound::User))?;
             (t.id, t.org)

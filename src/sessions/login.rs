@@ -107,11 +107,11 @@ impl Sessions {
         checked: &UserRecord,
         session: &Session,
     ) -> Result<()> {
-        let current = self.store.find_user(&checked.user.username).await?;
+        let current = self.users().find_user(&checked.user.username).await?;
         if current.is_some_and(|c| c.password_hash == checked.password_hash) {
             return Ok(());
         }
-        self.store
+        self.session_store()
             .end_session(
                 EndTarget {
                     id: session.id,

@@ -1,6 +1,6 @@
 //! The application service: login, validate, the four endings and listing,
-//! written against the `Store` trait. No tonic, no axum: the gRPC layer calls
-//! these with already-parsed inputs.
+//! written against the store's job traits. No tonic, no axum: the gRPC
+//! layer calls these with already-parsed inputs.
 //!
 //! One `Sessions` type, its methods grouped by job: this file holds the
 //! type, validation and listing; `credentials` checks who the caller is,
@@ -33,7 +33,9 @@ use crate::domain::throttle::Throttle;
 use crate::domain::{
     limits, policy, AuditRecord, AuthFailure, Error, Millis, Result, Session, Token,
 };
-use crate::store::{ListQuery, Store};
+use crate::store::{
+    AuditStore, CounterStore, FeedStore, ListQuery, SessionStore, Store, UserStore,
+};
 
 /// The session service core.
 pub struct Sessions {
@@ -88,6 +90,28 @@ impl Sessions {
         &self.store
     }
 
+    // Each job of the service asks for the narrowest part of the store it
+    // uses, so a reader sees at a glance which job a call belongs to.
+    fn users(&self) -> &dyn UserStore {
+        &*self.store
+    }
+
+    fn session_store(&self) -> &dyn SessionStore {
+        &*self.store
+    }
+
+    fn feed(&self) -> &dyn FeedStore {
+        &*self.store
+    }
+
+    fn counters(&self) -> &dyn CounterStore {
+        &*self.store
+    }
+
+    fn audit(&self) -> &dyn AuditStore {
+        &*self.store
+    }
+
     /// The time left in `key`'s window when it already made `rate.max`
     /// calls in it; counts nothing. Kept in the store when it is shared
     /// (Redis: N replicas allow `max` in all, not N × `max`), else here.
@@ -95,8 +119,8 @@ impl Sessions {
         if rate.is_off() {
             return Ok(None);
         }
-        if self.store.shares_counters() {
-            return self.store.calls_exhausted(key, rate.max).await;
+        if self.counters().shares_counters() {
+            return self.counters().calls_exhausted(key, rate.max).await;
         }
         Ok(self.rates.check(key, rate).err())
     }
@@ -107,8 +131,8 @@ impl Sessions {
         if rate.is_off() {
             return Ok(None);
         }
-        if self.store.shares_counters() {
-            return self.store.count_call(key, rate.max, rate.window).await;
+        if self.counters().shares_counters() {
+            return self.counters().count_call(key, rate.max, rate.window).await;
         }
         Ok(self.rates.hit(key, rate).err())
     }
@@ -124,7 +148,7 @@ impl Sessions {
             None | Some("") => return Err(Error::Unauthenticated(AuthFailure::TokenMissing)),
             Some(t) => Token::digest_of(t)?,
         };
-        self.store
+        self.session_store()
             .find_live_session(&digest, now)
             .await?
             .ok_or(Error::Unauthenticated(AuthFailure::TokenInvalid))
@@ -143,7 +167,9 @@ impl Sessions {
             let deadline = now
                 .saturating_add(millis(life.idle))
                 .min(session.expires_at);
-            self.store.touch_session(session.id, now, deadline).await?;
+            self.session_store()
+                .touch_session(session.id, now, deadline)
+                .await?;
             session.last_seen_at = now;
             session.idle_deadline = deadline;
         }
@@ -164,7 +190,7 @@ impl Sessions {
             0 => limits::DEFAULT_PAGE_SIZE,
             n => n.min(limits::MAX_PAGE_SIZE),
         };
-        let records = self.store.list_audit(&caller.org, after, limit).await?;
+        let records = self.audit().list_audit(&caller.org, after, limit).await?;
         let next = (records.len() == limit)
             .then(|| records.last().map(|r| r.id))
             .flatten();
@@ -188,7 +214,7 @@ impl Sessions {
         if let Some(name) = username.as_deref().filter(|n| *n != caller.username) {
             // A user of another org, and a name that would be there, are
             // refused alike; a missing name of the caller's own org lists nothing.
-            let found = self.store.find_user(name).await?.map(|r| r.user);
+            let found = self.users().find_user(name).await?.map(|r| r.user);
             policy::may_reach_user((&caller).into(), name, found.as_ref())?;
         }
         let limit = match filter.page_size {

@@ -22,7 +22,7 @@ impl Sessions {
         let org = limits::org(org)?;
         self.check_new_password(password)?;
         let password_hash = self.hash_password(password).await?;
-        self.store
+        self.users()
             .create_user(NewUser {
                 username,
                 org,
@@ -52,7 +52,7 @@ impl Sessions {
             .await?
             .ok_or(Error::NotFound(NotFound::User))?
             .user;
-        if !self.store.set_password(&username, hash).await? {
+        if !self.users().set_password(&username, hash).await? {
             return Err(Error::NotFound(NotFound::User));
         }
         if keep_sessions {
@@ -114,7 +114,7 @@ impl Sessions {
             return Err(Error::Unauthenticated(AuthFailure::TokenInvalid));
         }
         let hash = self.hash_password(new_password).await?;
-        if !self.store.set_password(&caller.username, hash).await? {
+        if !self.users().set_password(&caller.username, hash).await? {
             return Err(Error::Unauthenticated(AuthFailure::TokenInvalid));
         }
         self.end_after_password_change(

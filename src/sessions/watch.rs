@@ -130,8 +130,8 @@ impl Sessions {
             (Some((token, caller.id)), Some(caller.org), principal)
         };
         let shards: Vec<u16> = match &org {
-            Some(o) => vec![self.store.shard_of(o)],
-            None => (0..self.store.shards()).collect(),
+            Some(o) => vec![self.feed().shard_of(o)],
+            None => (0..self.feed().shards()).collect(),
         };
         let positions = self.start_positions(&shards, &req).await?;
         let _slot = WatchSlot::take(
@@ -162,7 +162,7 @@ impl Sessions {
                     "give after_cursor or after_sequence, not both",
                 ))
             }
-            (Some(c), None) => Some(cursor::decode(c, self.store.shards())?),
+            (Some(c), None) => Some(cursor::decode(c, self.feed().shards())?),
             (None, Some(seq)) if shards.len() == 1 => Some([(shards[0], seq)].into()),
             (None, Some(_)) => {
                 return Err(Error::invalid(
@@ -179,7 +179,7 @@ impl Sessions {
         };
         let mut positions = cursor::Positions::new();
         for &shard in shards {
-            let last = self.store.last_sequence(shard).await?;
+            let last = self.feed().last_sequence(shard).await?;
             let Some(given) = &given else {
                 positions.insert(shard, last);
                 continue;
@@ -198,7 +198,7 @@ impl Sessions {
                 ));
             }
             // Fails now when the cursor is past retention.
-            self.store.revocations_after(shard, after, 1).await?;
+            self.feed().revocations_after(shard, after, 1).await?;
             positions.insert(shard, after);
         }
         Ok(positions)
@@ -235,7 +235,7 @@ impl Sessions {
             full |= batch.len() == WATCH_BATCH;
             for mut event in batch {
                 watch.positions.insert(shard, event.sequence);
-                event.cursor = cursor::encode(self.store.shards(), &watch.positions);
+                event.cursor = cursor::encode(self.feed().shards(), &watch.positions);
                 // The watcher's own admin session ended: this is its last event.
                 let own_end = watch
                     .admin
@@ -289,12 +289,12 @@ impl Sessions {
             }
             let after: Vec<(u16, u64)> = watch.positions.iter().map(|(s, q)| (*s, *q)).collect();
             tokio::select! {
-                woke = self.store.wait_for_revocation(&after, WATCH_RECHECK) => {
+                woke = self.feed().wait_for_revocation(&after, WATCH_RECHECK) => {
                     if let Err(e) = woke {
                         let _ = out.send(Err(e)).await;
                         return;
                     }
-                    only = self.store.fresh_shards(&after);
+                    only = self.feed().fresh_shards(&after);
                 }
                 _ = out.closed() => return,
                 changed = shutdown.changed() => {

@@ -10,7 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::Instrument as _;
 
-use super::{EndTarget, ListQuery, Scope, Store, SweepReport};
+use super::{
+    AuditStore, CounterStore, EndTarget, FeedStore, ListQuery, Scope, SessionStore, Store,
+    SweepReport, UpkeepStore, UserStore,
+};
 use crate::domain::{
     Actor, Audit, AuditRecord, EndReason, Kind, Millis, NewSession, NewUser, Result, Revocation,
     Session, TokenDigest, User, UserRecord,
@@ -45,11 +48,7 @@ impl Traced {
 }
 
 #[async_trait]
-impl Store for Traced {
-    async fn ping(&self) -> Result<()> {
-        self.inner.ping().instrument(self.span("ping")).await
-    }
-
+impl UserStore for Traced {
     async fn create_user(&self, user: NewUser) -> Result<User> {
         let span = self.span("create_user");
         self.inner.create_user(user).instrument(span).await
@@ -102,7 +101,10 @@ impl Store for Traced {
             .instrument(span)
             .await
     }
+}
 
+#[async_trait]
+impl SessionStore for Traced {
     async fn create_session(&self, new: NewSession) -> Result<Session> {
         let span = self.span("create_session");
         self.inner.create_session(new).instrument(span).await
@@ -169,31 +171,10 @@ impl Store for Traced {
         let span = self.span("list_sessions");
         self.inner.list_sessions(query, now).instrument(span).await
     }
+}
 
-    async fn sweep(
-        &self,
-        now: Millis,
-        purge_before: Millis,
-        audit_purge_before: Millis,
-    ) -> Result<SweepReport> {
-        // Background work outside any call: no span of its own.
-        self.inner
-            .sweep(now, purge_before, audit_purge_before)
-            .await
-    }
-
-    async fn list_audit(&self, org: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
-        let span = self.span("list_audit");
-        self.inner
-            .list_audit(org, after, limit)
-            .instrument(span)
-            .await
-    }
-
-    async fn live_counts(&self, now: Millis) -> Result<Vec<(Kind, u64)>> {
-        self.inner.live_counts(now).await
-    }
-
+#[async_trait]
+impl FeedStore for Traced {
     fn shards(&self) -> u16 {
         self.inner.shards()
     }
@@ -228,7 +209,10 @@ impl Store for Traced {
     fn fresh_shards(&self, after: &[(u16, u64)]) -> Option<Vec<u16>> {
         self.inner.fresh_shards(after)
     }
+}
 
+#[async_trait]
+impl CounterStore for Traced {
     fn shares_counters(&self) -> bool {
         self.inner.shares_counters()
     }
@@ -263,6 +247,40 @@ impl Store for Traced {
         let span = self.span("clear_failures");
         self.inner.clear_failures(key).instrument(span).await
     }
+}
+
+#[async_trait]
+impl AuditStore for Traced {
+    async fn list_audit(&self, org: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let span = self.span("list_audit");
+        self.inner
+            .list_audit(org, after, limit)
+            .instrument(span)
+            .await
+    }
+}
+
+#[async_trait]
+impl UpkeepStore for Traced {
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().instrument(self.span("ping")).await
+    }
+
+    async fn sweep(
+        &self,
+        now: Millis,
+        purge_before: Millis,
+        audit_purge_before: Millis,
+    ) -> Result<SweepReport> {
+        // Background work outside any call: no span of its own.
+        self.inner
+            .sweep(now, purge_before, audit_purge_before)
+            .await
+    }
+
+    async fn live_counts(&self, now: Millis) -> Result<Vec<(Kind, u64)>> {
+        self.inner.live_counts(now).await
+    }
 
     async fn close(&self) -> Result<()> {
         self.inner.close().await
@@ -290,14 +308,33 @@ mod tests {
             .collect()
     }
 
-    /// A method the trait gives a default body, not overridden here, would
+    /// A method a trait gives a default body, not overridden here, would
     /// quietly skip the wrapped store's own version of it.
     #[test]
     fn every_store_method_is_forwarded() {
-        let declared = methods(include_str!("mod.rs"), "pub trait Store");
-        let forwarded = methods(include_str!("traced.rs"), "impl Store for Traced");
-        assert!(declared.len() > 20, "trait methods found: {declared:?}");
-        let missing: Vec<_> = declared.iter().filter(|m| !forwarded.contains(m)).collect();
-        assert!(missing.is_empty(), "not forwarded by Traced: {missing:?}");
+        let jobs = [
+            (include_str!("users.rs"), "UserStore"),
+            (include_str!("sessions.rs"), "SessionStore"),
+            (include_str!("feed.rs"), "FeedStore"),
+            (include_str!("counters.rs"), "CounterStore"),
+            (include_str!("audit.rs"), "AuditStore"),
+            (include_str!("upkeep.rs"), "UpkeepStore"),
+        ];
+        let mut all = 0;
+        for (source, name) in jobs {
+            let declared = methods(source, &format!("pub trait {name}"));
+            let forwarded = methods(
+                include_str!("traced.rs"),
+                &format!("impl {name} for Traced"),
+            );
+            assert!(!declared.is_empty(), "no methods found in {name}");
+            all += declared.len();
+            let missing: Vec<_> = declared.iter().filter(|m| !forwarded.contains(m)).collect();
+            assert!(
+                missing.is_empty(),
+                "{name} not forwarded by Traced: {missing:?}"
+            );
+        }
+        assert!(all > 25, "trait methods found: {all}");
     }
 }

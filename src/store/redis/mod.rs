@@ -47,12 +47,20 @@
 //! events, in bounded batches (by the replica that made the call, or by any
 //! replica's sweeper if that one stopped), so no script runs long.
 
+// The store's jobs, each in the file of its name (as in `store/sqlite/`);
+// `bulk` holds the fences, drain steps and leases of bulk endings.
+mod audit;
+mod bulk;
 mod conn;
+mod counters;
 mod decode;
+mod feed;
 mod layout;
-mod ops;
 mod remembered;
 mod scripts;
+mod sessions;
+mod upkeep;
+mod users;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -100,6 +108,10 @@ pub fn check_shards(shards: u16) -> std::result::Result<u16, String> {
 }
 
 /// How long session keys outlive their deadline before Redis drops them.
+/// Separates the fields of a packed value (pending endings, user ids).
+const US: char = '\u{1f}';
+const US_STR: &str = "\u{1f}";
+
 const TTL_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
 /// Sessions ended per script: a batch stays well under a millisecond or two.
 const BATCH: usize = 128;
