@@ -217,7 +217,7 @@ impl Sessions {
     async fn store_rehash(&self, record: &mut UserRecord, new: String) {
         let name = record.user.username.clone();
         match self
-            .store
+            .users()
             .rehash_password(&name, &record.password_hash, new.clone())
             .await
         {
@@ -253,7 +253,7 @@ impl Sessions {
                 self.lockout_check_address(address).await?;
                 let found = match self.session_of(Some(t)).await {
                     Ok(s) if s.username == user => self
-                        .store
+                        .users()
                         .find_user(&user)
                         .await?
                         .map(|r| (r, (s.id, s.kind))),

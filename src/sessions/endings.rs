@@ -43,7 +43,7 @@ impl Sessions {
         let session = self.session_of(token).await?;
         self.ending_rate(Some(&session.username), None).await?;
         let ended = self
-            .store
+            .session_store()
             .end_session(
                 EndTarget {
                     id: session.id,
@@ -82,7 +82,7 @@ impl Sessions {
         }
         policy::may_logoff_other(&caller)?;
         let ended = self
-            .store
+            .session_store()
             .end_session(
                 EndTarget {
                     id: session_id,
@@ -131,7 +131,7 @@ impl Sessions {
             found.ok_or(Error::NotFound(NotFound::Mailbox))?
         };
         let ended = self
-            .store
+            .session_store()
             .end_sessions(
                 Scope::User(target.id),
                 &Kind::MAIL,
@@ -161,7 +161,7 @@ impl Sessions {
         let caller = self.authenticate(&username, password, address).await?.user;
         self.ending_rate(Some(&caller.username), None).await?;
         let ended = self
-            .store
+            .session_store()
             .end_sessions(
                 Scope::Org(caller.org.clone()),
                 &[Kind::Api],
@@ -188,7 +188,7 @@ impl Sessions {
     ) -> Result<SweepReport> {
         let now = now_millis();
         let report = self
-            .store
+            .upkeep()
             .sweep(
                 now,
                 now.saturating_sub(millis(retention)),
@@ -245,7 +245,7 @@ impl Sessions {
             Scope::User(target_id)
         };
         let ended = self
-            .store
+            .session_store()
             .end_sessions(
                 scope,
                 &kinds,

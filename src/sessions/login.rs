@@ -34,7 +34,7 @@ impl Sessions {
         // for the sessions' lifetime). Each is a real ending: revocation
         // event, audit record by `system`, watchers told.
         let (session, capped) = self
-            .store
+            .session_store()
             .create_session_capped(
                 NewSession {
                     digest: token.digest(),

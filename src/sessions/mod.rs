@@ -34,7 +34,7 @@ use crate::domain::{
     limits, policy, AuditRecord, AuthFailure, Error, Millis, Result, Session, Token,
 };
 use crate::store::{
-    AuditStore, CounterStore, FeedStore, ListQuery, SessionStore, Store, UserStore,
+    AuditStore, CounterStore, FeedStore, ListQuery, SessionStore, Store, UpkeepStore, UserStore,
 };
 
 /// The session service core.
@@ -109,6 +109,10 @@ impl Sessions {
     }
 
     fn audit(&self) -> &dyn AuditStore {
+        &*self.store
+    }
+
+    fn upkeep(&self) -> &dyn UpkeepStore {
         &*self.store
     }
 
@@ -222,7 +226,7 @@ impl Sessions {
             n => n.min(limits::MAX_PAGE_SIZE),
         };
         let sessions = self
-            .store
+            .session_store()
             .list_sessions(
                 ListQuery {
                     org: caller.org,

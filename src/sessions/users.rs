@@ -47,7 +47,7 @@ impl Sessions {
         self.check_new_password(password)?;
         let hash = self.hash_password(password).await?;
         let user = self
-            .store
+            .users()
             .find_user(&username)
             .await?
             .ok_or(Error::NotFound(NotFound::User))?
@@ -77,7 +77,7 @@ impl Sessions {
             None => Scope::User(user.id),
         };
         let ended = self
-            .store
+            .session_store()
             .end_sessions(
                 scope,
                 &Kind::ALL,
@@ -129,7 +129,7 @@ impl Sessions {
     pub async fn delete_user(&self, username: &str) -> Result<()> {
         let username = limits::username("username", username)?;
         if self
-            .store
+            .users()
             .delete_user(&username, now_millis(), &Actor::operator())
             .await?
         {
@@ -142,7 +142,7 @@ impl Sessions {
     pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<()> {
         let username = limits::username("username", username)?;
         if self
-            .store
+            .users()
             .set_disabled(&username, disabled, now_millis(), &Actor::operator())
             .await?
         {

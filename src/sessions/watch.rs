@@ -222,7 +222,7 @@ impl Sessions {
         let mut full = false;
         for (shard, after) in shards {
             let batch = match self
-                .store
+                .feed()
                 .revocations_after(shard, after, WATCH_BATCH)
                 .await
             {
