@@ -81,6 +81,7 @@ async fn watch(
             org: String::new(),
             kinds: vec![Kind::Imap as i32],
             after_cursor: cursor.clone(),
+            ..Default::default()
         });
         if let Ok(v) = format!("Bearer {credential}").parse() {
             req.metadata_mut().insert("authorization", v);

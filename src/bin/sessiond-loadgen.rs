@@ -531,6 +531,7 @@ async fn run_watch(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         org: args.org.clone(),
         kinds: vec![],
         after_cursor: String::new(),
+        ..Default::default()
     });
     request.metadata_mut().insert(
         "authorization",

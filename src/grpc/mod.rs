@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{limits, Error, Kind};
 use crate::pb::{self, session_service_server::SessionService};
-use crate::sessions::{ListFilter, Secret, Sessions, WatchRequest};
+use crate::sessions::{ListFilter, Secret, Sessions, WatchItem, WatchRequest};
 use crate::wire::FORWARDED_FOR;
 
 pub mod calls;
@@ -219,12 +219,21 @@ impl SessionService for SessionGrpc {
         let sessions = self.sessions.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move { sessions.run_watch(watch, tx, shutdown).await });
-        let stream = ReceiverStream::new(rx).map(|event| {
-            event
-                .map(|e| pb::WatchRevocationsResponse {
+        let stream = ReceiverStream::new(rx).map(|item| {
+            item.map(|item| match item {
+                WatchItem::Event(e) => pb::WatchRevocationsResponse {
                     revocation: Some(revocation_to_pb(&e)),
-                })
-                .map_err(to_status)
+                    heartbeat: None,
+                },
+                WatchItem::Heartbeat { cursor, at } => pb::WatchRevocationsResponse {
+                    revocation: None,
+                    heartbeat: Some(pb::WatchHeartbeat {
+                        cursor,
+                        at: Some(convert::timestamp(at)),
+                    }),
+                },
+            })
+            .map_err(to_status)
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -341,6 +350,8 @@ fn watch_request(msg: pb::WatchRevocationsRequest) -> Result<WatchRequest, Error
         org: (!msg.org.is_empty()).then_some(msg.org),
         kinds,
         address: None,
+        heartbeat: (msg.heartbeat_ms > 0)
+            .then(|| std::time::Duration::from_millis(u64::from(msg.heartbeat_ms))),
     })
 }
 

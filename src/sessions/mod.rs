@@ -18,7 +18,7 @@ mod watch;
 
 pub use demo::{is_demo_user, DEMO_USERS};
 pub use settings::{Lifetimes, ListFilter, Policy, Secret, ServiceCredential};
-pub use watch::{Watch, WatchRequest};
+pub use watch::{Watch, WatchItem, WatchRequest, HEARTBEAT_MAX, HEARTBEAT_MIN};
 
 use std::collections::HashMap;
 use std::fmt;

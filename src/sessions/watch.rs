@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::Sessions;
 use crate::domain::cursor;
-use crate::domain::{limits, policy, AuthFailure, Error, Kind, Result, Revocation, Role};
+use crate::domain::{limits, policy, AuthFailure, Error, Kind, Millis, Result, Revocation, Role};
 
 /// What a watcher asked for.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +23,26 @@ pub struct WatchRequest {
     pub kinds: Vec<Kind>,
     /// The caller's address, for throttling wrong credentials.
     pub address: Option<String>,
+    /// Send a heartbeat at least this often (none when `None`).
+    pub heartbeat: Option<Duration>,
+}
+
+/// Heartbeat intervals a watcher may ask for: fast enough for a validator's
+/// staleness bound of a few hundred milliseconds, slow enough that a
+/// heartbeat's store read per shard stays cheap.
+pub const HEARTBEAT_MIN: Duration = Duration::from_millis(100);
+pub const HEARTBEAT_MAX: Duration = Duration::from_secs(60);
+
+/// What a watch stream carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchItem {
+    Event(Revocation),
+    /// Every event of the watch up to `cursor` has been sent, as read from
+    /// every shard it covers at `at`.
+    Heartbeat {
+        cursor: String,
+        at: Millis,
+    },
 }
 
 /// An authorized watch, ready to run.
@@ -35,6 +55,7 @@ pub struct Watch {
     kinds: Vec<Kind>,
     /// The last sequence delivered from each shard the watch reads.
     positions: cursor::Positions,
+    heartbeat: Option<Duration>,
     /// Counts this stream against its principal's cap until dropped.
     _slot: WatchSlot,
 }
@@ -96,6 +117,18 @@ impl Sessions {
     /// RPC's status; nothing has been streamed yet.
     pub async fn start_watch(&self, token: Option<&str>, req: WatchRequest) -> Result<Watch> {
         let org = req.org.as_deref().map(limits::org).transpose()?;
+        if let Some(every) = req.heartbeat {
+            if !(HEARTBEAT_MIN..=HEARTBEAT_MAX).contains(&every) {
+                return Err(Error::invalid(
+                    "heartbeat_ms",
+                    format!(
+                        "from {} to {} (or 0: no heartbeats)",
+                        HEARTBEAT_MIN.as_millis(),
+                        HEARTBEAT_MAX.as_millis()
+                    ),
+                ));
+            }
+        }
         if let Some(address) = req.address.as_deref() {
             self.throttle.check_address(address)?;
         }
@@ -144,6 +177,7 @@ impl Sessions {
             org,
             kinds: req.kinds,
             positions,
+            heartbeat: req.heartbeat,
             _slot,
         })
     }
@@ -210,7 +244,7 @@ impl Sessions {
     async fn deliver(
         &self,
         watch: &mut Watch,
-        out: &mpsc::Sender<Result<Revocation>>,
+        out: &mpsc::Sender<Result<WatchItem>>,
         only: Option<Vec<u16>>,
     ) -> std::result::Result<bool, ()> {
         let shards: Vec<(u16, u64)> = watch
@@ -241,7 +275,7 @@ impl Sessions {
                     .admin
                     .as_ref()
                     .is_some_and(|(_, id)| *id == event.session_id);
-                if watch.wants(&event) && out.send(Ok(event)).await.is_err() {
+                if watch.wants(&event) && out.send(Ok(WatchItem::Event(event))).await.is_err() {
                     return Err(());
                 }
                 if own_end {
@@ -257,15 +291,19 @@ impl Sessions {
 
     /// Streams the watch's events into `out` until the receiver goes away,
     /// `shutdown` turns true, the store fails, or an admin watcher's session
-    /// ends. Each event is sent once, in order within its shard.
+    /// ends. Each event is sent once, in order within its shard. A watch
+    /// that asked for heartbeats gets one as soon as it is caught up, then
+    /// one per interval, each after a read of every shard it covers.
     pub async fn run_watch(
         &self,
         mut watch: Watch,
-        out: mpsc::Sender<Result<Revocation>>,
+        out: mpsc::Sender<Result<WatchItem>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut checked = tokio::time::Instant::now();
-        let mut only = None;
+        let mut only: Option<Vec<u16>> = None;
+        // A heartbeat is due at once: it tells the watcher where it starts.
+        let mut beat_due = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 let _ = out
@@ -273,10 +311,27 @@ impl Sessions {
                     .await;
                 return;
             }
-            match self.deliver(&mut watch, &out, only.take()).await {
+            let beat = watch
+                .heartbeat
+                .filter(|_| tokio::time::Instant::now() >= beat_due);
+            // A heartbeat speaks for every shard of the watch: read them all.
+            let read = if beat.is_some() { None } else { only.take() };
+            let read_at = super::now_millis();
+            match self.deliver(&mut watch, &out, read).await {
                 Err(()) => return,
                 Ok(true) => continue,
                 Ok(false) => {}
+            }
+            if let Some(every) = beat {
+                let cursor = cursor::encode(self.feed().shards(), &watch.positions);
+                let item = WatchItem::Heartbeat {
+                    cursor,
+                    at: read_at,
+                };
+                if out.send(Ok(item)).await.is_err() {
+                    return;
+                }
+                beat_due = tokio::time::Instant::now() + every;
             }
             if let Some((token, _)) = &watch.admin {
                 if checked.elapsed() >= WATCH_RECHECK {
@@ -288,8 +343,13 @@ impl Sessions {
                 }
             }
             let after: Vec<(u16, u64)> = watch.positions.iter().map(|(s, q)| (*s, *q)).collect();
+            let wait = match watch.heartbeat {
+                Some(_) => WATCH_RECHECK
+                    .min(beat_due.saturating_duration_since(tokio::time::Instant::now())),
+                None => WATCH_RECHECK,
+            };
             tokio::select! {
-                woke = self.feed().wait_for_revocation(&after, WATCH_RECHECK) => {
+                woke = self.feed().wait_for_revocation(&after, wait) => {
                     if let Err(e) = woke {
                         let _ = out.send(Err(e)).await;
                         return;

@@ -24,6 +24,7 @@ fn watch_request(after: Option<u64>, org: &str, kinds: &[Kind]) -> pb::WatchRevo
         org: org.into(),
         kinds: kinds.iter().map(|k| *k as i32).collect(),
         after_cursor: String::new(),
+        ..Default::default()
     }
 }
 
@@ -336,4 +337,88 @@ async fn a_watcher_resumes_after_a_cursor_and_bad_cursors_are_refused() {
     both.after_cursor = replay[1].cursor.clone();
     let r = c.watch_revocations(authed(both, SERVICE_SECRET)).await;
     assert_eq!(r.unwrap_err().code(), tonic::Code::InvalidArgument);
+}
+
+/// The next message of a watch that asked for heartbeats: an event, or a
+/// heartbeat (`Err`).
+async fn next_item(
+    stream: &mut Streaming<pb::WatchRevocationsResponse>,
+) -> Result<pb::Revocation, pb::WatchHeartbeat> {
+    let msg = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a message within 10 s")
+        .expect("stream ok")
+        .expect("stream open");
+    match (msg.revocation, msg.heartbeat) {
+        (Some(r), None) => Ok(r),
+        (None, Some(h)) => Err(h),
+        other => panic!("a message is an event or a heartbeat: {other:?}"),
+    }
+}
+
+fn heartbeat_request(every_ms: u32, after_cursor: &str) -> pb::WatchRevocationsRequest {
+    pb::WatchRevocationsRequest {
+        heartbeat_ms: every_ms,
+        after_cursor: after_cursor.into(),
+        ..Default::default()
+    }
+}
+
+/// A quiet watch that asked for heartbeats gets one at once and one per
+/// interval after; a heartbeat after an event carries that event's
+/// position, and resuming from a heartbeat's cursor misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_confirm_a_quiet_watch_s_position() {
+    let server = server().await;
+    let mut c = server.client().await;
+    let mut w = watch(&mut c, SERVICE_SECRET, heartbeat_request(200, "")).await;
+    let first = next_item(&mut w).await.expect_err("a heartbeat first");
+    assert!(!first.cursor.is_empty() && first.at.is_some(), "{first:?}");
+    let second = next_item(&mut w)
+        .await
+        .expect_err("quiet: another heartbeat");
+    assert_eq!(second.cursor, first.cursor, "nothing ended in between");
+
+    let (t, s) = login(&mut c, JOE, Kind::Api).await;
+    c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+    let ended = loop {
+        if let Ok(e) = next_item(&mut w).await {
+            break e;
+        }
+    };
+    assert_eq!(ended.session_id, s.id);
+    let beat = loop {
+        if let Err(h) = next_item(&mut w).await {
+            break h;
+        }
+    };
+    assert_eq!(
+        beat.cursor, ended.cursor,
+        "the heartbeat stands at the event"
+    );
+
+    let (t2, s2) = login(&mut c, JOE, Kind::Api).await;
+    c.logoff(authed(pb::LogoffRequest {}, &t2)).await.unwrap();
+    let mut resumed = watch(&mut c, SERVICE_SECRET, heartbeat_request(0, &beat.cursor)).await;
+    assert_eq!(next(&mut resumed).await.session_id, s2.id);
+    // A watch that did not ask gets no heartbeats.
+    quiet(&mut resumed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_intervals_out_of_range_are_refused() {
+    let server = server().await;
+    let mut c = server.client().await;
+    for every in [1, 99, 60_001, u32::MAX] {
+        let got = c
+            .watch_revocations(authed(heartbeat_request(every, ""), SERVICE_SECRET))
+            .await
+            .map(|_| ());
+        let status = got.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{every}: {status:?}");
+        assert!(status.message().contains("heartbeat_ms"), "{status:?}");
+    }
+    for every in [100, 60_000] {
+        watch(&mut c, SERVICE_SECRET, heartbeat_request(every, "")).await;
+    }
 }

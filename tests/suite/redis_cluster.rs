@@ -290,6 +290,7 @@ async fn a_service_watcher_merges_every_shard_and_resumes_by_cursor() {
                 org: String::new(),
                 kinds: vec![],
                 after_cursor: String::new(),
+                ..Default::default()
             },
             SERVICE_SECRET,
         ))

@@ -842,6 +842,7 @@ pub async fn service_watch(
             org: String::new(),
             kinds: vec![],
             after_cursor: after_cursor.into(),
+            ..Default::default()
         },
         secret,
     ))
