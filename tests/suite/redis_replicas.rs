@@ -478,3 +478,70 @@ async fn rate_limits_spread_over_two_replicas_count_in_total() {
     }
     assert!(is_valid(&mut ca, &tokens[3]).await);
 }
+
+async fn next(
+    w: &mut tonic::Streaming<pb::WatchRevocationsResponse>,
+) -> Result<Option<pb::WatchRevocationsResponse>, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(10), w.message())
+        .await
+        .expect("a message within 10 s")
+}
+
+/// A watch of every org (every shard) that asked for heartbeats, on another
+/// replica than the ending: the heartbeat after the ending's event stands at
+/// that event; once Redis is gone no heartbeat claims a position any more,
+/// and the stream ends UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_cross_replicas_and_stop_when_redis_is_gone() {
+    let mut redis = RedisServer::start();
+    let a = replica(&redis, false);
+    let b = replica(&redis, false);
+    let mut ca = connect(&a.url()).await;
+    let mut cb = connect(&b.url()).await;
+    let req = pb::WatchRevocationsRequest {
+        heartbeat_ms: 300,
+        ..Default::default()
+    };
+    let mut w = cb
+        .watch_revocations(authed(req, SERVICE_SECRET))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut w).await.unwrap().unwrap();
+    assert!(first.heartbeat.is_some(), "{first:?}");
+
+    let (t, s) = login(&mut ca, JOE, Kind::Api).await;
+    ca.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+    let event = loop {
+        let m = next(&mut w).await.unwrap().unwrap();
+        if let Some(r) = m.revocation {
+            break r;
+        }
+    };
+    assert_eq!(event.session_id, s.id);
+    let beat = loop {
+        let m = next(&mut w).await.unwrap().unwrap();
+        if let Some(h) = m.heartbeat {
+            break h;
+        }
+    };
+    assert_eq!(beat.cursor, event.cursor);
+
+    redis.stop();
+    let ended_at = Instant::now();
+    let status = loop {
+        match next(&mut w).await {
+            Ok(Some(m)) => {
+                // At most what was read before Redis went away.
+                assert!(m.revocation.is_none(), "{m:?}");
+                assert!(
+                    ended_at.elapsed() < Duration::from_secs(5),
+                    "heartbeats go on"
+                );
+            }
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
