@@ -344,26 +344,6 @@ pub fn backup(source: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_writer_commits_durably_in_wal_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("d.db")).await.unwrap();
-        let writer = lock(&store.inner.writer);
-        let sync: i64 = writer
-            .pragma_query_value(None, "synchronous", |r| r.get(0))
-            .unwrap();
-        assert_eq!(sync, 2, "synchronous=FULL");
-        let mode: String = writer
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-    }
-}
-
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database file.
     pub async fn open(path: &Path) -> Result<Self> {
@@ -547,5 +527,25 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_writer_commits_durably_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("d.db")).await.unwrap();
+        let writer = lock(&store.inner.writer);
+        let sync: i64 = writer
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        let mode: String = writer
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
     }
 }
