@@ -212,7 +212,13 @@ async fn wrong_passwords_spread_over_two_replicas_lock_the_user_in_total() {
 }
 
 async fn login_as(c: &mut Client, user: &str) -> (String, pb::Session) {
-    login(c, (user, "password-1"), Kind::Api).await
+    let r = unless_shed(|| {
+        let mut c = c.clone();
+        async move { try_login(&mut c, (user, "password-1"), Kind::Api).await }
+    })
+    .await
+    .unwrap_or_else(|s| panic!("login {user}: {s:?}"));
+    (r.token, r.session.expect("session in login answer"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,7 +244,13 @@ async fn a_service_watcher_merges_every_shard_and_resumes_by_cursor() {
         let user = format!("u@{}", orgs[i % orgs.len()]);
         let (t, s) = login_as(&mut ca, &user).await;
         let sent = Instant::now();
-        ca.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+        unless_shed(|| {
+            let mut ca = ca.clone();
+            let req = authed(pb::LogoffRequest {}, &t);
+            async move { ca.logoff(req).await }
+        })
+        .await
+        .unwrap();
         let e = next_event(&mut feed).await;
         if i >= orgs.len() {
             latencies.push(sent.elapsed());

@@ -861,3 +861,27 @@ pub async fn next_event(s: &mut tonic::Streaming<pb::WatchRevocationsResponse>) 
         .revocation
         .unwrap()
 }
+
+/// Makes `call` again while the server sheds it (`RESOURCE_EXHAUSTED` /
+/// `OVERLOADED`: refused before its handler ran, so nothing was done), as a
+/// client honouring RetryInfo would; for tests whose subject is not
+/// overload, on a host that other builds may stall. Gives up after 5 s.
+pub async fn unless_shed<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match call().await {
+            Err(s)
+                if s.code() == tonic::Code::ResourceExhausted
+                    && reason(&s) == "OVERLOADED"
+                    && std::time::Instant::now() < give_up =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            done => return done,
+        }
+    }
+}
