@@ -36,6 +36,10 @@ fn constant_session() -> Session {
             seconds: 1_700_043_200,
             nanos: 0,
         }),
+        idle_expires_at: Some(prost_types::Timestamp {
+            seconds: 1_700_001_800,
+            nanos: 0,
+        }),
         client: None,
         peer_address: String::new(),
     }

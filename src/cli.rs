@@ -31,6 +31,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run the REST shim alone, in front of any sessiond.
     Rest(RestArgs),
+    /// Answer ValidateSession (and forward auth) next to a service, from
+    /// memory kept coherent with a sessiond's revocation feed.
+    Edge(Box<EdgeArgs>),
     /// User administration on a store.
     User(UserArgs),
     /// Copy a SQLite store to a file while it is in use (online backup).
@@ -143,6 +146,9 @@ pub struct ServeArgs {
     pub service_credential_file: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub connections: ConnArgs,
     #[command(flatten)]
     #[serde(flatten)]
@@ -150,6 +156,76 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub listener: ListenerArgs,
+}
+
+/// Forward auth for HTTP gateways (`serve` and `edge`).
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct AuthArgs {
+    /// Forward-auth listener (GET /auth, for nginx auth_request, Traefik
+    /// forwardAuth, Caddy forward_auth), or `off`.
+    #[arg(long, env = "SESSIOND_AUTH_ADDR", default_value = "off")]
+    pub auth_addr: Option<String>,
+    /// Forward auth also reads the token from this cookie (after
+    /// `Authorization: Bearer`) [default: the header only].
+    #[arg(long, env = "SESSIOND_AUTH_COOKIE")]
+    pub auth_cookie: Option<String>,
+}
+
+/// Flags of `sessiond edge`.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct EdgeArgs {
+    /// TOML file (the same keys as the flags).
+    #[arg(long, env = "SESSIOND_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The sessiond gRPC endpoint, e.g. http://127.0.0.1:50051 (required here or in the file).
+    #[arg(long, env = "SESSIOND_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// CA certificate (PEM) that an https:// upstream's certificate must chain to.
+    #[arg(long, env = "SESSIOND_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+    /// gRPC listen address (ValidateSession, health, reflection); port 0 picks a free port.
+    #[arg(long, env = "SESSIOND_GRPC_ADDR", default_value = "127.0.0.1:50061")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// File holding the upstream's service credential (or set
+    /// SESSIOND_SERVICE_CREDENTIAL; never on the command line).
+    #[arg(long, env = "SESSIOND_SERVICE_CREDENTIAL_FILE")]
+    pub service_credential_file: Option<PathBuf>,
+    /// Past this age (ms) of the feed's last confirmed position, nothing is
+    /// answered from memory: every call asks upstream, UNAVAILABLE if it cannot answer.
+    #[arg(long, env = "SESSIOND_MAX_STALENESS_MS", default_value = "1000")]
+    pub max_staleness_ms: Option<u64>,
+    /// Use of a session is told upstream at most once per this many seconds.
+    #[arg(long, env = "SESSIOND_TOUCH_INTERVAL_SECS", default_value = "30")]
+    pub touch_interval_secs: Option<u64>,
+    /// Sessions the edge keeps in memory at most.
+    #[arg(long, env = "SESSIOND_CACHE_ENTRIES", default_value = "100000")]
+    pub cache_entries: Option<usize>,
+    /// Bytes of kept sessions at most.
+    #[arg(long, env = "SESSIOND_CACHE_BYTES", default_value = "67108864")]
+    pub cache_bytes: Option<usize>,
+    /// Upstream calls in flight at most; a validation needing one more answers UNAVAILABLE at once.
+    #[arg(long, env = "SESSIOND_UPSTREAM_CONCURRENCY", default_value = "64")]
+    pub upstream_concurrency: Option<usize>,
+    /// gRPC calls in progress at once; more are shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SESSIOND_MAX_IN_FLIGHT", default_value = "1024")]
+    pub max_in_flight: Option<usize>,
+    /// A call that waited longer than this (ms) to start is shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SESSIOND_MAX_QUEUE_DELAY_MS", default_value = "50")]
+    pub max_queue_delay_ms: Option<u64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub auth: AuthArgs,
+    /// Log lines on stderr: text, or one JSON object per line.
+    #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics (plain HTTP, GET /metrics) on this address
+    /// [default: not served].
+    #[arg(long, env = "SESSIOND_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub connections: ConnArgs,
 }
 
 /// Where the data lives. `global`: `sessiond user` takes them after its

@@ -57,6 +57,10 @@ pub struct Config {
     pub connections: crate::net::ConnLimits,
     /// Where Prometheus metrics are served (plain HTTP); `None`: nowhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// The forward-auth listener (`GET /auth`); `None`: none.
+    pub auth_addr: Option<SocketAddr>,
+    /// Forward auth also reads the token from this cookie.
+    pub auth_cookie: Option<String>,
 }
 
 impl Default for Config {
@@ -81,6 +85,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             connections: crate::net::ConnLimits::default(),
             metrics_addr: None,
+            auth_addr: None,
+            auth_cookie: None,
         }
     }
 }
@@ -127,6 +133,12 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub log_format: Option<LogFormat>,
     pub metrics_addr: Option<SocketAddr>,
+    pub auth_addr: Option<String>,
+    pub auth_cookie: Option<String>,
+    pub max_staleness_ms: Option<u64>,
+    pub cache_entries: Option<usize>,
+    pub cache_bytes: Option<usize>,
+    pub upstream_concurrency: Option<usize>,
     pub header_read_timeout_secs: Option<u64>,
     pub handshake_timeout_secs: Option<u64>,
     pub connection_idle_timeout_secs: Option<u64>,
@@ -414,7 +426,13 @@ impl Settings {
 
     /// From `--service-credential-file`, else `SESSIOND_SERVICE_CREDENTIAL`.
     fn service_credential(&self) -> Result<Option<ServiceCredential>, ConfigError> {
-        let secret = match &self.service_credential_file {
+        self.service_credential_text()?
+            .map(|s| ServiceCredential::new(&s).map_err(ConfigError))
+            .transpose()
+    }
+
+    fn service_credential_text(&self) -> Result<Option<String>, ConfigError> {
+        Ok(match &self.service_credential_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
                     .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?
@@ -422,10 +440,98 @@ impl Settings {
                     .to_owned(),
             ),
             None => std::env::var(SERVICE_CREDENTIAL_ENV).ok(),
+        })
+    }
+
+    fn auth_listener(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match &self.auth_addr {
+            None => Ok(None),
+            Some(a) if a.eq_ignore_ascii_case("off") => Ok(None),
+            Some(a) => a
+                .parse()
+                .map(Some)
+                .map_err(|e| ConfigError(format!("auth address {a:?}: {e}"))),
+        }
+    }
+
+    fn auth_cookie(&self) -> Result<Option<String>, ConfigError> {
+        match &self.auth_cookie {
+            Some(c)
+                if c.is_empty()
+                    || c.len() > 256
+                    || !c
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                Err(ConfigError(format!(
+                    "auth cookie name {c:?}: 1 to 256 letters, digits, '-', '_' or '.'"
+                )))
+            }
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// The validated configuration of `sessiond edge`.
+    pub fn edge_config(&self) -> Result<crate::edge::EdgeConfig, ConfigError> {
+        use crate::validator::{Credential, ValidatorConfig};
+        let upstream = self.upstream.clone().ok_or_else(|| {
+            ConfigError("sessiond edge needs --upstream (or SESSIOND_UPSTREAM, or upstream in the config file)".into())
+        })?;
+        let secret = self.service_credential_text()?.ok_or_else(|| {
+            ConfigError(format!(
+                "sessiond edge needs the upstream's service credential: {SERVICE_CREDENTIAL_ENV} or --service-credential-file"
+            ))
+        })?;
+        // The same rules as the upstream's own (length, characters).
+        ServiceCredential::new(&secret).map_err(ConfigError)?;
+        let mut v = ValidatorConfig::new(upstream, Credential::service(secret.trim()));
+        if let Some(path) = &self.upstream_ca {
+            v.upstream_ca = Some(
+                std::fs::read(path)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?,
+            );
+        }
+        if let Some(ms) = self.max_staleness_ms {
+            if !(100..=60_000).contains(&ms) {
+                return Err(ConfigError("max_staleness_ms: from 100 to 60000".into()));
+            }
+            v.max_staleness = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.touch_interval_secs {
+            v.touch_interval = secs(n, "touch_interval_secs")?;
+        }
+        let positive = |n: Option<usize>, what: &str, d: &mut usize| -> Result<(), ConfigError> {
+            match n {
+                Some(0) => Err(ConfigError(format!("{what} must be above 0"))),
+                Some(n) => {
+                    *d = n;
+                    Ok(())
+                }
+                None => Ok(()),
+            }
         };
-        secret
-            .map(|s| ServiceCredential::new(&s).map_err(ConfigError))
-            .transpose()
+        positive(self.cache_entries, "cache_entries", &mut v.max_entries)?;
+        positive(self.cache_bytes, "cache_bytes", &mut v.max_bytes)?;
+        positive(
+            self.upstream_concurrency,
+            "upstream_concurrency",
+            &mut v.max_upstream_calls,
+        )?;
+        let grpc_addr = self
+            .grpc_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50061)));
+        let mut e = crate::edge::EdgeConfig::new(v, grpc_addr);
+        e.auth_addr = self.auth_listener()?;
+        e.auth_cookie = self.auth_cookie()?;
+        e.metrics_addr = self.metrics_addr;
+        e.connections = self.conn_limits()?;
+        if let Some(ms) = self.max_queue_delay_ms {
+            e.max_queue_delay = Duration::from_millis(ms.max(1));
+        }
+        if let Some(n) = self.max_in_flight {
+            e.max_in_flight = n.max(1);
+        }
+        Ok(e)
     }
 
     /// The validated configuration of `sessiond serve`.
@@ -438,6 +544,8 @@ impl Settings {
             public_url: self.public_url()?,
             connections: self.conn_limits()?,
             metrics_addr: self.metrics_addr,
+            auth_addr: self.auth_listener()?,
+            auth_cookie: self.auth_cookie()?,
             ..Config::default()
         };
         if let Some(a) = self.grpc_addr {

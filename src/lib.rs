@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod edge;
 pub mod grpc;
 pub mod logging;
 pub mod net;
@@ -18,6 +19,7 @@ pub mod sessions;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod validator;
 pub mod wire;
 
 /// Generated protobuf types and the tonic service and client for `session.v1`.

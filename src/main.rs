@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::ArgMatches;
-use sessiond::cli::{BackupArgs, Command, HealthArgs, RestArgs, ServeArgs, UserAction, UserArgs};
+use sessiond::cli::{
+    BackupArgs, Command, EdgeArgs, HealthArgs, RestArgs, ServeArgs, UserAction, UserArgs,
+};
 use sessiond::config::Settings;
 use sessiond::domain::Error;
 use sessiond::sessions::Sessions;
@@ -97,6 +99,20 @@ async fn rest(args: &RestArgs, m: &ArgMatches) -> anyhow::Result<()> {
         tracing.shutdown().await;
     }
     served
+}
+
+async fn edge(args: &EdgeArgs, m: &ArgMatches) -> anyhow::Result<()> {
+    let signal = shutdown_signal();
+    let s = Settings::layered(args, m, args.config.as_deref())?;
+    sessiond::logging::init(s.log_format.unwrap_or_default(), None)?;
+    let running = sessiond::edge::start(s.edge_config()?).await?;
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop.send(true);
+    });
+    running.wait().await?;
+    Ok(())
 }
 
 async fn rest_until(
@@ -287,14 +303,18 @@ async fn run() -> anyhow::Result<()> {
     let Some((_, m)) = matches.subcommand() else {
         bail!("no command given; see sessiond --help");
     };
-    // serve and rest install the subscriber once their settings say which
+    // serve, rest and edge install the subscriber once their settings say which
     // format; the one-shot commands always log text.
-    if !matches!(cli.command, Command::Serve(_) | Command::Rest(_)) {
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Rest(_) | Command::Edge(_)
+    ) {
         sessiond::logging::init(sessiond::logging::LogFormat::Text, None)?;
     }
     match &cli.command {
         Command::Serve(args) => serve(args, m).await,
         Command::Rest(args) => rest(args, m).await,
+        Command::Edge(args) => edge(args, m).await,
         Command::User(args) => user(args, m).await,
         Command::Backup(args) => backup(args, m),
         Command::Health(args) => health(args).await,

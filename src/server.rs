@@ -84,13 +84,13 @@ impl Running {
     }
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+pub(crate) async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { what, addr, source })
 }
 
-fn local_addr(
+pub(crate) fn local_addr(
     what: &'static str,
     addr: SocketAddr,
     listener: &TcpListener,
@@ -100,7 +100,7 @@ fn local_addr(
         .map_err(|source| ServeError::Bind { what, addr, source })
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     // Either a `true` was sent or every sender is gone: both mean stop.
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -131,6 +131,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let rest_addr = rest.as_ref().map(|(a, _)| *a);
     let metrics = start_metrics(config.metrics_addr, &config.connections, &shutdown_rx).await?;
     let metrics_addr = metrics.as_ref().map(|(a, _)| *a);
+    let auth = start_auth(&config, &grpc, &shutdown_rx).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, true).await;
@@ -147,7 +148,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         &config.connections,
         stopped(shutdown_rx),
     )?;
-    let listeners = [("rest", rest), ("metrics", metrics)]
+    let listeners = [("rest", rest), ("metrics", metrics), ("auth", auth)]
         .into_iter()
         .filter_map(|(name, l)| l.map(|(_, task)| (name, task)))
         .collect();
@@ -231,6 +232,45 @@ async fn start_rest(
     Ok(Some((rest_addr, task)))
 }
 
+/// The forward-auth listener (`GET /auth`), when an address is configured:
+/// each check is a ValidateSession of this process's own service.
+async fn start_auth(
+    config: &Config,
+    grpc: &SessionGrpc,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<(SocketAddr, RestTask)>, ServeError> {
+    use crate::pb::session_service_server::SessionService;
+    let Some(addr) = config.auth_addr else {
+        return Ok(None);
+    };
+    let listener = bind("forward auth", addr).await?;
+    let bound = local_addr("forward auth", addr, &listener)?;
+    tracing::info!("auth listening on {bound}");
+    let grpc = grpc.clone();
+    let check: crate::edge::Check = Arc::new(move |token| {
+        let grpc = grpc.clone();
+        Box::pin(async move {
+            grpc.validate_session(tonic::Request::new(crate::pb::ValidateSessionRequest {
+                token,
+            }))
+            .await
+            .and_then(|r| {
+                r.into_inner()
+                    .session
+                    .ok_or_else(|| tonic::Status::internal("answer without a session"))
+            })
+        })
+    });
+    let task = tokio::spawn(crate::net::serve_http(
+        listener,
+        crate::edge::auth_router(check, config.auth_cookie.clone()),
+        None,
+        crate::net::Gate::new("auth", config.connections.clone()),
+        stopped(shutdown.clone()),
+    ));
+    Ok(Some((bound, task)))
+}
+
 /// The metrics listener (plain HTTP, `GET /metrics`), when an address is
 /// configured: kept off the REST listener, whose callers are the public.
 async fn start_metrics(
@@ -256,8 +296,8 @@ async fn start_metrics(
 
 /// The gRPC listener: the service behind the call layer, health and both
 /// reflection versions, until `shutdown` completes.
-fn serve_grpc(
-    grpc: SessionGrpc,
+pub(crate) fn serve_grpc<S: crate::pb::session_service_server::SessionService>(
+    grpc: S,
     calls: CallLayer,
     health_service: HealthServer<impl Health>,
     tls: Option<&crate::tls::Tls>,
@@ -354,7 +394,7 @@ async fn warn_if_demo_users(sessions: &Sessions) {
 
 /// Both the service's status and the server's overall one (the empty
 /// service name, which load balancers ask for) follow the store.
-async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+pub(crate) async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
     let status = if serving {
         tonic_health::ServingStatus::Serving
     } else {
@@ -371,7 +411,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
 
 /// Both reflection versions: grpcurl before 1.8.8 and many GUI clients speak
 /// only v1alpha. Each lists the other too, so either shows every service.
-fn reflection() -> Result<
+pub(crate) fn reflection() -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,

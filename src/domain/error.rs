@@ -55,6 +55,10 @@ pub enum Error {
     CursorExpired { after: u64, oldest: u64 },
     #[error("server overloaded; retry shortly")]
     Overloaded,
+    /// A call that this endpoint does not serve: `sessiond edge` answers
+    /// ValidateSession only; the text says where to send the rest.
+    #[error("{0}")]
+    NotServedHere(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]

@@ -99,6 +99,7 @@ pub fn session_to_pb(s: Session) -> pb::Session {
         created_at: Some(timestamp(s.created_at)),
         last_seen_at: Some(timestamp(s.last_seen_at)),
         expires_at: Some(timestamp(s.expires_at)),
+        idle_expires_at: Some(timestamp(s.idle_deadline.min(s.expires_at))),
         client,
         peer_address: s.client.peer_address.unwrap_or_default(),
     }

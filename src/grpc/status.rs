@@ -29,6 +29,7 @@ pub fn reason_of(err: &Error) -> Reason {
         Error::TooManyAttempts { .. } | Error::RateLimited { .. } => Reason::TooManyAttempts,
         Error::Overloaded => Reason::Overloaded,
         Error::CursorExpired { .. } => Reason::CursorExpired,
+        Error::NotServedHere(_) => Reason::NotServedHere,
         Error::Unavailable(_) => Reason::StoreUnavailable,
         Error::Internal(_) => Reason::Internal,
     }
@@ -93,6 +94,7 @@ mod tests {
                 oldest: 2,
             },
             Error::Overloaded,
+            Error::NotServedHere("call sessiond".into()),
             Error::Unavailable("down".into()),
             Error::Internal("bug".into()),
         ];

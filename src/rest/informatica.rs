@@ -209,6 +209,7 @@ fn from_status(status: &tonic::Status) -> Response {
         | Reason::MailboxNotFound
         | Reason::UserNotFound
         | Reason::AlreadyExists
+        | Reason::NotServedHere
         | Reason::Internal => ("INTERNAL_ERROR", "Internal error."),
     };
     let mut response = error(reason.http_status(), code, description);

@@ -140,9 +140,10 @@ fn from_status(status: &tonic::Status) -> Response {
         }
         // OMA has no overload number: a server error that says so, not error 1.
         Reason::Overloaded => failure(SERVER_ERROR, Some(super::OVERLOADED_TEXT)),
-        Reason::AlreadyExists | Reason::StoreUnavailable | Reason::Internal => {
-            failure(SERVER_ERROR, None)
-        }
+        Reason::AlreadyExists
+        | Reason::StoreUnavailable
+        | Reason::NotServedHere
+        | Reason::Internal => failure(SERVER_ERROR, None),
     }
 }
 

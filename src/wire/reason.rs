@@ -26,11 +26,13 @@ pub enum Reason {
     StoreUnavailable,
     CursorExpired,
     Overloaded,
+    /// A validation-only endpoint (`sessiond edge`) was asked for another call.
+    NotServedHere,
     Internal,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::InvalidArgument,
         Reason::TokenMissing,
         Reason::TokenInvalid,
@@ -44,6 +46,7 @@ impl Reason {
         Reason::StoreUnavailable,
         Reason::CursorExpired,
         Reason::Overloaded,
+        Reason::NotServedHere,
         Reason::Internal,
     ];
 
@@ -63,6 +66,7 @@ impl Reason {
             Reason::StoreUnavailable => "STORE_UNAVAILABLE",
             Reason::CursorExpired => "CURSOR_EXPIRED",
             Reason::Overloaded => "OVERLOADED",
+            Reason::NotServedHere => "NOT_SERVED_HERE",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -82,6 +86,7 @@ impl Reason {
             Reason::TooManyAttempts | Reason::Overloaded => Code::ResourceExhausted,
             Reason::StoreUnavailable => Code::Unavailable,
             Reason::CursorExpired => Code::OutOfRange,
+            Reason::NotServedHere => Code::FailedPrecondition,
             Reason::Internal => Code::Internal,
         }
     }
@@ -103,6 +108,7 @@ impl Reason {
             // in their own words.
             Reason::TooManyAttempts | Reason::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Reason::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::NotServedHere => StatusCode::PRECONDITION_FAILED,
             Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -10,6 +10,7 @@ mod bench_tools;
 mod connection_limits;
 mod crash;
 mod day_one;
+mod edge;
 mod end_user_sessions;
 mod grpc_audit;
 mod grpc_bad_input;
