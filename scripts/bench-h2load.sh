@@ -13,6 +13,10 @@
 # always`), labelled by store (and build: `sqlite/before`). STORES="sqlite
 # redis" picks the stores.
 #
+# EDGE=1 adds, for each sessiond target, a `sessiond edge` in front of it
+# (labelled edge/LABEL), answering the same token from memory; its upstream
+# calls during the rounds are printed per 1,000 validations.
+#
 # - 64 streams: ROUNDS (3) rounds of `h2load -c8 -m8 -n REQUESTS` (400,000)
 #   per target; the figure is requests/s, median of the rounds.
 # - One stream: LATENCY_ROUNDS (9) rounds of `h2load -c1 -m1 -n
@@ -45,6 +49,8 @@ slug() { echo "${1//\//-}"; } # a label as a file name
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 TARGETS=() # "label port" pairs
+EDGE_TARGETS=() # "label port metrics-port upstream-label" of each edge
+EDGE_SECRET=bench-edge-service-credential-$(date +%s%N)
 METRICS=() # "label metrics-port grpc-port" for sessiond targets
 port=$(free_port)
 target/release/examples/baseline --addr 127.0.0.1:"$port" > /dev/null &
@@ -80,13 +86,26 @@ for build in "${BUILDS[@]}"; do
     mport=$(free_port)
     # The login and ending limits play no part in validation; the demo's
     # defaults are kept.
-    "${build#*=}" serve --demo --store "$url" --grpc-addr 127.0.0.1:"$port" --rest-addr off \
-      --metrics-addr 127.0.0.1:"$mport" 2> "$dir/log" &
+    SESSIOND_SERVICE_CREDENTIAL=$EDGE_SECRET "${build#*=}" serve --demo --store "$url" \
+      --grpc-addr 127.0.0.1:"$port" --rest-addr off --metrics-addr 127.0.0.1:"$mport" 2> "$dir/log" &
     PIDS+=($!)
     wait_port "$port"
     TARGETS+=("$label $port")
     METRICS+=("$label $mport $port")
+    if [ "${EDGE:-0}" = 1 ]; then
+      eport=$(free_port)
+      emport=$(free_port)
+      SESSIOND_SERVICE_CREDENTIAL=$EDGE_SECRET "${build#*=}" edge --upstream http://127.0.0.1:"$port" \
+        --grpc-addr 127.0.0.1:"$eport" --metrics-addr 127.0.0.1:"$emport" 2> "$dir/edge-log" &
+      PIDS+=($!)
+      wait_port "$eport"
+      EDGE_TARGETS+=("edge/$label $eport $emport $label")
+    fi
   done
+done
+for e in "${EDGE_TARGETS[@]}"; do
+  set -- $e
+  TARGETS+=("$1 $2")
 done
 
 # One token per sessiond target (each has its own store); the baselines
@@ -98,9 +117,29 @@ for m in "${METRICS[@]}"; do
     > "$WORK/token-$(slug "$1")"
 done
 first=${METRICS[0]%% *}
+for e in "${EDGE_TARGETS[@]}"; do
+  set -- $e
+  cp "$(body_of "$4")" "$(body_of "$1")"
+done
 for t in "${TARGETS[@]}"; do
   set -- $t
   [ -f "$(body_of "$1")" ] || cp "$(body_of "$first")" "$(body_of "$1")"
+done
+edge_calls() { # METRICS-PORT: upstream calls (validate + touch) so far
+  curl -s "http://127.0.0.1:$1/metrics" | grep '^sessiond_validator_upstream_calls_total{' \
+    | awk '{s += $2} END {print s + 0}'
+}
+edge_answers() { # METRICS-PORT: ValidateSession answers so far
+  curl -s "http://127.0.0.1:$1/metrics" | grep '^sessiond_grpc_requests_total{' \
+    | grep 'rpc="ValidateSession"' | awk '{s += $2} END {print s + 0}'
+}
+for e in "${EDGE_TARGETS[@]}"; do
+  set -- $e
+  # The first validation of the token fills the edge's cache.
+  "$LOAD" --mode validate --token "$(cat "$WORK/token-$(slug "$4")")" --target "http://127.0.0.1:$2" \
+    --concurrency 1 --connections 1 --warmup 0 --requests 1 --csv --label warm > /dev/null
+  sleep 0.2
+  echo "$(edge_calls "$3") $(edge_answers "$3")" > "$WORK/edge-before-$(slug "$1")"
 done
 
 validations() { # METRICS-PORT: "code count" lines for ValidateSession
@@ -158,6 +197,15 @@ for l in labels:
     failed = sum(int(r[6]) for r in rows if r[0] == l)
     print(f"{l:<16} {rps:>17,.0f} {rps / base_rps:>6.2f} {p50:>16.0f} {p50 / base_p50:>6.2f} {failed:>7}")
 PY
+
+for e in "${EDGE_TARGETS[@]}"; do
+  set -- $e
+  sleep 0.2 # the edge exports its counts every 50 ms
+  read -r calls0 answers0 < "$WORK/edge-before-$(slug "$1")"
+  calls=$(( $(edge_calls "$3") - calls0 ))
+  answers=$(( $(edge_answers "$3") - answers0 ))
+  python3 -c "import sys; c, a = int(sys.argv[1]), int(sys.argv[2]); print(f'$1: {c} upstream calls for {a:,} validations ({1000 * c / max(a, 1):.4f} per 1,000)')" "$calls" "$answers"
+done
 
 # Every validation sessiond answered in these rounds, by gRPC status code,
 # and the token once more: it must still be valid.

@@ -57,6 +57,8 @@ struct Entry {
 
 /// What the cache says of a digest.
 #[derive(Debug)]
+// A hit is the common answer: boxing it would allocate on every validation.
+#[allow(clippy::large_enum_variant)]
 pub enum Lookup {
     /// A live session; `touch` when its use is due to be told upstream.
     Hit { session: pb::Session, touch: bool },

