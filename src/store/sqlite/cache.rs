@@ -154,6 +154,14 @@ impl LookupCache {
         }
     }
 
+    /// What another process's commit changes, without a query: the WAL
+    /// index header. `None` when nothing is mapped (in memory, where no
+    /// other process can write, or a file whose index could not be mapped).
+    pub(super) fn foreign_version(&self) -> Option<[u64; WAL_INDEX_HEADER / 8]> {
+        self.wal_index.as_ref()?;
+        Some(self.current().wal_index)
+    }
+
     /// After every commit of this process (and after a failed write too:
     /// moving the version needlessly costs one lookup, never a wrong answer).
     pub(super) fn committed(&self) {

@@ -11,7 +11,11 @@ use crate::domain::{Error, Result, Revocation};
 use crate::store::FeedStore;
 
 /// Another process (the user CLI) may end sessions in the same file without
-/// waking this one's watchers; they re-check at least this often.
+/// waking this one's watchers: they look at the WAL index header (a read of
+/// shared memory, no query) this often, and query when it changed...
+const FOREIGN_POLL: Duration = Duration::from_millis(2);
+
+/// ...or, where the index is not mapped, query at least this often.
 pub(super) const WATCH_POLL: Duration = Duration::from_secs(1);
 
 pub(super) fn row_to_revocation(r: &Row<'_>) -> rusqlite::Result<Revocation> {
@@ -79,16 +83,28 @@ impl FeedStore for SqliteStore {
         let mut woken = self.inner.events.subscribe();
         let deadline = Instant::now() + timeout;
         loop {
+            let seen = self.inner.cache.foreign_version();
             if self.last_sequence(0).await? > after {
                 return Ok(());
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = woken.changed() => {}
-                _ = tokio::time::sleep(left.min(WATCH_POLL)) => {}
+            let next_query = Instant::now() + WATCH_POLL;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(());
+                }
+                let nap = if seen.is_some() {
+                    FOREIGN_POLL
+                } else {
+                    WATCH_POLL
+                };
+                tokio::select! {
+                    _ = woken.changed() => break,
+                    _ = tokio::time::sleep(left.min(nap)) => {}
+                }
+                if self.inner.cache.foreign_version() != seen || Instant::now() >= next_query {
+                    break;
+                }
             }
         }
     }
