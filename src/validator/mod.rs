@@ -227,7 +227,7 @@ struct Shared {
     config: ValidatorConfig,
     cache: Cache,
     upstream: upstream::Upstream,
-    calls: Semaphore,
+    calls: Arc<Semaphore>,
     /// Validations of one digest waiting on one upstream call.
     in_flight: Mutex<HashMap<TokenDigest, Arc<OnceCell<Answer>>>>,
     /// Nanoseconds after `epoch` of the last confirmed feed position; 0: none yet.
@@ -259,6 +259,26 @@ impl fmt::Debug for Validator {
             .field("upstream", &self.shared.config.upstream)
             .field("state", &self.state())
             .finish()
+    }
+}
+
+/// Takes a digest's shared call out of the map when a validation waiting on
+/// it is done, unless another call already replaced it.
+struct Leave<'a> {
+    map: &'a Mutex<HashMap<TokenDigest, Arc<OnceCell<Answer>>>>,
+    digest: TokenDigest,
+    cell: &'a Arc<OnceCell<Answer>>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&self.digest)
+            .is_some_and(|c| Arc::ptr_eq(c, self.cell))
+        {
+            map.remove(&self.digest);
+        }
     }
 }
 
@@ -306,7 +326,7 @@ impl Validator {
         };
         let shared = Arc::new(Shared {
             cache: Cache::new(bounds),
-            calls: Semaphore::new(config.max_upstream_calls),
+            calls: Arc::new(Semaphore::new(config.max_upstream_calls)),
             in_flight: Mutex::new(HashMap::new()),
             confirmed: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -428,12 +448,13 @@ impl Shared {
             let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(digest).or_default().clone()
         };
-        let answer = cell.get_or_init(|| self.ask(token, digest)).await.clone();
-        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&digest).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            map.remove(&digest);
-        }
-        answer
+        // Removed however this call ends, a caller that gave up included.
+        let _leave = Leave {
+            map: &self.in_flight,
+            digest,
+            cell: &cell,
+        };
+        cell.get_or_init(|| self.ask(token, digest)).await.clone()
     }
 
     async fn ask(&self, token: &str, digest: TokenDigest) -> Answer {
@@ -490,12 +511,9 @@ impl Shared {
     /// made now is made at the next use after the interval (the session is
     /// asked for again past its idle deadline in any case).
     fn touch(self: &Arc<Self>, token: &str, digest: TokenDigest) {
-        let Ok(permit) = self.calls.try_acquire() else {
+        let Ok(permit) = self.calls.clone().try_acquire_owned() else {
             return;
         };
-        // A permit owned by the task: take a second one only if the first is
-        // held (try_acquire_owned needs an Arc<Semaphore>; the count is what matters).
-        permit.forget();
         self.counters.touches.fetch_add(1, Ordering::Relaxed);
         let shared = self.clone();
         let token = token.to_owned();
@@ -522,7 +540,7 @@ impl Shared {
                 }
                 Err(_) => {}
             }
-            shared.calls.add_permits(1);
+            drop(permit);
         });
     }
 }
