@@ -24,7 +24,7 @@ cargo build --release --bin sessiond --bin sessiond-edge-bench >&2
 BIN=target/release
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"; }
 trap cleanup EXIT
 # A port whose cluster bus port (+10000) is free too.
 free_port() { python3 -c '
@@ -66,7 +66,12 @@ cluster() {
   for n in "${nodes[@]}"; do
     until redis-cli -p "${n#*:}" cluster info | grep -q cluster_state:ok; do sleep 0.2; done
   done
-  sleep 2
+  # Endings wait for one replica's acknowledgement: every replica linked first.
+  for n in "${nodes[@]}"; do
+    if redis-cli -p "${n#*:}" info replication | grep -q role:slave; then
+      until redis-cli -p "${n#*:}" info replication | grep -q master_link_status:up; do sleep 0.2; done
+    fi
+  done
   CLUSTER="redis-cluster://$(IFS=,; echo "${nodes[*]}")"
 }
 
