@@ -467,3 +467,137 @@ async fn the_edge_fails_closed_when_upstream_dies_and_heals_when_it_returns() {
     drop(up);
     edge.shutdown().await.unwrap();
 }
+
+/// A TCP relay the test can cut: while cut, every relayed connection is
+/// closed and new ones are refused at once.
+struct Relay {
+    addr: SocketAddr,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Relay {
+    async fn to(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut cut = rx.clone();
+                if *cut.borrow() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Relay {
+            addr,
+            cut: std::sync::Arc::new(tx),
+        }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// The edge's feed position falls out of upstream retention while it cannot
+/// reach upstream: on its return the position is refused, the cache is
+/// emptied, the feed followed from now, and nothing ended meanwhile is valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_position_out_of_retention_empties_the_cache() {
+    let server = TestServer::start_with(|c| {
+        c.policy.service_credential = Some(ServiceCredential::new(SERVICE_SECRET).unwrap());
+        c.retention = Duration::from_secs(1);
+        c.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let relay = Relay::to(server.running.grpc_addr).await;
+    let mut config = edge_config(&format!("http://{}", relay.addr));
+    config.validator.max_staleness = Duration::from_millis(300);
+    let (edge, mut e) = start_edge(config).await;
+    let mut c = server.client().await;
+    let (ended, _) = login(&mut c, JOE, Kind::Api).await;
+    let (kept, _) = login(&mut c, ADMIN, Kind::Admin).await;
+    warm(&mut e, &ended).await;
+    warm(&mut e, &kept).await;
+    assert_eq!(edge.validator.stats().entries, 2);
+
+    relay.set_cut(true);
+    c.logoff(authed(pb::LogoffRequest {}, &ended))
+        .await
+        .unwrap();
+    // Past retention, and past a sweep that purges the Logoff's event.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = validate(&mut e, &kept).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "stale and cut off: {s:?}");
+    relay.set_cut(false);
+
+    assert!(
+        edge.validator.ready(Duration::from_secs(15)).await,
+        "never fresh again"
+    );
+    let stats = edge.validator.stats();
+    assert_eq!(stats.feed_resets, 1, "{stats:?}");
+    let s = validate(&mut e, &ended).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated);
+    validate(&mut e, &kept)
+        .await
+        .expect("a live session is valid again");
+    edge.shutdown().await.unwrap();
+}
+
+/// A session used only through the edge is kept alive upstream: its use is
+/// told upstream once per touch interval, so it outlives its idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_through_the_edge_keeps_the_idle_timer_alive_upstream() {
+    let server = TestServer::start_with(|c| {
+        c.policy.service_credential = Some(ServiceCredential::new(SERVICE_SECRET).unwrap());
+        c.policy.touch_interval = Duration::from_millis(500);
+        c.policy.lifetimes.insert(
+            sessiond::domain::Kind::Api,
+            sessiond::sessions::Lifetimes {
+                idle: Duration::from_secs(2),
+                absolute: Duration::from_secs(600),
+            },
+        );
+    })
+    .await;
+    let mut config = edge_config(&server.url());
+    config.validator.touch_interval = Duration::from_millis(500);
+    let (edge, mut e) = start_edge(config).await;
+    let mut c = server.client().await;
+    let (used, _) = login(&mut c, JOE, Kind::Api).await;
+    let (idle, _) = login(&mut c, JOE, Kind::Api).await;
+    warm(&mut e, &idle).await;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        validate(&mut e, &used).await.expect("in use, so alive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Asked of sessiond itself: alive after 2.5 idle timeouts of use at the
+    // edge only; the one not used is gone, at the edge too.
+    validate(&mut c, &used).await.expect("kept alive upstream");
+    assert_eq!(
+        validate(&mut c, &idle).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        validate(&mut e, &idle).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let stats = edge.validator.stats();
+    assert!(stats.touches >= 5, "{stats:?}");
+    assert!(stats.from_memory > stats.touches * 5, "{stats:?}");
+    edge.shutdown().await.unwrap();
+}
