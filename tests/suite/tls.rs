@@ -233,3 +233,43 @@ async fn health_command_speaks_tls() {
     let refused = health(other.files.cert.clone()).await.unwrap();
     assert!(!refused.status.success(), "{refused:?}");
 }
+
+/// `sessiond edge` follows a TLS upstream verified against its CA, and
+/// refuses one whose certificate does not chain to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_speaks_tls_to_its_upstream() {
+    use crate::edge::{edge_config, start_edge, SERVICE_SECRET};
+    let pki = self_signed();
+    let server = TestServer::start_with(|c| {
+        c.tls = Some(pki.files.clone());
+        c.policy.service_credential =
+            Some(sessiond::sessions::ServiceCredential::new(SERVICE_SECRET).unwrap());
+    })
+    .await;
+    let upstream = format!("https://127.0.0.1:{}", server.running.grpc_addr.port());
+    let mut config = edge_config(&upstream);
+    config.validator.upstream_ca = Some(pki.cert_pem.clone().into_bytes());
+    let (edge, mut e) = start_edge(config).await;
+    let mut c = tls_client(server.running.grpc_addr, &pki.cert_pem).await;
+    let (token, _) = login(&mut c, ("joe_user@example.com", "joe-pass-1"), Kind::Api).await;
+    validate(&mut e, &token)
+        .await
+        .expect("valid through the edge");
+    edge.shutdown().await.unwrap();
+
+    // Another CA: the edge never gets a fresh feed, and answers UNAVAILABLE.
+    let other = self_signed();
+    let mut config = edge_config(&upstream);
+    config.validator.upstream_ca = Some(other.cert_pem.clone().into_bytes());
+    let edge = sessiond::edge::start(config).await.unwrap();
+    let mut e = connect(&format!("http://{}", edge.grpc_addr)).await;
+    assert!(
+        !edge
+            .validator
+            .ready(std::time::Duration::from_secs(2))
+            .await
+    );
+    let s = validate(&mut e, &token).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unavailable);
+    edge.shutdown().await.unwrap();
+}
