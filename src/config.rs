@@ -492,12 +492,17 @@ impl Settings {
             );
         }
         if let Some(ms) = self.max_staleness_ms {
-            if !(100..=60_000).contains(&ms) {
-                return Err(ConfigError("max_staleness_ms: from 100 to 60000".into()));
+            if !(200..=60_000).contains(&ms) {
+                return Err(ConfigError("max_staleness_ms: from 200 to 60000".into()));
             }
             v.max_staleness = Duration::from_millis(ms);
         }
         if let Some(n) = self.touch_interval_secs {
+            if !(1..=86_400).contains(&n) {
+                return Err(ConfigError(
+                    "touch_interval_secs: from 1 to 86400 for the edge".into(),
+                ));
+            }
             v.touch_interval = secs(n, "touch_interval_secs")?;
         }
         let positive = |n: Option<usize>, what: &str, d: &mut usize| -> Result<(), ConfigError> {

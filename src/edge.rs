@@ -223,12 +223,17 @@ pub fn auth_router(check: Check, cookie: Option<String>) -> Router {
 
 /// The token from `Authorization: Bearer`, else from the named cookie.
 fn token_of(headers: &HeaderMap, cookie: Option<&str>) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
-        let v = v.to_str().ok()?;
-        let (scheme, rest) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim().to_owned());
+    // A gateway may send its own Authorization (Basic to a backend): only a
+    // Bearer one is ours; otherwise the cookie is looked at.
+    let bearer = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split_once(' '))
+        .find(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, rest)| rest.trim().to_owned());
+    if bearer.is_some() {
+        return bearer;
     }
     let name = cookie?;
     headers
@@ -272,19 +277,20 @@ async fn forward_auth(State(state): State<AuthState>, headers: HeaderMap) -> Res
         Ok(session) => {
             let values = [
                 ("x-session-id", HeaderValue::from(session.id)),
+                // UTF-8 names go as their bytes (obs-text); a name with a
+                // control character (never stored) fails closed.
                 (
                     "x-session-user",
-                    match HeaderValue::from_str(&session.user) {
+                    match HeaderValue::from_bytes(session.user.as_bytes()) {
                         Ok(v) => v,
-                        // Not header text: fail closed rather than mangle a name.
-                        Err(_) => return refused(StatusCode::SERVICE_UNAVAILABLE, false),
+                        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
                     },
                 ),
                 (
                     "x-session-org",
-                    match HeaderValue::from_str(&session.org) {
+                    match HeaderValue::from_bytes(session.org.as_bytes()) {
                         Ok(v) => v,
-                        Err(_) => return refused(StatusCode::SERVICE_UNAVAILABLE, false),
+                        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
                     },
                 ),
                 (

@@ -131,7 +131,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let rest_addr = rest.as_ref().map(|(a, _)| *a);
     let metrics = start_metrics(config.metrics_addr, &config.connections, &shutdown_rx).await?;
     let metrics_addr = metrics.as_ref().map(|(a, _)| *a);
-    let auth = start_auth(&config, &grpc, &shutdown_rx).await?;
+    let auth = start_auth(&config, &grpc, &calls, &shutdown_rx).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, true).await;
@@ -233,32 +233,36 @@ async fn start_rest(
 }
 
 /// The forward-auth listener (`GET /auth`), when an address is configured:
-/// each check is a ValidateSession of this process's own service.
+/// each check is a ValidateSession of this process's own service, through
+/// the same call layer (admission, shedding, metrics) as the gRPC listener.
 async fn start_auth(
     config: &Config,
     grpc: &SessionGrpc,
+    calls: &CallLayer,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Option<(SocketAddr, RestTask)>, ServeError> {
-    use crate::pb::session_service_server::SessionService;
     let Some(addr) = config.auth_addr else {
         return Ok(None);
     };
     let listener = bind("forward auth", addr).await?;
     let bound = local_addr("forward auth", addr, &listener)?;
     tracing::info!("auth listening on {bound}");
-    let grpc = grpc.clone();
+    let client = rest::in_process(
+        calls
+            .in_process()
+            .layer(SessionServiceServer::new(grpc.clone())),
+    );
     let check: crate::edge::Check = Arc::new(move |token| {
-        let grpc = grpc.clone();
+        let mut client = client.clone();
         Box::pin(async move {
-            grpc.validate_session(tonic::Request::new(crate::pb::ValidateSessionRequest {
-                token,
-            }))
-            .await
-            .and_then(|r| {
-                r.into_inner()
-                    .session
-                    .ok_or_else(|| tonic::Status::internal("answer without a session"))
-            })
+            client
+                .validate_session(crate::pb::ValidateSessionRequest { token })
+                .await
+                .and_then(|r| {
+                    r.into_inner()
+                        .session
+                        .ok_or_else(|| tonic::Status::internal("answer without a session"))
+                })
         })
     });
     let task = tokio::spawn(crate::net::serve_http(

@@ -224,10 +224,15 @@ impl Cache {
         if !(keep && fill.keepable && fill.generation == inner.generation) {
             return Admit::NotKept;
         }
-        let expires_at = millis_of(session.expires_at.as_ref()).unwrap_or(now);
-        let idle_until = millis_of(session.idle_expires_at.as_ref())
-            .unwrap_or(expires_at)
-            .min(expires_at);
+        // Without both deadlines (an upstream older than idle_expires_at)
+        // memory cannot tell when the session ends: answered, not kept.
+        let (Some(expires_at), Some(idle_until)) = (
+            millis_of(session.expires_at.as_ref()),
+            millis_of(session.idle_expires_at.as_ref()),
+        ) else {
+            return Admit::NotKept;
+        };
+        let idle_until = idle_until.min(expires_at);
         if now >= idle_until {
             return Admit::NotKept;
         }
@@ -270,15 +275,21 @@ impl Cache {
             inner.remove(&digest, id);
         }
         inner.expire_tombstones(at, self.bounds.tombstone_ttl);
-        if inner.tombstones.insert(id, at).is_none() {
-            inner.tomb_order.push_back((at, id));
-        }
-        if inner.tombstones.len() > self.bounds.max_tombstones {
-            while inner.tombstones.len() > self.bounds.max_tombstones / 2 {
-                let Some((_, old)) = inner.tomb_order.pop_front() else {
+        // Always queued: expiry skips an entry a later one replaced.
+        inner.tombstones.insert(id, at);
+        inner.tomb_order.push_back((at, id));
+        if inner.tombstones.len() > self.bounds.max_tombstones
+            || inner.tomb_order.len() > 2 * self.bounds.max_tombstones
+        {
+            while inner.tombstones.len() > self.bounds.max_tombstones / 2
+                || inner.tomb_order.len() > self.bounds.max_tombstones
+            {
+                let Some((since, old)) = inner.tomb_order.pop_front() else {
                     break;
                 };
-                inner.tombstones.remove(&old);
+                if inner.tombstones.get(&old) == Some(&since) {
+                    inner.tombstones.remove(&old);
+                }
             }
             // The ids forgotten may be those of answers in flight: let none
             // of those be kept.
@@ -460,6 +471,31 @@ mod tests {
         let admit = c.finish_fill(fill, digest(1), &session(100), NOW, t, true);
         assert_ne!(admit, Admit::Kept);
         assert!(c.sizes().2 <= 4);
+    }
+
+    #[test]
+    fn an_answer_without_an_idle_deadline_is_not_kept() {
+        let c = following();
+        let t = Instant::now();
+        let mut s = session(1);
+        s.idle_expires_at = None;
+        let fill = c.begin_fill();
+        assert_eq!(
+            c.finish_fill(fill, digest(1), &s, NOW, t, true),
+            Admit::NotKept
+        );
+    }
+
+    #[test]
+    fn a_repeated_ending_event_leaves_no_tombstone_behind() {
+        let mut b = bounds();
+        b.tombstone_ttl = Duration::from_secs(1);
+        let c = Cache::new(b);
+        let t = Instant::now();
+        c.revoke(5, t);
+        c.revoke(5, t + Duration::from_millis(500));
+        c.revoke(6, t + Duration::from_secs(3));
+        assert_eq!(c.sizes().2, 1, "only the last id's tombstone is left");
     }
 
     #[test]

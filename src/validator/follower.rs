@@ -23,6 +23,10 @@ pub(super) async fn follow(shared: Arc<Shared>) {
     let silence = heartbeat * 3;
     let mut cursor: Option<String> = None;
     let mut backoff = BACKOFF_MIN;
+    // The smallest (local wall clock - heartbeat's `at`) seen: transit time
+    // plus clock skew. What a heartbeat exceeds it by is how late it came
+    // (queued behind events, buffered by a proxy).
+    let mut min_offset: Option<i64> = None;
     loop {
         let req = pb::WatchRevocationsRequest {
             org: shared
@@ -49,11 +53,25 @@ pub(super) async fn follow(shared: Arc<Shared>) {
                             if let Some(r) = msg.revocation {
                                 shared.cache.revoke(r.session_id, at);
                                 shared.counters.feed_events.fetch_add(1, Ordering::Relaxed);
-                                cursor = Some(r.cursor);
+                                cursor = Some(r.cursor).filter(|c| !c.is_empty());
                             } else if let Some(h) = msg.heartbeat {
-                                cursor = Some(h.cursor);
+                                cursor = Some(h.cursor).filter(|c| !c.is_empty());
+                                if cursor.is_none() {
+                                    // No position to resume from: start over.
+                                    break;
+                                }
+                                let offset = super::now_millis()
+                                    - h.at.as_ref().map_or(0, |t| {
+                                        t.seconds.saturating_mul(1000)
+                                            + i64::from(t.nanos / 1_000_000)
+                                    });
+                                let least = *min_offset.get_or_insert(offset);
+                                min_offset = Some(least.min(offset));
+                                let lag = Duration::from_millis(
+                                    u64::try_from(offset - least.min(offset)).unwrap_or(0),
+                                );
                                 shared.cache.follow();
-                                shared.confirm(at);
+                                shared.confirm(at, lag);
                                 backoff = BACKOFF_MIN;
                             }
                         }

@@ -228,6 +228,9 @@ struct Shared {
     cache: Cache,
     upstream: upstream::Upstream,
     calls: Arc<Semaphore>,
+    /// Touches have their own, smaller budget: they never take the upstream
+    /// calls a validation needs.
+    touches: Arc<Semaphore>,
     /// Validations of one digest waiting on one upstream call.
     in_flight: Mutex<HashMap<TokenDigest, Arc<OnceCell<Answer>>>>,
     /// Nanoseconds after `epoch` of the last confirmed feed position; 0: none yet.
@@ -302,10 +305,15 @@ impl Validator {
     /// and returns at once; until the feed's position is confirmed, every
     /// validation asks upstream.
     pub fn start(config: ValidatorConfig) -> Result<Validator, StartError> {
-        if config.max_staleness < Duration::from_millis(100) {
+        if config.max_staleness < Duration::from_millis(200) {
             return Err(StartError::Config(
-                "max staleness must be at least 100 ms (the shortest heartbeat upstream sends)"
+                "max staleness must be at least 200 ms (two of the shortest heartbeat interval upstream sends)"
                     .into(),
+            ));
+        }
+        if config.touch_interval > Duration::from_secs(86_400) || config.touch_interval.is_zero() {
+            return Err(StartError::Config(
+                "the touch interval must be from 1 ms to one day".into(),
             ));
         }
         if config.max_entries == 0 || config.max_bytes == 0 || config.max_upstream_calls == 0 {
@@ -327,6 +335,7 @@ impl Validator {
         let shared = Arc::new(Shared {
             cache: Cache::new(bounds),
             calls: Arc::new(Semaphore::new(config.max_upstream_calls)),
+            touches: Arc::new(Semaphore::new((config.max_upstream_calls / 4).max(1))),
             in_flight: Mutex::new(HashMap::new()),
             confirmed: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -417,8 +426,9 @@ impl Shared {
         }
     }
 
-    /// The feed confirmed its position at `at`.
-    fn confirm(&self, at: Instant) {
+    /// The feed confirmed, at `at`, its position as of `lag` earlier.
+    fn confirm(&self, at: Instant, lag: Duration) {
+        let at = at.checked_sub(lag).unwrap_or(self.epoch);
         let nanos = u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -446,7 +456,13 @@ impl Shared {
     async fn ask_once(self: &Arc<Self>, token: &str, digest: TokenDigest) -> Answer {
         let cell = {
             let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(digest).or_default().clone()
+            let cell = map.entry(digest).or_default();
+            // A call that already answered is not joined: its answer may
+            // predate an ending that made this validation miss.
+            if cell.initialized() {
+                *cell = Arc::default();
+            }
+            cell.clone()
         };
         // Removed however this call ends, a caller that gave up included.
         let _leave = Leave {
@@ -511,7 +527,7 @@ impl Shared {
     /// made now is made at the next use after the interval (the session is
     /// asked for again past its idle deadline in any case).
     fn touch(self: &Arc<Self>, token: &str, digest: TokenDigest) {
-        let Ok(permit) = self.calls.clone().try_acquire_owned() else {
+        let Ok(permit) = self.touches.clone().try_acquire_owned() else {
             return;
         };
         self.counters.touches.fetch_add(1, Ordering::Relaxed);

@@ -52,6 +52,11 @@ impl Upstream {
                 .map_err(|e| format!("upstream TLS: {e}"))?;
         } else if !url.starts_with("http://") {
             return Err(format!("upstream {url:?}: expected http:// or https://"));
+        } else if !is_loopback(url) {
+            tracing::warn!(
+                upstream = %url,
+                "plaintext upstream off this host: the service credential crosses the network in clear; use https:// and --upstream-ca"
+            );
         }
         let bearer = format!("Bearer {}", config.credential.secret())
             .parse()
@@ -92,6 +97,20 @@ impl Upstream {
             Ok(r) => r.map(tonic::Response::into_inner),
         }
     }
+}
+
+fn is_loopback(url: &str) -> bool {
+    let host = url
+        .trim_start_matches("http://")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether the status is sessiond's own answer (it carries our ErrorInfo)

@@ -352,6 +352,15 @@ async fn forward_auth_answers_200_with_the_session_401_and_503() {
     assert_eq!(h["x-session-org"], "example.com");
     assert_eq!(h["x-session-kind"], "api");
     assert_eq!(auth(addr, None, Some(&t)).await.status(), 200);
+    // A gateway's own Basic credentials do not hide the session cookie.
+    let r = http()
+        .get(format!("http://{addr}/auth"))
+        .header("authorization", "Basic Z2F0ZXdheTpzZWNyZXQ=")
+        .header("cookie", format!("sid={t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     for r in [
         auth(addr, None, None).await,
