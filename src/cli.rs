@@ -149,6 +149,9 @@ pub struct ServeArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     #[serde(flatten)]
+    pub signals: SignalArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub connections: ConnArgs,
     #[command(flatten)]
     #[serde(flatten)]
@@ -156,6 +159,25 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub listener: ListenerArgs,
+}
+
+/// The Shared Signals transmitter (on the REST listener of `serve`).
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct SignalArgs {
+    /// ES256 signing key of the SETs, a PKCS#8 PEM file [default: a key
+    /// generated at first start and kept in the store].
+    #[arg(long, env = "SESSIOND_SSF_SIGNING_KEY_FILE")]
+    pub ssf_signing_key_file: Option<PathBuf>,
+    /// Comma-separated host names, addresses and CIDR ranges that push
+    /// streams may deliver to [default: none; poll only].
+    #[arg(long, env = "SESSIOND_SSF_PUSH_ALLOW")]
+    pub ssf_push_allow: Option<String>,
+    /// Streams one org (or the every-org streams together) may have.
+    #[arg(long, env = "SESSIOND_SSF_MAX_STREAMS_PER_ORG", default_value = "16")]
+    pub ssf_max_streams_per_org: Option<usize>,
+    /// Seconds a rotated-out signing key stays in the JWKS (7 days).
+    #[arg(long, env = "SESSIOND_SSF_KEY_GRACE_SECS", default_value = "604800")]
+    pub ssf_key_grace_secs: Option<u64>,
 }
 
 /// Forward auth for HTTP gateways (`serve` and `edge`).

@@ -61,6 +61,9 @@ pub struct Config {
     pub auth_addr: Option<SocketAddr>,
     /// Forward auth also reads the token from this cookie.
     pub auth_cookie: Option<String>,
+    /// The Shared Signals transmitter (served with the REST shim when the
+    /// store is this process's own).
+    pub signals: crate::signals::Settings,
 }
 
 impl Default for Config {
@@ -87,6 +90,7 @@ impl Default for Config {
             metrics_addr: None,
             auth_addr: None,
             auth_cookie: None,
+            signals: crate::signals::Settings::default(),
         }
     }
 }
@@ -136,6 +140,10 @@ pub struct Settings {
     pub auth_addr: Option<String>,
     pub auth_cookie: Option<String>,
     pub max_staleness_ms: Option<u64>,
+    pub ssf_signing_key_file: Option<PathBuf>,
+    pub ssf_push_allow: Option<String>,
+    pub ssf_max_streams_per_org: Option<usize>,
+    pub ssf_key_grace_secs: Option<u64>,
     pub cache_entries: Option<usize>,
     pub cache_bytes: Option<usize>,
     pub upstream_concurrency: Option<usize>,
@@ -471,6 +479,40 @@ impl Settings {
         }
     }
 
+    /// The Shared Signals transmitter's settings.
+    pub fn signals(&self) -> Result<crate::signals::Settings, ConfigError> {
+        use crate::signals::keys::{KeySource, DEFAULT_GRACE};
+        let mut s = crate::signals::Settings::default();
+        let grace = match self.ssf_key_grace_secs {
+            Some(n) => secs(n, "ssf_key_grace_secs")?,
+            None => DEFAULT_GRACE,
+        };
+        s.keys = match &self.ssf_signing_key_file {
+            Some(path) => {
+                // Read now, so a bad file stops the start with its reason.
+                let der =
+                    crate::signals::keys::read_pem(path).map_err(|e| ConfigError(e.to_string()))?;
+                crate::signals::keys::record(der, 0)
+                    .map_err(|e| ConfigError(format!("signing key {}: {e}", path.display())))?;
+                KeySource::File(path.clone())
+            }
+            None => KeySource::Store { grace },
+        };
+        if let Some(list) = &self.ssf_push_allow {
+            s.push_allow = crate::signals::push::AllowList::parse(list).map_err(ConfigError)?;
+        }
+        match self.ssf_max_streams_per_org {
+            Some(0) => {
+                return Err(ConfigError(
+                    "ssf_max_streams_per_org must be above 0".into(),
+                ))
+            }
+            Some(n) => s.max_streams_per_org = n.min(10_000),
+            None => {}
+        }
+        Ok(s)
+    }
+
     /// The validated configuration of `sessiond edge`.
     pub fn edge_config(&self) -> Result<crate::edge::EdgeConfig, ConfigError> {
         use crate::validator::{Credential, ValidatorConfig};
@@ -551,6 +593,7 @@ impl Settings {
             metrics_addr: self.metrics_addr,
             auth_addr: self.auth_listener()?,
             auth_cookie: self.auth_cookie()?,
+            signals: self.signals()?,
             ..Config::default()
         };
         if let Some(a) = self.grpc_addr {

@@ -16,6 +16,7 @@ pub mod otel;
 pub mod rest;
 pub mod server;
 pub mod sessions;
+pub mod signals;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

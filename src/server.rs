@@ -127,7 +127,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let grpc =
         SessionGrpc::new(sessions.clone(), shutdown_rx.clone()).trusting(&config.trusted_proxies);
     let calls = CallLayer::new(config.max_in_flight, config.max_queue_delay);
-    let rest = start_rest(&config, &grpc, &calls, tls.as_ref(), &shutdown_rx).await?;
+    let rest = start_rest(
+        &config,
+        &sessions,
+        &grpc,
+        &calls,
+        tls.as_ref(),
+        &shutdown_rx,
+    )
+    .await?;
     let rest_addr = rest.as_ref().map(|(a, _)| *a);
     let metrics = start_metrics(config.metrics_addr, &config.connections, &shutdown_rx).await?;
     let metrics_addr = metrics.as_ref().map(|(a, _)| *a);
@@ -202,6 +210,7 @@ type RestTask = JoinHandle<std::io::Result<()>>;
 /// through the same call layer (and admission count) as the gRPC listener.
 async fn start_rest(
     config: &Config,
+    sessions: &Arc<Sessions>,
     grpc: &SessionGrpc,
     calls: &CallLayer,
     tls: Option<&crate::tls::Tls>,
@@ -221,12 +230,29 @@ async fn start_rest(
                 .layer(SessionServiceServer::new(grpc.clone())),
         ),
     };
+    // The transmitter needs the store: only where it is this process's own.
+    let signals = match &config.upstream {
+        Some(_) => None,
+        None => {
+            let issuer = config.public_url.clone().unwrap_or_else(|| {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{rest_addr}")
+            });
+            let tx = Arc::new(
+                crate::signals::Transmitter::new(sessions.clone(), config.signals.clone(), issuer)
+                    .await?,
+            );
+            tokio::spawn(tx.clone().run_upkeep(shutdown.clone()));
+            Some(crate::signals::routes::router(tx))
+        }
+    };
     let task = tokio::spawn(rest::serve(
         listener,
         upstream,
         tls.map(|t| t.rustls.clone()),
         config.public_url.clone(),
         config.connections.clone(),
+        signals,
         stopped(shutdown.clone()),
     ));
     Ok(Some((rest_addr, task)))
@@ -600,6 +626,7 @@ pub async fn serve_rest_until(
         tls.map(|t| t.rustls),
         public_url,
         limits,
+        None,
         async move {
             signal.await;
             tracing::info!("shutdown requested: draining in-flight requests");

@@ -351,6 +351,7 @@ pub async fn serve(
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     public_url: Option<String>,
     limits: crate::net::ConnLimits,
+    extra: Option<Router>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let reachable = Reachable {
@@ -358,9 +359,15 @@ pub async fn serve(
         tls: tls.is_some(),
         local: listener.local_addr()?,
     };
+    // Routes of other jobs served beside the shim (the Shared Signals
+    // transmitter), each with its own limits and error shapes.
+    let app = match extra {
+        Some(extra) => router(upstream, reachable).merge(extra),
+        None => router(upstream, reachable),
+    };
     let app = tower::ServiceBuilder::new()
         .map_request(normalize_ras_path::<axum::body::Body>)
-        .service(router(upstream, reachable));
+        .service(app);
     let gate = crate::net::Gate::new("rest", limits);
     crate::net::serve_http(listener, app, tls, gate, shutdown).await
 }

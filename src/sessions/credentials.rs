@@ -288,3 +288,53 @@ impl Sessions {
         limits::password("password", password)
     }
 }
+
+/// Who calls an org-wide interface that admins and internal services share
+/// (the Shared Signals management API).
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// The service credential: every org.
+    Service,
+    /// A live `KIND_ADMIN` session of an admin: its own org only.
+    Admin(crate::domain::Session),
+}
+
+impl Principal {
+    /// The org the caller is confined to; `None` for the service credential.
+    pub fn org(&self) -> Option<&str> {
+        match self {
+            Principal::Service => None,
+            Principal::Admin(s) => Some(&s.org),
+        }
+    }
+}
+
+impl Sessions {
+    /// The service credential, or an admin's `KIND_ADMIN` session; anything
+    /// else is refused (UNAUTHENTICATED for a bad token, PERMISSION_DENIED
+    /// for a live session that is not an admin's console). A wrong token
+    /// counts against the caller's address, as a guess of the credential.
+    pub async fn admin_or_service(
+        &self,
+        token: Option<&str>,
+        address: Option<&str>,
+    ) -> Result<Principal> {
+        self.lockout_check_address(address).await?;
+        if let (Some(t), Some(cred)) = (token, &self.policy.service_credential) {
+            if cred.matches(t) {
+                return Ok(Principal::Service);
+            }
+        }
+        let caller = match self.session_of(token).await {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(e, Error::Unauthenticated(_)) {
+                    self.lockout_failure(None, address).await?;
+                }
+                return Err(e);
+            }
+        };
+        crate::domain::policy::may_list(&caller)?;
+        Ok(Principal::Admin(caller))
+    }
+}

@@ -16,6 +16,7 @@ mod settings;
 mod users;
 mod watch;
 
+pub use credentials::Principal;
 pub use demo::{is_demo_user, DEMO_USERS};
 pub use settings::{Lifetimes, ListFilter, Policy, Secret, ServiceCredential};
 pub use watch::{Watch, WatchItem, WatchRequest, HEARTBEAT_MAX, HEARTBEAT_MIN};

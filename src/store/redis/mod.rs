@@ -59,6 +59,7 @@ mod layout;
 mod remembered;
 mod scripts;
 mod sessions;
+mod signals;
 mod upkeep;
 mod users;
 
@@ -340,11 +341,17 @@ impl RedisStore {
     /// With `--redis-replica-acks N`: returns once N replicas of the shard's
     /// primary hold every write made so far, or UNAVAILABLE.
     async fn confirm(&self, shard: u16) -> Result<()> {
+        self.confirm_tag(&format!("{}:{shard}", self.layout().prefix))
+            .await
+    }
+
+    /// [`Self::confirm`] for the primary of hash tag `tag`.
+    async fn confirm_tag(&self, tag: &str) -> Result<()> {
         let want = self.inner.replica_acks;
         if want == 0 {
             return Ok(());
         }
-        let slot = layout::slot(&format!("{}:{shard}", self.layout().prefix));
+        let slot = layout::slot(tag);
         let got = self
             .inner
             .endings
@@ -356,7 +363,7 @@ impl RedisStore {
             Ok(())
         } else {
             Err(Error::Unavailable(format!(
-                "the ending was not confirmed by {want} redis replica(s) within {ACK_TIMEOUT_MS} ms \
+                "the change was not confirmed by {want} redis replica(s) within {ACK_TIMEOUT_MS} ms \
                  (only {got}); it may have taken effect, and retrying it is safe"
             )))
         }

@@ -27,6 +27,10 @@ pub struct Scripts {
     pub events_after: Script,
     pub record_failure: Script,
     pub count_call: Script,
+    pub ssf_add_key: Script,
+    pub ssf_create_stream: Script,
+    pub ssf_replace_stream: Script,
+    pub ssf_delete_stream: Script,
 }
 
 fn with_lib(body: &str) -> Script {
@@ -56,6 +60,10 @@ impl Scripts {
             events_after: Script::new(include_str!("lua/events_after.lua")),
             record_failure: Script::new(include_str!("lua/record_failure.lua")),
             count_call: Script::new(include_str!("lua/count_call.lua")),
+            ssf_add_key: Script::new(include_str!("lua/ssf_add_key.lua")),
+            ssf_create_stream: Script::new(include_str!("lua/ssf_create_stream.lua")),
+            ssf_replace_stream: Script::new(include_str!("lua/ssf_replace_stream.lua")),
+            ssf_delete_stream: Script::new(include_str!("lua/ssf_delete_stream.lua")),
         }
     }
 }

@@ -95,6 +95,28 @@ CREATE INDEX audit_at ON audit(at);
 -- client reported (client_address), which anyone can set to anything.
 ALTER TABLE sessions ADD COLUMN peer_address TEXT;
 "#,
+    r#"
+-- The Shared Signals transmitter: signing keys (never changed once written),
+-- streams (a versioned document each; org '' carries every org), and the
+-- lease of the replica delivering each stream.
+CREATE TABLE ssf_keys (
+    kid        TEXT PRIMARY KEY,
+    pkcs8      BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE ssf_streams (
+    id      TEXT PRIMARY KEY,
+    org     TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body    TEXT NOT NULL
+);
+CREATE INDEX ssf_streams_org ON ssf_streams(org);
+CREATE TABLE ssf_leases (
+    stream_id TEXT PRIMARY KEY,
+    owner     TEXT NOT NULL,
+    until     INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Spelled out in full where used on the hot path (below): a literal needs
@@ -120,6 +142,7 @@ mod cache;
 mod counters;
 mod feed;
 mod sessions;
+mod signals;
 mod upkeep;
 mod users;
 

@@ -206,5 +206,6 @@ mod bulk;
 mod counters;
 mod feed;
 mod sessions;
+mod signals;
 mod upkeep;
 mod users;
