@@ -243,6 +243,7 @@ async fn start_rest(
                     .await?,
             );
             tokio::spawn(tx.clone().run_upkeep(shutdown.clone()));
+            tokio::spawn(tx.clone().run_push(shutdown.clone()));
             Some(crate::signals::routes::router(tx))
         }
     };

@@ -92,8 +92,13 @@ impl Transmitter {
         Ok((rec, doc))
     }
 
-    /// Writes `doc` over `rec` if nobody changed it meanwhile.
-    pub(super) async fn save(&self, rec: &StreamRecord, doc: &Stream) -> Result<bool, SsfError> {
+    /// Writes `doc` over `rec` if nobody changed it meanwhile; the record
+    /// written, or `None` when another change came first.
+    pub(super) async fn save(
+        &self,
+        rec: &StreamRecord,
+        doc: &Stream,
+    ) -> Result<Option<StreamRecord>, SsfError> {
         let body = serde_json::to_string(doc)
             .map_err(|e| SsfError::from(crate::domain::Error::Internal(e.to_string())))?;
         let next = StreamRecord {
@@ -102,7 +107,8 @@ impl Transmitter {
             version: rec.version + 1,
             body,
         };
-        Ok(self.store().replace_stream(&next, rec.version).await?)
+        let written = self.store().replace_stream(&next, rec.version).await?;
+        Ok(written.then_some(next))
     }
 
     /// Applies `change` to the caller's stream `id` and saves it, again on
@@ -116,7 +122,7 @@ impl Transmitter {
         for _ in 0..CAS_TRIES {
             let (rec, mut doc) = self.load(who, id).await?;
             let out = change(&mut doc)?;
-            if self.save(&rec, &doc).await? {
+            if self.save(&rec, &doc).await?.is_some() {
                 self.changed.notify_waiters();
                 return Ok((doc, out));
             }

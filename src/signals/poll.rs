@@ -93,8 +93,9 @@ impl Transmitter {
         let mut out = Outstanding::default();
         for p in &doc.pending {
             if out.sets.len() >= max {
+                // Still read on: the position moves over what was accepted.
                 out.more = true;
-                return Ok(out);
+                break;
             }
             out.sets.push(Owed::Control {
                 jti: p.jti.clone(),
@@ -175,7 +176,7 @@ impl Transmitter {
 
     /// Records SET ids the receiver accepted (or reported an error about:
     /// it has them), so they are not sent again.
-    fn accept(doc: &mut Stream, jtis: &[String]) {
+    pub(super) fn accept(doc: &mut Stream, jtis: &[String]) {
         for jti in jtis {
             if let Some(i) = doc.pending.iter().position(|p| p.jti == *jti) {
                 doc.pending.remove(i);
@@ -233,7 +234,7 @@ impl Transmitter {
                 let before: Stream = serde_json::from_str(&rec.body).map_err(|e| {
                     SsfError::from(Error::Internal(format!("stream {id} is unreadable: {e}")))
                 })?;
-                if doc == before || self.save(&rec, &doc).await? {
+                if doc == before || self.save(&rec, &doc).await?.is_some() {
                     found = Some(owed);
                     break;
                 }

@@ -3,9 +3,17 @@
 //! creates a stream cannot make sessiond call an address the operator did
 //! not allow (server-side request forgery).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::SsfError;
+use backon::BackoffBuilder as _;
+
+use super::stream::{Method, Stream};
+use super::{SsfError, Transmitter};
+use crate::sessions::Principal;
+use crate::store::{LeaseAction, StreamRecord};
 
 /// One allowed target: a host name (exactly, any port) or an address range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +134,325 @@ impl AllowList {
         }
         Ok(uri)
     }
+}
+
+/// How long a replica's hold on pushing a stream lasts unless renewed; one
+/// that dies loses it after this, and another replica takes the stream over.
+const LEASE: Duration = Duration::from_secs(15);
+const RENEW: Duration = Duration::from_secs(5);
+/// How often a replica looks for push streams nobody delivers.
+const SCAN_EVERY: Duration = Duration::from_secs(2);
+/// A receiver that has not answered within this is retried later.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The position is written at most this often while SETs flow (a crash
+/// between two writes sends a few SETs again: same `jti`).
+const SAVE_EVERY: Duration = Duration::from_millis(200);
+/// Longest wait between two attempts at a failing receiver.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What one push of one SET came to.
+enum Pushed {
+    /// 2xx (RFC 8935 answers 202).
+    Accepted,
+    /// 400 with the RFC's error: the receiver will not take this SET, so it
+    /// is not retried forever.
+    Refused(String),
+    /// A timeout, a connection failure, another status: tried again later.
+    Failed(String),
+}
+
+fn random_owner() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::getrandom(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Transmitter {
+    /// The push deliverer of this process: finds push streams no replica
+    /// delivers, takes their lease, and runs one task per stream, so a
+    /// receiver that hangs or fails delays no other receiver (and no ending:
+    /// endings only write the feed). Runs until `stop`.
+    pub async fn run_push(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let client = match reqwest::Client::builder()
+            .timeout(PUSH_TIMEOUT)
+            .connect_timeout(PUSH_TIMEOUT)
+            // A redirect would lead past the allow-list.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "ssf: no HTTP client; push delivery is off");
+                return;
+            }
+        };
+        let owner = random_owner();
+        let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        loop {
+            running.retain(|_, task| !task.is_finished());
+            match self.store().streams(None).await {
+                Ok(recs) => {
+                    for rec in recs {
+                        if running.contains_key(&rec.id) || !is_push(&rec) {
+                            continue;
+                        }
+                        let held = self
+                            .store()
+                            .stream_lease(&rec.id, &owner, LEASE, LeaseAction::Take)
+                            .await;
+                        if matches!(held, Ok(true)) {
+                            let task = tokio::spawn(self.clone().push_stream(
+                                rec.id.clone(),
+                                owner.clone(),
+                                client.clone(),
+                                stop.clone(),
+                            ));
+                            running.insert(rec.id, task);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "ssf: cannot list streams"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SCAN_EVERY) => {}
+                _ = self.changed.notified() => {}
+                _ = wait_stop(&mut stop) => break,
+            }
+        }
+        for (_, task) in running {
+            let _ = task.await;
+        }
+    }
+
+    /// Delivers one stream's SETs in order, one at a time, while this
+    /// process holds its lease.
+    async fn push_stream(
+        self: Arc<Self>,
+        id: String,
+        owner: String,
+        client: reqwest::Client,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let who = Principal::Service;
+        let Ok((mut rec, mut doc)) = self.load(&who, &id).await else {
+            return;
+        };
+        let mut delivered: Vec<String> = Vec::new();
+        let mut saved_at = Instant::now();
+        let mut renewed = Instant::now();
+        let mut backoff: Option<backon::ExponentialBackoff> = None;
+        let mut failing = false;
+        loop {
+            if *stop.borrow() || doc.delivery.method != Method::Push {
+                break;
+            }
+            if renewed.elapsed() >= RENEW {
+                match self
+                    .store()
+                    .stream_lease(&id, &owner, LEASE, LeaseAction::Keep)
+                    .await
+                {
+                    Ok(true) => renewed = Instant::now(),
+                    Ok(false) => break,
+                    Err(e) => tracing::warn!(stream = %id, error = %e, "ssf: cannot renew a lease"),
+                }
+            }
+            let owed = match self.outstanding(&mut doc, 1).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(stream = %id, error = e.description, "ssf: cannot read the feed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let idle = owed.sets.is_empty();
+            if !delivered.is_empty() && (idle || saved_at.elapsed() >= SAVE_EVERY) {
+                match self.persist(&mut rec, &mut doc, &delivered).await {
+                    Ok(true) => {
+                        delivered.clear();
+                        saved_at = Instant::now();
+                    }
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(stream = %id, error = e.description, "ssf: cannot save a position")
+                    }
+                }
+            }
+            let Some(next) = owed.sets.into_iter().next() else {
+                let feed: &dyn crate::store::FeedStore = self.store();
+                tokio::select! {
+                    r = feed.wait_for_revocation(&owed.read_to, Duration::from_secs(1)) => {
+                        if r.is_err() {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    _ = self.changed.notified() => {}
+                    _ = wait_stop(&mut stop) => {}
+                }
+                // Pick up what management changed meanwhile.
+                if delivered.is_empty() {
+                    match self.load(&who, &id).await {
+                        Ok((r, d)) => (rec, doc) = (r, d),
+                        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => return,
+                        Err(_) => {}
+                    }
+                }
+                continue;
+            };
+            let jti = next.jti().to_owned();
+            let jwt = match self.sign(vec![next]) {
+                Ok(mut v) => v.pop().map(|(_, jwt)| jwt).unwrap_or_default(),
+                Err(e) => {
+                    tracing::error!(stream = %id, error = e.description, "ssf: cannot sign");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match self.push_one(&client, &doc, &jwt).await {
+                Pushed::Accepted => {
+                    metrics::counter!("sessiond_ssf_push_total", "result" => "accepted")
+                        .increment(1);
+                    if failing {
+                        tracing::info!(stream = %id, "ssf: push receiver accepts SETs again");
+                        failing = false;
+                    }
+                    backoff = None;
+                    Self::accept(&mut doc, std::slice::from_ref(&jti));
+                    delivered.push(jti);
+                }
+                Pushed::Refused(why) => {
+                    metrics::counter!("sessiond_ssf_push_total", "result" => "refused")
+                        .increment(1);
+                    tracing::warn!(stream = %id, %jti, error = %why, "ssf: push receiver refused a SET; not retried");
+                    doc.last_error = Some(why);
+                    Self::accept(&mut doc, std::slice::from_ref(&jti));
+                    delivered.push(jti);
+                }
+                Pushed::Failed(why) => {
+                    metrics::counter!("sessiond_ssf_push_total", "result" => "failed").increment(1);
+                    if !failing {
+                        tracing::warn!(stream = %id, error = %why, "ssf: push receiver unreachable; retrying with backoff");
+                        failing = true;
+                    }
+                    if doc.last_error.as_deref() != Some(why.as_str()) {
+                        doc.last_error = Some(why);
+                        // An empty entry: only the error changed, to be written.
+                        delivered.push(String::new());
+                    }
+                    let wait = backoff
+                        .get_or_insert_with(|| {
+                            backon::ExponentialBuilder::default()
+                                .with_min_delay(Duration::from_millis(100))
+                                .with_max_delay(MAX_BACKOFF)
+                                .with_jitter()
+                                .without_max_times()
+                                .build()
+                        })
+                        .next()
+                        .unwrap_or(MAX_BACKOFF);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = wait_stop(&mut stop) => {}
+                    }
+                }
+            }
+        }
+        if !delivered.is_empty() {
+            let _ = self.persist(&mut rec, &mut doc, &delivered).await;
+        }
+        let _ = self
+            .store()
+            .stream_lease(&id, &owner, LEASE, LeaseAction::Drop)
+            .await;
+    }
+
+    /// Writes the position this worker reached; when management changed the
+    /// stream meanwhile, on the fresh document (with the SETs delivered
+    /// since the last write accepted again). `false` when the stream is gone.
+    async fn persist(
+        &self,
+        rec: &mut StreamRecord,
+        doc: &mut Stream,
+        delivered: &[String],
+    ) -> Result<bool, SsfError> {
+        if let Some(written) = self.save(rec, doc).await? {
+            *rec = written;
+            return Ok(true);
+        }
+        for _ in 0..16 {
+            let (fresh_rec, mut fresh) = match self.load(&Principal::Service, &rec.id).await {
+                Ok(x) => x,
+                Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let jtis: Vec<String> = delivered
+                .iter()
+                .filter(|j| !j.is_empty())
+                .cloned()
+                .collect();
+            Self::accept(&mut fresh, &jtis);
+            if fresh.last_error.is_none() {
+                fresh.last_error = doc.last_error.clone();
+            }
+            self.outstanding(&mut fresh, 0).await?;
+            if let Some(written) = self.save(&fresh_rec, &fresh).await? {
+                (*rec, *doc) = (written, fresh);
+                return Ok(true);
+            }
+        }
+        Err(crate::domain::Error::Unavailable("the stream is changing too often".into()).into())
+    }
+
+    /// POSTs one SET to the stream's receiver (RFC 8935).
+    async fn push_one(&self, client: &reqwest::Client, doc: &Stream, jwt: &str) -> Pushed {
+        // Checked again at each delivery: the operator may have narrowed
+        // the allow-list since the stream was made.
+        if let Err(e) = self
+            .settings
+            .push_allow
+            .check_url(&doc.delivery.endpoint_url)
+        {
+            return Pushed::Failed(e.description);
+        }
+        let mut req = client
+            .post(&doc.delivery.endpoint_url)
+            .header(http::header::CONTENT_TYPE, "application/secevent+jwt")
+            .header(http::header::ACCEPT, "application/json")
+            .body(jwt.to_owned());
+        if let Some(auth) = &doc.delivery.authorization_header {
+            req = req.header(http::header::AUTHORIZATION, auth);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => Pushed::Accepted,
+            Ok(r) if r.status() == http::StatusCode::BAD_REQUEST => {
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                let err = body["err"].as_str().unwrap_or("invalid_request");
+                let description = body["description"].as_str().unwrap_or("");
+                let text: String = format!("the receiver refused a SET: {err}: {description}")
+                    .chars()
+                    .take(512)
+                    .collect();
+                Pushed::Refused(text)
+            }
+            Ok(r) => Pushed::Failed(format!(
+                "the receiver answered HTTP {}",
+                r.status().as_u16()
+            )),
+            Err(e) if e.is_timeout() => {
+                Pushed::Failed("the receiver did not answer in time".into())
+            }
+            Err(_) => Pushed::Failed("the receiver could not be reached".into()),
+        }
+    }
+}
+
+/// Returns once `stop` turns true (holding no borrow of it afterwards).
+async fn wait_stop(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn is_push(rec: &StreamRecord) -> bool {
+    serde_json::from_str::<Stream>(&rec.body).is_ok_and(|d| d.delivery.method == Method::Push)
 }
 
 #[cfg(test)]

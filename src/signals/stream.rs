@@ -174,10 +174,18 @@ impl Stream {
         v
     }
 
+    /// The status object; `last_error` (beyond SSF's members) is the last
+    /// delivery problem: a push receiver's 400, a failing push target, a
+    /// poll receiver's `setErrs`.
     pub fn status_json(&self) -> Value {
         let mut v = json!({"stream_id": self.id, "status": self.status.as_str()});
-        if let (Some(r), Some(map)) = (&self.reason, v.as_object_mut()) {
-            map.insert("reason".into(), Value::String(r.clone()));
+        if let Some(map) = v.as_object_mut() {
+            if let Some(r) = &self.reason {
+                map.insert("reason".into(), Value::String(r.clone()));
+            }
+            if let Some(e) = &self.last_error {
+                map.insert("last_error".into(), Value::String(e.clone()));
+            }
         }
         v
     }

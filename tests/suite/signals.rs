@@ -904,3 +904,272 @@ async fn streams_and_signing_keys_survive_a_restart() {
     .await;
     assert_eq!(got.len(), 1);
 }
+
+/// A push receiver started by the test: records every SET it is sent (with
+/// the request's content type and authorization), answering as `mode` says.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    mode: std::sync::Arc<std::sync::Mutex<&'static str>>,
+}
+
+impl Receiver {
+    async fn start(mode: &'static str) -> (Self, String) {
+        use axum::http::{HeaderMap, StatusCode};
+        let r = Receiver::default();
+        *r.mode.lock().unwrap() = mode;
+        let state = r.clone();
+        let app = axum::Router::new().route(
+            "/events",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let state = state.clone();
+                async move {
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    let mode = *state.mode.lock().unwrap();
+                    match mode {
+                        "hang" => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            StatusCode::ACCEPTED.into_response()
+                        }
+                        "down" => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                        "refuse" => {
+                            state.got.lock().unwrap().push((
+                                body,
+                                h("content-type"),
+                                h("authorization"),
+                            ));
+                            (
+                                StatusCode::BAD_REQUEST,
+                                axum::Json(
+                                    json!({"err": "invalid_audience", "description": "not ours"}),
+                                ),
+                            )
+                                .into_response()
+                        }
+                        _ => {
+                            state.got.lock().unwrap().push((
+                                body,
+                                h("content-type"),
+                                h("authorization"),
+                            ));
+                            StatusCode::ACCEPTED.into_response()
+                        }
+                    }
+                }
+            }),
+        );
+        use axum::response::IntoResponse as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (r, url)
+    }
+
+    fn sets(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(b, ..)| b.clone())
+            .collect()
+    }
+}
+
+async fn push_stream(server: &TestServer, url: &str) -> Value {
+    let (status, body) = post(
+        &format!("{}/ssf/streams", server.rest()),
+        SERVICE_SECRET,
+        json!({"org": "example.com", "delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url, "authorization_header": "Bearer receiver-secret"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+/// The sessions whose session-revoked SETs `r` holds, each SET verified.
+fn pushed_sessions(server_jwks: &Value, r: &Receiver) -> Vec<i64> {
+    let sets: BTreeMap<String, String> = r
+        .sets()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (i.to_string(), s))
+        .collect();
+    verify(server_jwks, &sets)
+        .values()
+        .filter_map(|(_, c)| revoked_session(c))
+        .collect()
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_receivers_get_every_set_in_order_and_a_hanging_one_delays_no_other() {
+    let server = transmitter_with(|c| {
+        c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    let (good, good_url) = Receiver::start("accept").await;
+    let (_hung, hung_url) = Receiver::start("hang").await;
+    push_stream(&server, &good_url).await;
+    push_stream(&server, &hung_url).await;
+    let keys = jwks(&server).await;
+    let mut c = server.client().await;
+    let mut ended = Vec::new();
+    for _ in 0..10 {
+        let (t, s) = login(&mut c, JOE, Kind::Api).await;
+        c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+        ended.push(i64::from(s.id));
+    }
+    wait_for(
+        "10 pushed SETs",
+        || good.sets().len() >= 10,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        pushed_sessions(&keys, &good),
+        ended,
+        "not every SET, or not in order"
+    );
+    let got = good.got.lock().unwrap().clone();
+    assert!(got
+        .iter()
+        .all(|(_, ct, auth)| ct == "application/secevent+jwt" && auth == "Bearer receiver-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_gets_everything_once_back_and_a_refused_set_is_recorded_not_retried() {
+    let server = transmitter_with(|c| {
+        c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.0/8").unwrap();
+    })
+    .await;
+    let (r, url) = Receiver::start("down").await;
+    let stream = push_stream(&server, &url).await;
+    let id = stream["stream_id"].as_str().unwrap().to_owned();
+    let keys = jwks(&server).await;
+    let mut c = server.client().await;
+    let mut ended = Vec::new();
+    for _ in 0..5 {
+        let (t, s) = login(&mut c, JOE, Kind::Api).await;
+        c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+        ended.push(i64::from(s.id));
+    }
+    let status_url = format!("{}/ssf/status?stream_id={id}", server.rest());
+    let mut last_error = String::new();
+    for _ in 0..100 {
+        let (_, s) = call(
+            reqwest::Method::GET,
+            &status_url,
+            Some(SERVICE_SECRET),
+            None,
+        )
+        .await;
+        last_error = s["last_error"].as_str().unwrap_or("").to_owned();
+        if last_error.contains("503") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last_error.contains("HTTP 503"), "{last_error:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    *r.mode.lock().unwrap() = "accept";
+    wait_for(
+        "every SET after the outage",
+        || r.sets().len() >= 5,
+        Duration::from_secs(40),
+    )
+    .await;
+    assert_eq!(pushed_sessions(&keys, &r), ended);
+
+    // A 400: recorded on the stream, not sent again; the next SET follows.
+    *r.mode.lock().unwrap() = "refuse";
+    let (t, _) = login(&mut c, JOE, Kind::Api).await;
+    c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+    wait_for(
+        "the refused SET",
+        || r.sets().len() >= 6,
+        Duration::from_secs(20),
+    )
+    .await;
+    *r.mode.lock().unwrap() = "accept";
+    let (t, next) = login(&mut c, JOE, Kind::Api).await;
+    c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+    wait_for(
+        "the SET after it",
+        || r.sets().len() >= 7,
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sessions = pushed_sessions(&keys, &r);
+    assert_eq!(
+        sessions.len(),
+        7,
+        "the refused SET was retried: {sessions:?}"
+    );
+    assert_eq!(sessions.last(), Some(&i64::from(next.id)));
+    let (_, s) = call(
+        reqwest::Method::GET,
+        &status_url,
+        Some(SERVICE_SECRET),
+        None,
+    )
+    .await;
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("invalid_audience"),
+        "{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_resume_after_a_restart_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sessiond::store::StoreUrl::SqliteFile(dir.path().join("s.db"));
+    let start = || {
+        let store = store.clone();
+        transmitter_with(move |c| {
+            c.store = store;
+            c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.1").unwrap();
+        })
+    };
+    let (r, url) = Receiver::start("down").await;
+    let server = start().await;
+    push_stream(&server, &url).await;
+    let keys = jwks(&server).await;
+    let mut c = server.client().await;
+    let mut ended = Vec::new();
+    for _ in 0..3 {
+        let (t, s) = login(&mut c, JOE, Kind::Api).await;
+        c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+        ended.push(i64::from(s.id));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(c);
+    server.running.shutdown().await.unwrap();
+    // Back up while sessiond is down; a new process delivers everything.
+    *r.mode.lock().unwrap() = "accept";
+    let server = start().await;
+    wait_for(
+        "every SET after the restart",
+        || r.sets().len() >= 3,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(pushed_sessions(&keys, &r), ended);
+    drop(server);
+}
