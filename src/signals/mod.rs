@@ -83,9 +83,6 @@ impl Transmitter {
     /// Loads (or makes) the signing keys.
     pub async fn new(sessions: Arc<Sessions>, settings: Settings, issuer: String) -> Result<Self> {
         let keys = keys::Keys::load(settings.keys.clone(), &**sessions.store()).await?;
-        // Push targets may be https: reqwest's rustls needs the process's
-        // provider (ring, as everywhere else here); one already set is kept.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Transmitter {
             sessions,
             keys,
