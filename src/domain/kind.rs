@@ -88,6 +88,9 @@ pub enum EndReason {
     PasswordChanged,
     /// A login took its user past the live-session cap: the oldest ended.
     SessionLimit,
+    /// An identity provider asked for every session of the user to end
+    /// (the Global Token Revocation call).
+    GlobalTokenRevocation,
 }
 
 impl EndReason {
@@ -101,6 +104,7 @@ impl EndReason {
             EndReason::EndUserSessions => "END_USER_SESSIONS",
             EndReason::PasswordChanged => "PASSWORD_CHANGED",
             EndReason::SessionLimit => "SESSION_LIMIT",
+            EndReason::GlobalTokenRevocation => "GLOBAL_TOKEN_REVOCATION",
         }
     }
 }
@@ -117,6 +121,7 @@ impl FromStr for EndReason {
             EndReason::EndUserSessions,
             EndReason::PasswordChanged,
             EndReason::SessionLimit,
+            EndReason::GlobalTokenRevocation,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)

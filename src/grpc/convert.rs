@@ -56,6 +56,7 @@ pub fn reason_to_pb(reason: EndReason) -> pb::EndReason {
         EndReason::EndUserSessions => pb::EndReason::EndUserSessions,
         EndReason::PasswordChanged => pb::EndReason::PasswordChanged,
         EndReason::SessionLimit => pb::EndReason::SessionLimit,
+        EndReason::GlobalTokenRevocation => pb::EndReason::GlobalTokenRevocation,
     }
 }
 

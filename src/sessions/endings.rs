@@ -262,3 +262,34 @@ impl Sessions {
         Ok(ended)
     }
 }
+
+impl Sessions {
+    /// Ends every live session of a user at an identity provider's request
+    /// (the Global Token Revocation call; the caller was authorized by the
+    /// route). `NotFound` for an unknown user. Returns how many ended.
+    pub async fn revoke_user_globally(&self, user: &str) -> Result<u32> {
+        let name = limits::username("sub_id", user)?;
+        let found = self
+            .users()
+            .find_user(&name)
+            .await?
+            .map(|r| r.user)
+            .ok_or(Error::NotFound(NotFound::User))?;
+        let ended = self
+            .session_store()
+            .end_sessions(
+                Scope::User(found.id),
+                &Kind::ALL,
+                EndReason::GlobalTokenRevocation,
+                now_millis(),
+                &Audit {
+                    actor: Actor::user("identity-provider", None),
+                    target: format!("user:{name}"),
+                },
+            )
+            .await?;
+        tracing::info!(user = %name, org = %found.org, ended, "global token revocation");
+        telemetry::record_revocations(EndReason::GlobalTokenRevocation, u64::from(ended));
+        Ok(ended)
+    }
+}

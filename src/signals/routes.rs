@@ -337,3 +337,66 @@ async fn poll(
         .await,
     )
 }
+
+/// `POST /global-token-revocation`: an identity provider ends every
+/// session of one user (the Global Token Revocation draft). Authorized by
+/// the service credential. 204 once the sessions are ended; 400 for a
+/// malformed request or a subject format other than `email` or `opaque`
+/// (a username); 401; 404 for an unknown user; 422 when it cannot be done.
+pub fn revocation_router(tx: Shared) -> Router {
+    Router::new()
+        .route("/global-token-revocation", post(global_token_revocation))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(tx)
+}
+
+async fn global_token_revocation(
+    State(tx): State<Shared>,
+    peer: Caller,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer(
+        async {
+            let who = caller(&tx, &headers, peer).await?;
+            if !matches!(who, Principal::Service) {
+                return Err(SsfError::new(
+                    StatusCode::FORBIDDEN,
+                    "access_denied",
+                    "global token revocation is for identity providers (the service credential)",
+                ));
+            }
+            let m = body(b)?;
+            let Some(Value::Object(sub)) = m.get("sub_id") else {
+                return Err(SsfError::bad(
+                    "sub_id (a subject identifier object) is required",
+                ));
+            };
+            let format = stream::string(sub, "format", 64)?
+                .ok_or_else(|| SsfError::bad("sub_id.format is required"))?;
+            let user = match format.as_str() {
+                "email" => stream::string(sub, "email", 320)?,
+                "opaque" => stream::string(sub, "id", 320)?,
+                other => return Err(SsfError::bad(format!(
+                    "subject format {other:?} is not supported: use email or opaque (a username)"
+                ))),
+            }
+            .ok_or_else(|| SsfError::bad("the subject's identifier is missing"))?;
+            match tx.sessions.revoke_user_globally(&user).await {
+                Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+                Err(crate::domain::Error::NotFound(_)) => Err(SsfError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such user",
+                )),
+                Err(crate::domain::Error::Unavailable(e)) => Err(SsfError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unable_to_log_out",
+                    format!("the user's sessions could not be ended now: {e}"),
+                )),
+                Err(e) => Err(e.into()),
+            }
+        }
+        .await,
+    )
+}

@@ -58,6 +58,11 @@ pub fn cause(reason: EndReason) -> (Option<&'static str>, &'static str) {
             Some("policy"),
             "A newer login took the user past its limit of live sessions; the oldest ended.",
         ),
+        EndReason::GlobalTokenRevocation => (
+            Some("admin"),
+            "The identity provider asked for every session of the user to end \
+             (Global Token Revocation).",
+        ),
     }
 }
 
@@ -218,6 +223,7 @@ mod tests {
             EndReason::EndUserSessions,
             EndReason::PasswordChanged,
             EndReason::SessionLimit,
+            EndReason::GlobalTokenRevocation,
         ] {
             let (who, why) = cause(r);
             assert!(!why.is_empty());
