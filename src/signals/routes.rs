@@ -377,9 +377,11 @@ async fn global_token_revocation(
             let user = match format.as_str() {
                 "email" => stream::string(sub, "email", 320)?,
                 "opaque" => stream::string(sub, "id", 320)?,
-                other => return Err(SsfError::bad(format!(
+                other => {
+                    return Err(SsfError::bad(format!(
                     "subject format {other:?} is not supported: use email or opaque (a username)"
-                ))),
+                )))
+                }
             }
             .ok_or_else(|| SsfError::bad("the subject's identifier is missing"))?;
             match tx.sessions.revoke_user_globally(&user).await {
