@@ -38,6 +38,8 @@ pub enum Command {
     User(UserArgs),
     /// Copy a SQLite store to a file while it is in use (online backup).
     Backup(BackupArgs),
+    /// The Shared Signals signing keys kept in a store.
+    Keys(KeysArgs),
     /// One gRPC health check of the service: exits 0 only when it is SERVING.
     Health(HealthArgs),
     /// Print the REST shim's OpenAPI document (what GET /openapi.json serves;
@@ -400,6 +402,39 @@ pub struct RestArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub listener: ListenerArgs,
+}
+
+/// Flags of `sessiond keys`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct KeysArgs {
+    /// TOML file (the same file `serve` reads).
+    #[arg(long, env = "SESSIOND_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub store: StoreArgs,
+    /// Seconds a rotated-out signing key stays in the JWKS (7 days).
+    #[arg(
+        long,
+        env = "SESSIOND_SSF_KEY_GRACE_SECS",
+        default_value = "604800",
+        global = true
+    )]
+    pub ssf_key_grace_secs: Option<u64>,
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub action: KeysAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// Add a new signing key: every replica signs with it from its next key
+    /// refresh (within 30 s); the older public keys stay in the JWKS for the
+    /// grace period, and keys retired longer ago are forgotten.
+    Rotate,
+    /// The signing keys: id, when made, and whether signing or published.
+    List,
 }
 
 /// Flags of `sessiond user`.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::ArgMatches;
 use sessiond::cli::{
-    BackupArgs, Command, EdgeArgs, HealthArgs, RestArgs, ServeArgs, UserAction, UserArgs,
+    BackupArgs, Command, EdgeArgs, HealthArgs, KeysAction, KeysArgs, RestArgs, ServeArgs,
+    UserAction, UserArgs,
 };
 use sessiond::config::Settings;
 use sessiond::domain::Error;
@@ -254,6 +255,54 @@ fn backup(args: &BackupArgs, m: &ArgMatches) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sessiond keys`: rotate or list the Shared Signals signing keys kept in
+/// the store (a key given by `--ssf-signing-key-file` is the operator's to
+/// rotate).
+async fn keys(args: &KeysArgs, m: &ArgMatches) -> anyhow::Result<()> {
+    use sessiond::signals::keys;
+    let s = Settings::layered(args, m, args.config.as_deref())?;
+    let url = s.store_url()?;
+    let grace = match s.signals()?.keys {
+        keys::KeySource::Store { grace } => grace,
+        keys::KeySource::File(path) => bail!(
+            "the signing key comes from --ssf-signing-key-file ({}): rotate it by replacing that file, not in the store",
+            path.display()
+        ),
+    };
+    let options = OpenOptions {
+        must_exist: true,
+        ..s.store_options()?
+    };
+    let store = sessiond::store::open_with(&url, &options)
+        .await
+        .with_context(|| format!("opening store {url}"))?;
+    match args.action {
+        KeysAction::Rotate => {
+            let (kid, gone) = keys::rotate(&*store, grace)
+                .await
+                .with_context(|| format!("rotating the signing keys of {url}"))?;
+            println!("added signing key {kid} to {url}; replicas sign with it within 30 s");
+            for old in gone {
+                println!("forgot key {old} (retired longer than the grace period ago)");
+            }
+        }
+        KeysAction::List => {
+            let list = store
+                .signing_keys()
+                .await
+                .with_context(|| format!("reading the signing keys of {url}"))?;
+            if list.is_empty() {
+                println!("no signing keys in {url} yet (serve makes the first at its start)");
+            }
+            let now = sessiond::sessions::now_millis();
+            for (kid, age, state) in keys::describe(&list, now, grace) {
+                println!("{kid}\t{state}\tmade {age} s ago");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `sessiond health`: one `grpc.health.v1` Check of the service; `Ok` only
 /// when it answers SERVING (for exec probes and container health checks).
 async fn health(args: &HealthArgs) -> anyhow::Result<()> {
@@ -317,6 +366,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Edge(args) => edge(args, m).await,
         Command::User(args) => user(args, m).await,
         Command::Backup(args) => backup(args, m),
+        Command::Keys(args) => keys(args, m).await,
         Command::Health(args) => health(args).await,
         Command::Openapi => {
             use std::io::Write as _;

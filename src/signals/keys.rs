@@ -130,6 +130,34 @@ pub fn expired(keys: &[SigningKeyRecord], now: Millis, grace: Duration) -> Vec<S
         .collect()
 }
 
+/// Each key of `keys` (oldest first) with its age in seconds and its state at `now`: `signing` (the newest), `published` (retired, still
+/// in the JWKS for `grace`) or `expired` (to be forgotten at the next
+/// rotation).
+pub fn describe(
+    keys: &[SigningKeyRecord],
+    now: Millis,
+    grace: Duration,
+) -> Vec<(String, i64, &'static str)> {
+    let shown: Vec<&str> = published(keys, now, grace)
+        .iter()
+        .map(|k| k.kid.as_str())
+        .collect();
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let state = if i + 1 == keys.len() {
+                "signing"
+            } else if shown.contains(&k.kid.as_str()) {
+                "published"
+            } else {
+                "expired"
+            };
+            let age = now.saturating_sub(k.created_at).max(0) / 1000;
+            (k.kid.clone(), age, state)
+        })
+        .collect()
+}
+
 fn key_set(keys: &[&SigningKeyRecord]) -> Result<KeySet> {
     let mut jwks = Vec::with_capacity(keys.len());
     let mut signing = None;

@@ -43,6 +43,9 @@ pub struct Settings {
     pub min_verification_interval: Duration,
     /// The longest a poll waits for events when not told to return at once.
     pub long_poll: Duration,
+    /// How often each process re-reads the store's signing keys, so a key
+    /// added by `sessiond keys rotate` signs everywhere within this time.
+    pub key_refresh: Duration,
 }
 
 impl Default for Settings {
@@ -55,6 +58,7 @@ impl Default for Settings {
             max_streams_per_org: 16,
             min_verification_interval: Duration::from_secs(10),
             long_poll: Duration::from_secs(30),
+            key_refresh: Duration::from_secs(30),
         }
     }
 }
@@ -109,7 +113,7 @@ impl Transmitter {
     pub async fn run_upkeep(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = tokio::time::sleep(self.settings.key_refresh) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
             self.keys.refresh(self.store()).await;

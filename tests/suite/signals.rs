@@ -1280,3 +1280,84 @@ async fn global_token_revocation_ends_every_session_of_the_user_and_answers_as_t
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_adds_a_signing_key_and_keeps_the_old_one_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let store = sessiond::store::StoreUrl::SqliteFile(db.clone());
+    let server = transmitter_with(move |c| {
+        c.store = store;
+        c.signals.key_refresh = Duration::from_millis(200);
+    })
+    .await;
+    let stream = poll_stream(&server, "example.com").await;
+    let before = jwks(&server).await;
+    let old_kid = before["keys"][0]["kid"].as_str().unwrap().to_owned();
+    assert_eq!(before["keys"].as_array().unwrap().len(), 1);
+
+    let keys = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"))
+            .arg("keys")
+            .args(args)
+            .arg("--store")
+            .arg(format!("sqlite://{}", db.display()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = keys(&["rotate"]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("PRIVATE"), "{out}");
+    let (ok, listed) = keys(&["list"]);
+    assert!(ok, "{listed}");
+    assert!(
+        listed.contains(&format!("{old_kid}\tpublished")),
+        "{listed}"
+    );
+    let new_kid = listed
+        .lines()
+        .find(|l| l.contains("\tsigning\t"))
+        .and_then(|l| l.split('\t').next())
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    // Within the refresh, the JWKS holds both and new SETs use the new key.
+    let mut after = jwks(&server).await;
+    for _ in 0..50 {
+        if after["keys"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = jwks(&server).await;
+    }
+    let kids: Vec<&str> = after["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [old_kid.as_str(), new_kid.as_str()]);
+    let mut c = server.client().await;
+    let (t, s) = login(&mut c, JOE, Kind::Api).await;
+    c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+    let got = poll_until(&server, &stream, |g| {
+        g.values()
+            .any(|(_, c)| revoked_session(c) == Some(s.id.into()))
+    })
+    .await;
+    let (header, _) = got
+        .values()
+        .find(|(_, c)| revoked_session(c) == Some(s.id.into()))
+        .unwrap();
+    assert_eq!(header["kid"], new_kid.as_str(), "{header}");
+
+    // A bad grace period is refused with its reason, changing nothing.
+    let (ok, out) = keys(&["rotate", "--ssf-key-grace-secs", "0"]);
+    assert!(!ok && out.contains("ssf_key_grace_secs"), "{out}");
+    let (_, again) = keys(&["list"]);
+    assert_eq!(again.lines().count(), 2, "{again}");
+}
