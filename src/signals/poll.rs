@@ -51,8 +51,12 @@ pub struct Outstanding {
     pub sets: Vec<Owed>,
     /// More are owed than were taken.
     pub more: bool,
-    /// How far the feed was read: a long poll waits for events after this.
+    /// How far the feed was read: a long poll waits for events after this
+    /// (empty when the stream reads nothing: paused or disabled).
     pub read_to: Vec<(u16, u64)>,
+    /// The stream was disabled just now (it fell behind retention): the
+    /// caller writes it.
+    pub disabled: bool,
 }
 
 impl Transmitter {
@@ -118,7 +122,10 @@ impl Transmitter {
                     Ok(b) => b,
                     Err(Error::CursorExpired { .. }) => {
                         self.fell_behind(doc).await?;
-                        return Ok(Outstanding::default());
+                        return Ok(Outstanding {
+                            disabled: true,
+                            ..Outstanding::default()
+                        });
                     }
                     Err(e) => return Err(e.into()),
                 };
@@ -258,7 +265,9 @@ impl Transmitter {
             let wait = (deadline - now).min(Duration::from_secs(1));
             let feed: &dyn crate::store::FeedStore = self.store();
             tokio::select! {
-                r = feed.wait_for_revocation(&owed.read_to, wait) => r?,
+                r = feed.wait_for_revocation(&owed.read_to, wait), if !owed.read_to.is_empty() => r?,
+                // Paused or disabled: nothing to read; management may change it.
+                _ = tokio::time::sleep(wait), if owed.read_to.is_empty() => {}
                 _ = changed => {}
             }
         }

@@ -147,8 +147,47 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The position is written at most this often while SETs flow (a crash
 /// between two writes sends a few SETs again: same `jti`).
 const SAVE_EVERY: Duration = Duration::from_millis(200);
-/// Longest wait between two attempts at a failing receiver.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The backoff's cap between two attempts at a failing receiver; jitter
+/// adds up to as much again, so a receiver back from an outage gets its
+/// SETs within 20 s.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// SETs read from the feed at a time, then pushed one after the other.
+const PUSH_BATCH: usize = 256;
+/// Longest an idle worker waits before it looks at its stream again.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// This process's hold on pushing one stream.
+struct Lease<'a> {
+    id: &'a str,
+    owner: &'a str,
+    renewed: Instant,
+}
+
+impl Lease<'_> {
+    /// Renews the lease when due; `false` once another replica holds it.
+    async fn keep(&mut self, tx: &Transmitter) -> bool {
+        if self.renewed.elapsed() < RENEW {
+            return true;
+        }
+        match tx
+            .store()
+            .stream_lease(self.id, self.owner, LEASE, LeaseAction::Keep)
+            .await
+        {
+            Ok(true) => {
+                self.renewed = Instant::now();
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                // Kept for now: the store answers again before the lease
+                // runs out, or another replica takes the stream over.
+                tracing::warn!(stream = %self.id, error = %e, "ssf: cannot renew a lease");
+                true
+            }
+        }
+    }
+}
 
 /// What one push of one SET came to.
 enum Pushed {
@@ -225,7 +264,9 @@ impl Transmitter {
     }
 
     /// Delivers one stream's SETs in order, one at a time, while this
-    /// process holds its lease.
+    /// process holds its lease: a batch of owed SETs is read from the feed
+    /// after the position, pushed one after the other, and the position
+    /// written at most every `SAVE_EVERY` (and whenever the stream idles).
     async fn push_stream(
         self: Arc<Self>,
         id: String,
@@ -237,27 +278,25 @@ impl Transmitter {
         let Ok((mut rec, mut doc)) = self.load(&who, &id).await else {
             return;
         };
+        let mut lease = Lease {
+            id: &id,
+            owner: &owner,
+            renewed: Instant::now(),
+        };
+        // SET ids accepted since the last write ("" marks a change of the
+        // stream's error or status alone).
         let mut delivered: Vec<String> = Vec::new();
         let mut saved_at = Instant::now();
-        let mut renewed = Instant::now();
         let mut backoff: Option<backon::ExponentialBackoff> = None;
         let mut failing = false;
-        loop {
+        'stream: loop {
             if *stop.borrow() || doc.delivery.method != Method::Push {
                 break;
             }
-            if renewed.elapsed() >= RENEW {
-                match self
-                    .store()
-                    .stream_lease(&id, &owner, LEASE, LeaseAction::Keep)
-                    .await
-                {
-                    Ok(true) => renewed = Instant::now(),
-                    Ok(false) => break,
-                    Err(e) => tracing::warn!(stream = %id, error = %e, "ssf: cannot renew a lease"),
-                }
+            if !lease.keep(&self).await {
+                break;
             }
-            let owed = match self.outstanding(&mut doc, 1).await {
+            let owed = match self.outstanding(&mut doc, PUSH_BATCH).await {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(stream = %id, error = e.description, "ssf: cannot read the feed");
@@ -265,6 +304,9 @@ impl Transmitter {
                     continue;
                 }
             };
+            if owed.disabled {
+                delivered.push(String::new());
+            }
             let idle = owed.sets.is_empty();
             if !delivered.is_empty() && (idle || saved_at.elapsed() >= SAVE_EVERY) {
                 match self.persist(&mut rec, &mut doc, &delivered).await {
@@ -278,14 +320,17 @@ impl Transmitter {
                     }
                 }
             }
-            let Some(next) = owed.sets.into_iter().next() else {
+            if idle {
                 let feed: &dyn crate::store::FeedStore = self.store();
                 tokio::select! {
-                    r = feed.wait_for_revocation(&owed.read_to, Duration::from_secs(1)) => {
+                    // A paused or disabled stream reads nothing: it waits
+                    // for management (here or on another replica) instead.
+                    r = feed.wait_for_revocation(&owed.read_to, IDLE_WAIT), if !owed.read_to.is_empty() => {
                         if r.is_err() {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            tokio::time::sleep(IDLE_WAIT).await;
                         }
                     }
+                    _ = tokio::time::sleep(IDLE_WAIT), if owed.read_to.is_empty() => {}
                     _ = self.changed.notified() => {}
                     _ = wait_stop(&mut stop) => {}
                 }
@@ -298,61 +343,76 @@ impl Transmitter {
                     }
                 }
                 continue;
-            };
-            let jti = next.jti().to_owned();
-            let jwt = match self.sign(vec![next]) {
-                Ok(mut v) => v.pop().map(|(_, jwt)| jwt).unwrap_or_default(),
-                Err(e) => {
-                    tracing::error!(stream = %id, error = e.description, "ssf: cannot sign");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+            }
+            for next in owed.sets {
+                if *stop.borrow() || !lease.keep(&self).await {
+                    break 'stream;
                 }
-            };
-            match self.push_one(&client, &doc, &jwt).await {
-                Pushed::Accepted => {
-                    metrics::counter!("sessiond_ssf_push_total", "result" => "accepted")
-                        .increment(1);
-                    if failing {
-                        tracing::info!(stream = %id, "ssf: push receiver accepts SETs again");
-                        failing = false;
+                let jti = next.jti().to_owned();
+                let jwt = match self.sign(vec![next]) {
+                    Ok(mut v) => v.pop().map(|(_, jwt)| jwt).unwrap_or_default(),
+                    Err(e) => {
+                        tracing::error!(stream = %id, error = e.description, "ssf: cannot sign");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue 'stream;
                     }
-                    backoff = None;
-                    Self::accept(&mut doc, std::slice::from_ref(&jti));
-                    delivered.push(jti);
-                }
-                Pushed::Refused(why) => {
-                    metrics::counter!("sessiond_ssf_push_total", "result" => "refused")
-                        .increment(1);
-                    tracing::warn!(stream = %id, %jti, error = %why, "ssf: push receiver refused a SET; not retried");
-                    doc.last_error = Some(why);
-                    Self::accept(&mut doc, std::slice::from_ref(&jti));
-                    delivered.push(jti);
-                }
-                Pushed::Failed(why) => {
-                    metrics::counter!("sessiond_ssf_push_total", "result" => "failed").increment(1);
-                    if !failing {
-                        tracing::warn!(stream = %id, error = %why, "ssf: push receiver unreachable; retrying with backoff");
-                        failing = true;
+                };
+                match self.push_one(&client, &doc, &jwt).await {
+                    Pushed::Accepted => {
+                        metrics::counter!("sessiond_ssf_push_total", "result" => "accepted")
+                            .increment(1);
+                        if failing {
+                            tracing::info!(stream = %id, "ssf: push receiver accepts SETs again");
+                            failing = false;
+                        }
+                        backoff = None;
+                        Self::accept(&mut doc, std::slice::from_ref(&jti));
+                        delivered.push(jti);
                     }
-                    if doc.last_error.as_deref() != Some(why.as_str()) {
+                    Pushed::Refused(why) => {
+                        metrics::counter!("sessiond_ssf_push_total", "result" => "refused")
+                            .increment(1);
+                        tracing::warn!(stream = %id, %jti, error = %why, "ssf: push receiver refused a SET; not retried");
                         doc.last_error = Some(why);
-                        // An empty entry: only the error changed, to be written.
-                        delivered.push(String::new());
+                        Self::accept(&mut doc, std::slice::from_ref(&jti));
+                        delivered.push(jti);
                     }
-                    let wait = backoff
-                        .get_or_insert_with(|| {
-                            backon::ExponentialBuilder::default()
-                                .with_min_delay(Duration::from_millis(100))
-                                .with_max_delay(MAX_BACKOFF)
-                                .with_jitter()
-                                .without_max_times()
-                                .build()
-                        })
-                        .next()
-                        .unwrap_or(MAX_BACKOFF);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = wait_stop(&mut stop) => {}
+                    Pushed::Failed(why) => {
+                        metrics::counter!("sessiond_ssf_push_total", "result" => "failed")
+                            .increment(1);
+                        if !failing {
+                            tracing::warn!(stream = %id, error = %why, "ssf: push receiver unreachable; retrying with backoff");
+                            failing = true;
+                        }
+                        if doc.last_error.as_deref() != Some(why.as_str()) {
+                            doc.last_error = Some(why);
+                            delivered.push(String::new());
+                        }
+                        let wait = backoff
+                            .get_or_insert_with(|| {
+                                backon::ExponentialBuilder::default()
+                                    .with_min_delay(Duration::from_millis(100))
+                                    .with_max_delay(MAX_BACKOFF)
+                                    .with_jitter()
+                                    .without_max_times()
+                                    .build()
+                            })
+                            .next()
+                            .unwrap_or(MAX_BACKOFF);
+                        // Held through the wait: a failing receiver keeps
+                        // its stream on one replica.
+                        let until = tokio::time::Instant::now() + wait;
+                        while tokio::time::Instant::now() < until {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(until.min(tokio::time::Instant::now() + RENEW)) => {}
+                                _ = wait_stop(&mut stop) => break 'stream,
+                            }
+                            if !lease.keep(&self).await {
+                                break 'stream;
+                            }
+                        }
+                        // From the first SET not accepted, read afresh.
+                        continue 'stream;
                     }
                 }
             }

@@ -477,49 +477,6 @@ async fn the_edge_fails_closed_when_upstream_dies_and_heals_when_it_returns() {
     edge.shutdown().await.unwrap();
 }
 
-/// A TCP relay the test can cut: while cut, every relayed connection is
-/// closed and new ones are refused at once.
-struct Relay {
-    addr: SocketAddr,
-    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
-}
-
-impl Relay {
-    async fn to(upstream: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut cut = rx.clone();
-                if *cut.borrow() {
-                    continue;
-                }
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.wait_for(|c| *c) => {}
-                    }
-                });
-            }
-        });
-        Relay {
-            addr,
-            cut: std::sync::Arc::new(tx),
-        }
-    }
-
-    fn set_cut(&self, cut: bool) {
-        self.cut.send_replace(cut);
-    }
-}
-
 /// The edge's feed position falls out of upstream retention while it cannot
 /// reach upstream: on its return the position is refused, the cache is
 /// emptied, the feed followed from now, and nothing ended meanwhile is valid.

@@ -19,7 +19,7 @@ const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-ty
 const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
 const STREAM_UPDATED: &str = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated";
 
-async fn transmitter_with(adjust: impl FnOnce(&mut sessiond::config::Config)) -> TestServer {
+pub async fn transmitter_with(adjust: impl FnOnce(&mut sessiond::config::Config)) -> TestServer {
     TestServer::start_rest_with(|c| {
         c.policy.service_credential = Some(ServiceCredential::new(SERVICE_SECRET).unwrap());
         c.policy.max_sessions_per_user = 0;
@@ -33,7 +33,7 @@ async fn transmitter() -> TestServer {
 }
 
 /// A call to an SSF endpoint with a bearer token: (status, JSON body).
-async fn call(
+pub async fn call(
     method: reqwest::Method,
     url: &str,
     token: Option<&str>,
@@ -50,13 +50,13 @@ async fn call(
     (status, body)
 }
 
-async fn post(url: &str, token: &str, body: Value) -> (u16, Value) {
+pub async fn post(url: &str, token: &str, body: Value) -> (u16, Value) {
     call(reqwest::Method::POST, url, Some(token), Some(body)).await
 }
 
 /// Verifies each SET against the JWKS with jwcrypto; returns, by jti, the
 /// protected header and the claims it verified.
-fn verify(jwks: &Value, sets: &BTreeMap<String, String>) -> BTreeMap<String, (Value, Value)> {
+pub fn verify(jwks: &Value, sets: &BTreeMap<String, String>) -> BTreeMap<String, (Value, Value)> {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.json");
     std::fs::write(&input, json!({"jwks": jwks, "sets": sets}).to_string()).unwrap();
@@ -92,10 +92,14 @@ print(json.dumps(out))
     out
 }
 
-async fn jwks(server: &TestServer) -> Value {
+pub async fn jwks(server: &TestServer) -> Value {
+    jwks_at(&server.rest()).await
+}
+
+pub async fn jwks_at(rest: &str) -> Value {
     let (status, body) = call(
         reqwest::Method::GET,
-        &format!("{}/ssf/jwks.json", server.rest()),
+        &format!("{rest}/ssf/jwks.json"),
         None,
         None,
     )
@@ -154,7 +158,7 @@ async fn poll_until(
     got
 }
 
-fn revoked_session(claims: &Value) -> Option<i64> {
+pub fn revoked_session(claims: &Value) -> Option<i64> {
     claims["events"].get(SESSION_REVOKED)?;
     claims["sub_id"]["session"]["id"].as_str()?.parse().ok()
 }
@@ -908,13 +912,13 @@ async fn streams_and_signing_keys_survive_a_restart() {
 /// A push receiver started by the test: records every SET it is sent (with
 /// the request's content type and authorization), answering as `mode` says.
 #[derive(Clone, Default)]
-struct Receiver {
-    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
-    mode: std::sync::Arc<std::sync::Mutex<&'static str>>,
+pub struct Receiver {
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    pub mode: std::sync::Arc<std::sync::Mutex<&'static str>>,
 }
 
 impl Receiver {
-    async fn start(mode: &'static str) -> (Self, String) {
+    pub async fn start(mode: &'static str) -> (Self, String) {
         use axum::http::{HeaderMap, StatusCode};
         let r = Receiver::default();
         *r.mode.lock().unwrap() = mode;
@@ -938,6 +942,15 @@ impl Receiver {
                             StatusCode::ACCEPTED.into_response()
                         }
                         "down" => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                        "slow" => {
+                            tokio::time::sleep(Duration::from_millis(3)).await;
+                            state.got.lock().unwrap().push((
+                                body,
+                                h("content-type"),
+                                h("authorization"),
+                            ));
+                            StatusCode::ACCEPTED.into_response()
+                        }
                         "refuse" => {
                             state.got.lock().unwrap().push((
                                 body,
@@ -971,7 +984,7 @@ impl Receiver {
         (r, url)
     }
 
-    fn sets(&self) -> Vec<String> {
+    pub fn sets(&self) -> Vec<String> {
         self.got
             .lock()
             .unwrap()
@@ -993,12 +1006,12 @@ async fn push_stream(server: &TestServer, url: &str) -> Value {
 }
 
 /// The sessions whose session-revoked SETs `r` holds, each SET verified.
-fn pushed_sessions(server_jwks: &Value, r: &Receiver) -> Vec<i64> {
+pub fn pushed_sessions(server_jwks: &Value, r: &Receiver) -> Vec<i64> {
     let sets: BTreeMap<String, String> = r
         .sets()
         .into_iter()
         .enumerate()
-        .map(|(i, s)| (i.to_string(), s))
+        .map(|(i, s)| (format!("{i:08}"), s))
         .collect();
     verify(server_jwks, &sets)
         .values()
@@ -1006,7 +1019,7 @@ fn pushed_sessions(server_jwks: &Value, r: &Receiver) -> Vec<i64> {
         .collect()
 }
 
-async fn wait_for(what: &str, mut ok: impl FnMut() -> bool, within: Duration) {
+pub async fn wait_for(what: &str, mut ok: impl FnMut() -> bool, within: Duration) {
     let deadline = Instant::now() + within;
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

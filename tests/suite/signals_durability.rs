@@ -1,0 +1,299 @@
+//! Shared Signals push delivery through what production does to it: kill -9
+//! of sessiond mid-delivery, a receiver unreachable for a minute, a Redis
+//! Cluster primary killed. Each time, every ending acknowledged reaches the
+//! receiver as a verified SET (a SET may arrive twice, with the same `jti`).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::signals::{jwks_at, post, pushed_sessions, wait_for, Receiver, SERVICE_SECRET};
+use crate::support::*;
+use sessiond::pb::{self, Kind};
+
+/// `sessiond serve` (the real binary) with REST, push to loopback allowed
+/// and the service credential, on `store`.
+fn transmitter_process(store: &str, extra: &[&str]) -> ServerProcess {
+    let mut args: Vec<&str> = vec![
+        "serve",
+        "--demo",
+        "--store",
+        store,
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--rest-addr",
+        "127.0.0.1:0",
+        "--ssf-push-allow",
+        "127.0.0.1",
+        "--sweep-interval-secs",
+        "1",
+    ];
+    args.extend(CHEAP_HASH_FLAGS);
+    args.extend(extra);
+    ServerProcess::spawn_env(&args, &[("SESSIOND_SERVICE_CREDENTIAL", SERVICE_SECRET)])
+}
+
+fn rest_of(p: &ServerProcess) -> String {
+    format!("http://{}", p.rest_addr.expect("REST listener"))
+}
+
+/// A push stream of every org to `url`.
+async fn push_stream_at(rest: &str, url: &str) -> Value {
+    let (status, body) = post(
+        &format!("{rest}/ssf/streams"),
+        SERVICE_SECRET,
+        json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+/// `n` API sessions of `who`: their ids.
+async fn api_sessions(c: &mut Client, who: (&str, &str), n: usize) -> BTreeSet<i64> {
+    let mut ids = BTreeSet::new();
+    for _ in 0..n {
+        let (_, s) = unless_shed(|| {
+            let mut c = c.clone();
+            async move { Ok(login(&mut c, who, Kind::Api).await) }
+        })
+        .await
+        .unwrap();
+        ids.insert(i64::from(s.id));
+    }
+    ids
+}
+
+/// The sessions named by every SET `r` got, each SET verified (jwcrypto).
+fn received(keys: &Value, r: &Receiver) -> BTreeSet<i64> {
+    pushed_sessions(keys, r).into_iter().collect()
+}
+
+/// The same, read without verifying: cheap enough to wait on.
+fn arrived(r: &Receiver) -> BTreeSet<i64> {
+    use base64::Engine as _;
+    r.sets()
+        .iter()
+        .filter_map(|jwt| {
+            let payload = jwt.split('.').nth(1)?;
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()?;
+            let claims: Value = serde_json::from_slice(&bytes).ok()?;
+            crate::signals::revoked_session(&claims)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_set_arrives_after_kill_9_of_sessiond_mid_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("s.db").display());
+    let (r, url) = Receiver::start("slow").await;
+    let mut server = transmitter_process(&store, &[]);
+    let rest = rest_of(&server);
+    push_stream_at(&rest, &url).await;
+    let keys = jwks_at(&rest).await;
+    let mut c = connect(&server.url()).await;
+    let ended = api_sessions(&mut c, USEREMAIL, 300).await;
+    let r_all = c
+        .logout_all(pb::LogoutAllRequest {
+            username: USEREMAIL.0.into(),
+            password: USEREMAIL.1.into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r_all.into_inner().ended, 300);
+    // Some SETs delivered, most not: kill -9.
+    wait_for(
+        "the first SETs",
+        || r.sets().len() >= 30,
+        Duration::from_secs(30),
+    )
+    .await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let at_kill = r.sets().len();
+    assert!(
+        at_kill < 300,
+        "the kill came mid-delivery ({at_kill} delivered)"
+    );
+
+    let server = transmitter_process(&store, &[]);
+    wait_for(
+        "every SET after the restart",
+        || arrived(&r) == ended,
+        Duration::from_secs(60),
+    )
+    .await;
+    let got = received(&keys, &r);
+    assert_eq!(got, ended, "every ending's SET, none missing");
+    let repeats = r.sets().len() - got.len();
+    eprintln!("kill -9 after {at_kill} of 300 SETs: all 300 arrived after the restart, {repeats} sent twice (same jti)");
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_unreachable_for_a_minute_gets_every_set_once_back() {
+    let server = crate::signals::transmitter_with(|c| {
+        c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    let (r, url) = Receiver::start("accept").await;
+    let target: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/events")
+        .parse()
+        .unwrap();
+    // The receiver sits behind a relay the test cuts: connections refused
+    // and closed, as when its host is down.
+    let relay = Relay::to(target).await;
+    let relayed = format!("http://{}/events", relay.addr);
+    push_stream_at(&server.rest(), &relayed).await;
+    let keys = crate::signals::jwks(&server).await;
+    let mut c = server.client().await;
+
+    let mut ended = BTreeSet::new();
+    let (t, s) = login(&mut c, JOE, Kind::Api).await;
+    c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+    ended.insert(i64::from(s.id));
+    wait_for(
+        "the first SET",
+        || r.sets().len() == 1,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    relay.set_cut(true);
+    let down = Instant::now();
+    // Endings all through the outage; each acknowledged at once.
+    let mut slowest_ack = Duration::ZERO;
+    while down.elapsed() < Duration::from_secs(60) {
+        let (t, s) = login(&mut c, JOE, Kind::Api).await;
+        let asked = Instant::now();
+        c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+        slowest_ack = slowest_ack.max(asked.elapsed());
+        ended.insert(i64::from(s.id));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(r.sets().len(), 1, "nothing got through the cut");
+    let (status, st) = crate::signals::call(
+        reqwest::Method::GET,
+        &format!(
+            "{}/ssf/status?stream_id={}",
+            server.rest(),
+            stream_id(&server).await
+        ),
+        Some(SERVICE_SECRET),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        st["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("could not be reached")
+            || st["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("could not be reached"),
+        "the outage is readable in the status: {st}"
+    );
+
+    relay.set_cut(false);
+    let back = Instant::now();
+    wait_for(
+        "every SET once the receiver is back",
+        || arrived(&r) == ended,
+        Duration::from_secs(40),
+    )
+    .await;
+    eprintln!(
+        "receiver down 60 s: {} SETs arrived {:?} after it came back; slowest ending acknowledged in {slowest_ack:?}",
+        ended.len(),
+        back.elapsed()
+    );
+    assert_eq!(received(&keys, &r), ended);
+    assert!(
+        slowest_ack < Duration::from_secs(2),
+        "an ending waited on the receiver: {slowest_ack:?}"
+    );
+}
+
+async fn stream_id(server: &TestServer) -> String {
+    let (status, body) = crate::signals::call(
+        reqwest::Method::GET,
+        &format!("{}/ssf/streams", server.rest()),
+        Some(SERVICE_SECRET),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let list = if body.is_array() { body } else { json!([body]) };
+    list[0]["stream_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_set_arrives_across_a_redis_cluster_primary_failover() {
+    let mut cluster = RedisCluster::start();
+    let (r, url) = Receiver::start("slow").await;
+    // Two replicas: either may hold the stream's lease.
+    let a = transmitter_process(&cluster.url(), &["--redis-replica-acks", "1"]);
+    let b = transmitter_process(&cluster.url(), &["--redis-replica-acks", "1"]);
+    let rest = rest_of(&a);
+    push_stream_at(&rest, &url).await;
+    let keys = jwks_at(&rest).await;
+    let mut c = connect(&a.url()).await;
+    let mut ended = api_sessions(&mut c, USEREMAIL, 150).await;
+    c.logout_all(pb::LogoutAllRequest {
+        username: USEREMAIL.0.into(),
+        password: USEREMAIL.1.into(),
+    })
+    .await
+    .unwrap();
+    wait_for(
+        "the first SETs",
+        || !r.sets().is_empty(),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Kill the primary that holds the streams (the store-wide hash tag).
+    let victim = cluster.primary_of("{sessiond}:ssf:streams");
+    cluster.node_mut(victim).kill();
+    let killed = Instant::now();
+    // Endings go on during the failover, by either replica; those
+    // acknowledged must arrive too.
+    let mut cb = connect(&b.url()).await;
+    while killed.elapsed() < Duration::from_secs(8) {
+        for client in [&mut c, &mut cb] {
+            let Ok(resp) = try_login(client, JOE, Kind::Api).await else {
+                continue;
+            };
+            let (t, s) = (resp.token, resp.session.unwrap_or_default());
+            if client
+                .logoff(authed(pb::LogoffRequest {}, &t))
+                .await
+                .is_ok()
+            {
+                ended.insert(i64::from(s.id));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for(
+        "every acknowledged ending's SET after the failover",
+        || arrived(&r).is_superset(&ended),
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(received(&keys, &r).is_superset(&ended));
+    eprintln!(
+        "primary {victim} killed mid-delivery: all {} SETs arrived {:?} after the kill ({} deliveries)",
+        ended.len(),
+        killed.elapsed(),
+        r.sets().len()
+    );
+}
