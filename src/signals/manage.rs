@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::set;
 use super::stream::{self, Delivery, Method, Status, Stream};
 use super::{SsfError, Transmitter};
-use crate::domain::{cursor, limits};
+use crate::domain::{cursor, limits, Error};
 use crate::sessions::{now_millis, Principal};
 use crate::store::StreamRecord;
 
@@ -46,7 +46,18 @@ impl Transmitter {
                 "send Authorization: Bearer with an admin session token or the service credential",
             ));
         };
-        Ok(self.sessions.admin_or_service(Some(token), address).await?)
+        match self.sessions.admin_or_service(Some(token), address).await {
+            Ok(p) => Ok(p),
+            // A live session that is not an admin's console session is no
+            // credential here at all: 401 like any other, as SSF's bearer
+            // scheme has only the one kind of token.
+            Err(Error::PermissionDenied(_)) => Err(SsfError::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication_failed",
+                "this token is not an admin console session (KIND_ADMIN) or the service credential",
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The shards a stream of `org` reads.

@@ -206,7 +206,7 @@ async fn discovery_names_every_endpoint_and_the_jwks_has_public_keys_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poll_receiver_gets_every_ending_of_every_reason_as_a_verified_set() {
+async fn a_push_and_a_poll_receiver_get_every_ending_of_every_reason_as_verified_sets() {
     let server = transmitter_with(|c| {
         // Session cap for one user, expiry for POP.
         c.policy.max_sessions_per_user = 2;
@@ -218,6 +218,7 @@ async fn a_poll_receiver_gets_every_ending_of_every_reason_as_a_verified_set() {
             },
         );
         c.sweep_interval = Duration::from_millis(200);
+        c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.1").unwrap();
     })
     .await;
     let sessions = server.running.sessions.clone();
@@ -228,6 +229,15 @@ async fn a_poll_receiver_gets_every_ending_of_every_reason_as_a_verified_set() {
             .unwrap();
     }
     let stream = poll_stream(&server, "example.com").await;
+    // A push receiver of the same org, beside the poll one.
+    let (pushed, push_url) = Receiver::start("accept").await;
+    let (status, body) = post(
+        &format!("{}/ssf/streams", server.rest()),
+        SERVICE_SECRET,
+        json!({"org": "example.com", "delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": push_url}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
     let mut c = server.client().await;
     let mut want: HashMap<i64, (&str, Option<&str>)> = HashMap::new();
 
@@ -359,6 +369,20 @@ async fn a_poll_receiver_gets_every_ending_of_every_reason_as_a_verified_set() {
         );
         assert_eq!(event["initiating_entity"].as_str(), *who, "session {id}");
     }
+
+    // The push receiver got the same endings, each SET verified.
+    wait_for(
+        "every ending at the push receiver",
+        || pushed.sets().len() >= want.len(),
+        Duration::from_secs(20),
+    )
+    .await;
+    let push_keys = jwks(&server).await;
+    let mut by_push = pushed_sessions(&push_keys, &pushed);
+    by_push.sort_unstable();
+    let mut by_poll: Vec<i64> = seen.keys().copied().collect();
+    by_poll.sort_unstable();
+    assert_eq!(by_push, by_poll, "push and poll carried the same endings");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,13 +488,13 @@ async fn an_admin_manages_its_own_orgs_streams_only_and_others_not_at_all() {
         call(reqwest::Method::GET, &streams, Some(&user), None)
             .await
             .0,
-        403
+        401
     );
     assert_eq!(
         call(reqwest::Method::GET, &streams, Some(&admin_api), None)
             .await
             .0,
-        403
+        401
     );
 
     // An admin's stream is of its org, whatever it asks.

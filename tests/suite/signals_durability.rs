@@ -297,3 +297,69 @@ async fn every_set_arrives_across_a_redis_cluster_primary_failover() {
         r.sets().len()
     );
 }
+
+/// A push stream whose receiver stays away past the feed's retention is
+/// disabled with the reason in its status (never skipped silently); once
+/// re-enabled it carries endings from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_behind_retention_is_disabled_with_its_reason() {
+    let server = crate::signals::transmitter_with(|c| {
+        c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.1").unwrap();
+        c.retention = Duration::from_secs(1);
+        c.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let (r, url) = Receiver::start("accept").await;
+    let target: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/events")
+        .parse()
+        .unwrap();
+    let relay = Relay::to(target).await;
+    push_stream_at(&server.rest(), &format!("http://{}/events", relay.addr)).await;
+    let id = stream_id(&server).await;
+    let status_url = format!("{}/ssf/status?stream_id={id}", server.rest());
+    let mut c = server.client().await;
+    relay.set_cut(true);
+    let (t, lost) = login(&mut c, JOE, Kind::Api).await;
+    c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+
+    // Past retention and a sweep; the worker's next attempt finds out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        let (_, st) = crate::signals::call(
+            reqwest::Method::GET,
+            &status_url,
+            Some(SERVICE_SECRET),
+            None,
+        )
+        .await;
+        if st["status"] == "disabled" {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "never disabled: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        st["reason"].as_str().unwrap_or("").contains("retention"),
+        "{st}"
+    );
+    relay.set_cut(false);
+    // Re-enabled: from now on, not the purged ending.
+    let (s, b) = post(
+        &format!("{}/ssf/status", server.rest()),
+        SERVICE_SECRET,
+        json!({"stream_id": id, "status": "enabled"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (t, after) = login(&mut c, JOE, Kind::Api).await;
+    c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+    wait_for(
+        "the ending after re-enabling",
+        || arrived(&r).contains(&i64::from(after.id)),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(!arrived(&r).contains(&i64::from(lost.id)));
+}
