@@ -496,7 +496,10 @@ impl Settings {
                     .map_err(|e| ConfigError(format!("signing key {}: {e}", path.display())))?;
                 KeySource::File(path.clone())
             }
-            None => KeySource::Store { grace },
+            None => KeySource::Store {
+                grace,
+                ahead: crate::signals::keys::JWKS_MAX_AGE,
+            },
         };
         if let Some(list) = &self.ssf_push_allow {
             s.push_allow = crate::signals::push::AllowList::parse(list).map_err(ConfigError)?;

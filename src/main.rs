@@ -263,7 +263,7 @@ async fn keys(args: &KeysArgs, m: &ArgMatches) -> anyhow::Result<()> {
     let s = Settings::layered(args, m, args.config.as_deref())?;
     let url = s.store_url()?;
     let grace = match s.signals()?.keys {
-        keys::KeySource::Store { grace } => grace,
+        keys::KeySource::Store { grace, .. } => grace,
         keys::KeySource::File(path) => bail!(
             "the signing key comes from --ssf-signing-key-file ({}): rotate it by replacing that file, not in the store",
             path.display()
@@ -295,7 +295,7 @@ async fn keys(args: &KeysArgs, m: &ArgMatches) -> anyhow::Result<()> {
                 println!("no signing keys in {url} yet (serve makes the first at its start)");
             }
             let now = sessiond::sessions::now_millis();
-            for (kid, age, state) in keys::describe(&list, now, grace) {
+            for (kid, age, state) in keys::describe(&list, now, grace, keys::JWKS_MAX_AGE) {
                 println!("{kid}\t{state}\tmade {age} s ago");
             }
         }

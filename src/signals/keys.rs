@@ -15,6 +15,10 @@ use crate::store::{SignalStore, SigningKeyRecord};
 
 /// How long a retired key stays in the JWKS unless configured otherwise.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long receivers may cache the JWKS (its `Cache-Control: max-age`).
+/// A new key is published this long before it signs, so a receiver holding
+/// a cached JWKS never meets a `kid` it does not know.
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// One private key, ready to sign; never printed.
 #[derive(Clone)]
@@ -43,8 +47,9 @@ struct KeySet {
 pub enum KeySource {
     /// `--ssf-signing-key-file`: one key, PKCS#8 PEM; the store keeps none.
     File(std::path::PathBuf),
-    /// Generated at first start and kept in the store.
-    Store { grace: Duration },
+    /// Generated at first start and kept in the store; a key added by
+    /// rotation signs once it has been published for `ahead`.
+    Store { grace: Duration, ahead: Duration },
 }
 
 /// The signing keys of this process, refreshed from the store.
@@ -130,24 +135,29 @@ pub fn expired(keys: &[SigningKeyRecord], now: Millis, grace: Duration) -> Vec<S
         .collect()
 }
 
-/// Each key of `keys` (oldest first) with its age in seconds and its state at `now`: `signing` (the newest), `published` (retired, still
-/// in the JWKS for `grace`) or `expired` (to be forgotten at the next
-/// rotation).
+/// Each key of `keys` (oldest first) with its age in seconds and its state
+/// at `now`: `signing`, `next` (published, signs once published for
+/// `ahead`), `published` (retired, still in the JWKS for `grace`) or
+/// `expired` (forgotten at the next rotation).
 pub fn describe(
     keys: &[SigningKeyRecord],
     now: Millis,
     grace: Duration,
+    ahead: Duration,
 ) -> Vec<(String, i64, &'static str)> {
-    let shown: Vec<&str> = published(keys, now, grace)
-        .iter()
-        .map(|k| k.kid.as_str())
-        .collect();
+    let shown = published(keys, now, grace);
+    let signs = shown
+        .get(signing_index(&shown, now, ahead))
+        .map(|k| k.kid.clone());
+    let mut past_signing = false;
     keys.iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let state = if i + 1 == keys.len() {
+        .map(|k| {
+            let state = if signs.as_deref() == Some(k.kid.as_str()) {
+                past_signing = true;
                 "signing"
-            } else if shown.contains(&k.kid.as_str()) {
+            } else if past_signing {
+                "next"
+            } else if shown.iter().any(|s| s.kid == k.kid) {
                 "published"
             } else {
                 "expired"
@@ -158,16 +168,29 @@ pub fn describe(
         .collect()
 }
 
-fn key_set(keys: &[&SigningKeyRecord]) -> Result<KeySet> {
+/// The index in `keys` (oldest first) of the key that signs at `now`: the
+/// newest published at least `ahead` ago, or the oldest when none is (the
+/// first key of a new store).
+fn signing_index(keys: &[&SigningKeyRecord], now: Millis, ahead: Duration) -> usize {
+    let ahead = i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX);
+    keys.iter()
+        .rposition(|k| k.created_at.saturating_add(ahead) <= now)
+        .unwrap_or(0)
+}
+
+fn key_set(keys: &[&SigningKeyRecord], now: Millis, ahead: Duration) -> Result<KeySet> {
+    let signs = signing_index(keys, now, ahead);
     let mut jwks = Vec::with_capacity(keys.len());
     let mut signing = None;
-    for k in keys {
+    for (i, k) in keys.iter().enumerate() {
         let (key, jwk) = public_jwk(&k.pkcs8)?;
         jwks.push(jwk);
-        signing = Some(SigningKey {
-            kid: k.kid.clone(),
-            key,
-        });
+        if i == signs {
+            signing = Some(SigningKey {
+                kid: k.kid.clone(),
+                key,
+            });
+        }
     }
     let signing = signing.ok_or_else(|| Error::Internal("no signing key".into()))?;
     Ok(KeySet {
@@ -192,9 +215,9 @@ impl Keys {
             KeySource::File(path) => {
                 let der = read_pem(path)?;
                 let rec = record(der, 0)?;
-                key_set(&[&rec])
+                key_set(&[&rec], 0, Duration::ZERO)
             }
-            KeySource::Store { grace } => {
+            KeySource::Store { grace, ahead } => {
                 let now = crate::sessions::now_millis();
                 let mut keys = store.signing_keys().await?;
                 if keys.is_empty() {
@@ -202,7 +225,7 @@ impl Keys {
                     keys = store.add_signing_key(first, true).await?;
                     tracing::info!("ssf: generated the first signing key");
                 }
-                key_set(&published(&keys, now, *grace))
+                key_set(&published(&keys, now, *grace), now, *ahead)
             }
         }
     }
@@ -297,10 +320,29 @@ mod tests {
     }
 
     #[test]
+    fn a_new_key_signs_only_once_published_long_enough() {
+        let keys = [key("a", 0), key("b", 10_000)];
+        let refs: Vec<&SigningKeyRecord> = keys.iter().collect();
+        let ahead = Duration::from_millis(300);
+        assert_eq!(signing_index(&refs, 10_100, ahead), 0, "b not cached yet");
+        assert_eq!(signing_index(&refs, 10_300, ahead), 1);
+        assert_eq!(
+            signing_index(&refs[..1], 0, ahead),
+            0,
+            "a first key signs at once"
+        );
+        let states: Vec<&str> = describe(&keys, 10_100, Duration::from_secs(60), ahead)
+            .into_iter()
+            .map(|(_, _, s)| s)
+            .collect();
+        assert_eq!(states, ["signing", "next"]);
+    }
+
+    #[test]
     fn generated_keys_sign_and_never_print_their_secret() {
         let rec = record(generate().unwrap(), 0).unwrap();
         assert_eq!(rec.kid.len(), 43, "a base64url SHA-256 thumbprint");
-        let set = key_set(&[&rec]).unwrap();
+        let set = key_set(&[&rec], 0, Duration::ZERO).unwrap();
         let printed = format!("{rec:?} {set:?}");
         assert!(!printed.contains("pkcs8: ["), "{printed}");
         let jwks = serde_json::to_value(&set.jwks).unwrap();

@@ -53,6 +53,7 @@ impl Default for Settings {
         Settings {
             keys: keys::KeySource::Store {
                 grace: keys::DEFAULT_GRACE,
+                ahead: keys::JWKS_MAX_AGE,
             },
             push_allow: push::AllowList::default(),
             max_streams_per_org: 16,

@@ -1326,6 +1326,12 @@ async fn keys_rotate_adds_a_signing_key_and_keeps_the_old_one_published() {
     let server = transmitter_with(move |c| {
         c.store = store;
         c.signals.key_refresh = Duration::from_millis(200);
+        // Sign with a new key as soon as it is published (in production,
+        // only once receivers' cached JWKS can hold it).
+        c.signals.keys = sessiond::signals::keys::KeySource::Store {
+            grace: sessiond::signals::keys::DEFAULT_GRACE,
+            ahead: Duration::ZERO,
+        };
     })
     .await;
     let stream = poll_stream(&server, "example.com").await;
@@ -1350,13 +1356,10 @@ async fn keys_rotate_adds_a_signing_key_and_keeps_the_old_one_published() {
     assert!(!out.contains("PRIVATE"), "{out}");
     let (ok, listed) = keys(&["list"]);
     assert!(ok, "{listed}");
-    assert!(
-        listed.contains(&format!("{old_kid}\tpublished")),
-        "{listed}"
-    );
+    assert!(listed.contains(&format!("{old_kid}\tsigning")), "{listed}");
     let new_kid = listed
         .lines()
-        .find(|l| l.contains("\tsigning\t"))
+        .find(|l| l.contains("\tnext\t"))
         .and_then(|l| l.split('\t').next())
         .unwrap()
         .to_owned();
