@@ -122,3 +122,38 @@ async fn validate_mode_with_a_given_token_fails_once_it_is_ended() {
         "says why it failed: {stderr}"
     );
 }
+
+/// The Shared Signals benchmark's contract, small: every phase runs against
+/// a real server and prints its figures (a lost SET fails the run).
+#[test]
+fn the_ssf_bench_measures_every_phase() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sessiond-ssf-bench"))
+        .args([
+            "--sessiond",
+            env!("CARGO_BIN_EXE_sessiond"),
+            "--count",
+            "5",
+            "--gap-ms",
+            "1",
+            "--bulk",
+            "300",
+        ])
+        .output()
+        .expect("sessiond-ssf-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for phase in [
+        "latency[no stream]",
+        "latency[one push stream]",
+        "never answers",
+        "bulk[push]",
+        "bulk[poll]",
+    ] {
+        assert!(stdout.contains(phase), "{phase} missing: {stdout}");
+    }
+    assert!(stdout.contains("receiver 202 p50"), "{stdout}");
+}
