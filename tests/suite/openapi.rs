@@ -1,6 +1,7 @@
-//! The REST shim's OpenAPI document: served at `GET /openapi.json` by the
-//! real binary, equal byte for byte to the repository's `docs/openapi.json`
-//! and to what `sessiond openapi` prints.
+//! The REST listener's OpenAPI document: served at `GET /openapi.json` by
+//! the real binary, equal byte for byte to the repository's
+//! `docs/openapi.json` and to what `sessiond openapi` prints, and naming
+//! every route with the methods it serves.
 
 use crate::support::*;
 
@@ -37,6 +38,7 @@ async fn openapi_document_served_equals_the_committed_one() {
     let served = resp.text().await.unwrap();
     let doc: serde_json::Value = serde_json::from_str(&served).expect("served document is JSON");
     assert_eq!(doc["openapi"], "3.1.0");
+    signal_routes_are_served(&base, &doc).await;
 
     let committed = committed();
     if served != committed {
@@ -51,6 +53,51 @@ async fn openapi_document_served_equals_the_committed_one() {
              {REGENERATE}"
         );
     }
+}
+
+/// Each documented Shared Signals and Global Token Revocation operation is
+/// routed by the live server with that method: without credentials the
+/// public ones answer 200 and the others 401, each as JSON (a path the
+/// server does not route answers the OpenSRS-shaped 404, a method it does
+/// not serve an empty 405).
+async fn signal_routes_are_served(base: &str, doc: &serde_json::Value) {
+    let mut seen = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let tag = op["tags"][0].as_str().unwrap_or_default();
+            if tag != "Shared Signals" && tag != "Global Token Revocation" {
+                continue;
+            }
+            seen += 1;
+            let url = format!(
+                "{base}{}",
+                path.replace("{stream_id}", "x")
+                    .replace("{issuer_path}", "x")
+            );
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = http().request(method.clone(), &url).send().await.unwrap();
+            let (status, ct, body) = json_of(resp).await;
+            let expected = if op.get("security").is_some() {
+                401
+            } else if path.contains("{issuer_path}") {
+                404 // The listener's issuer has no path.
+            } else {
+                200
+            };
+            assert_eq!(status, expected, "{method} {path}: {body}");
+            assert_eq!(ct, "application/json", "{method} {path}");
+            if expected != 200 {
+                assert!(
+                    body["err"].is_string() && body["description"].is_string(),
+                    "{method} {path}: {body}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        seen, 15,
+        "Shared Signals and Global Token Revocation operations"
+    );
 }
 
 #[test]
@@ -88,12 +135,27 @@ fn openapi_document_lists_every_route() {
         ("post", "/saas/api/v2/user/logoutall"),
         ("post", "/api/v2/user/logoutall"),
         ("get", "/openapi.json"),
+        ("get", "/.well-known/ssf-configuration"),
+        ("get", "/.well-known/ssf-configuration/{issuer_path}"),
+        ("get", "/ssf/jwks.json"),
+        ("get", "/ssf/streams"),
+        ("post", "/ssf/streams"),
+        ("patch", "/ssf/streams"),
+        ("put", "/ssf/streams"),
+        ("delete", "/ssf/streams"),
+        ("get", "/ssf/status"),
+        ("post", "/ssf/status"),
+        ("post", "/ssf/subjects/add"),
+        ("post", "/ssf/subjects/remove"),
+        ("post", "/ssf/verify"),
+        ("post", "/ssf/poll/{stream_id}"),
+        ("post", "/global-token-revocation"),
     ] {
         let op = &paths.get(path).unwrap_or_else(|| panic!("{path} missing"))[method];
         assert!(op.is_object(), "{method} {path} missing");
         assert!(op["responses"].is_object(), "{method} {path}: no responses");
     }
-    assert_eq!(paths.len(), 12, "paths: {:?}", paths.keys());
+    assert_eq!(paths.len(), 22, "paths: {:?}", paths.keys());
     // The headers the vendors authenticate with.
     let header = |path: &str, name: &str| {
         paths[path]["post"]["parameters"]
@@ -105,4 +167,113 @@ fn openapi_document_lists_every_route() {
     assert!(header("/api/Session/logoff", "auth_token"));
     assert!(header("/saas/api/v2/user/logout", "icSessionId"));
     assert!(header("/api/v2/user/logout", "icSessionId"));
+}
+
+/// The Shared Signals and Global Token Revocation operations: bearer
+/// authorization where the handlers ask for it, every status the handlers
+/// answer, and every error as `{err, description}`.
+#[test]
+fn openapi_document_describes_the_signal_routes() {
+    let doc: serde_json::Value = serde_json::from_str(&committed()).unwrap();
+    let paths = &doc["paths"];
+    let components = &doc["components"];
+    assert_eq!(components["securitySchemes"]["bearer"]["type"], "http");
+    assert_eq!(components["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let error = serde_json::json!({"$ref": "#/components/schemas/SsfError"});
+    assert_eq!(
+        components["schemas"]["SsfError"]["required"],
+        serde_json::json!(["err", "description"])
+    );
+
+    // What every call with a bearer token may answer, and every call that
+    // reads a body, besides the statuses of its own.
+    const AUTHORIZED: [u16; 4] = [401, 429, 500, 503];
+    const BODY: [u16; 2] = [400, 413];
+    #[derive(Clone, Copy, PartialEq)]
+    enum Call {
+        Public,
+        Bearer,
+        BearerWithBody,
+    }
+    use Call::*;
+    let ops: [(&str, &str, &[u16], Call); 15] = [
+        ("get", "/.well-known/ssf-configuration", &[200], Public),
+        (
+            "get",
+            "/.well-known/ssf-configuration/{issuer_path}",
+            &[200, 404],
+            Public,
+        ),
+        ("get", "/ssf/jwks.json", &[200], Public),
+        ("get", "/ssf/streams", &[200, 400, 404], Bearer),
+        ("post", "/ssf/streams", &[201, 403, 409], BearerWithBody),
+        ("patch", "/ssf/streams", &[200, 404], BearerWithBody),
+        ("put", "/ssf/streams", &[200, 404], BearerWithBody),
+        ("delete", "/ssf/streams", &[204, 400, 404], Bearer),
+        ("get", "/ssf/status", &[200, 400, 404], Bearer),
+        ("post", "/ssf/status", &[200, 404], BearerWithBody),
+        ("post", "/ssf/subjects/add", &[200, 404], BearerWithBody),
+        ("post", "/ssf/subjects/remove", &[204, 404], BearerWithBody),
+        ("post", "/ssf/verify", &[204, 404], BearerWithBody),
+        ("post", "/ssf/poll/{stream_id}", &[200, 404], BearerWithBody),
+        (
+            "post",
+            "/global-token-revocation",
+            &[204, 403, 404, 422],
+            BearerWithBody,
+        ),
+    ];
+    for (method, path, own, call) in ops {
+        let op = &paths[path][method];
+        let mut statuses = own.to_vec();
+        if call != Public {
+            statuses.extend(AUTHORIZED);
+        }
+        if call == BearerWithBody {
+            statuses.extend(BODY);
+        }
+        statuses.sort_unstable();
+        statuses.dedup();
+        let mut documented: Vec<u16> = op["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} missing"))
+            .keys()
+            .map(|k| k.parse().unwrap())
+            .collect();
+        documented.sort_unstable();
+        assert_eq!(documented, statuses, "{method} {path}");
+        let security = if call == Public {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!([{"bearer": []}])
+        };
+        assert_eq!(op["security"], security, "{method} {path}");
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if !status.starts_with('4') && !status.starts_with('5') {
+                continue;
+            }
+            // A shared answer is a reference to components.responses.
+            let response = match response["$ref"].as_str() {
+                Some(r) => {
+                    &components["responses"][r.trim_start_matches("#/components/responses/")]
+                }
+                None => response,
+            };
+            assert_eq!(
+                response["content"]["application/json"]["schema"], error,
+                "{method} {path} {status}"
+            );
+            if status == "429" || status == "503" {
+                assert!(
+                    response["headers"]["Retry-After"].is_object(),
+                    "{method} {path} {status}: Retry-After"
+                );
+            }
+        }
+    }
+    // An empty poll is a poll with every default.
+    assert_eq!(
+        paths["/ssf/poll/{stream_id}"]["post"]["requestBody"]["required"],
+        false
+    );
 }
