@@ -59,6 +59,77 @@ pub struct Keys {
     source: KeySource,
 }
 
+/// jsonwebtoken's crypto provider for this process: its RustCrypto one,
+/// except that ES256 signs through ring. RustCrypto's signer derives the
+/// public key again from the PKCS#8 document at every SET and computes a
+/// recovery id no JWS needs, about five times ring's work per signature; a
+/// bulk ending signs one SET per session per stream.
+static PROVIDER: std::sync::LazyLock<jsonwebtoken::crypto::CryptoProvider> =
+    std::sync::LazyLock::new(|| {
+        let base = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
+        jsonwebtoken::crypto::CryptoProvider {
+            signer_factory: ring_signer,
+            verifier_factory: base.verifier_factory,
+            key_utils: base.key_utils.clone(),
+        }
+    });
+
+/// Installs [`PROVIDER`] before this process's first JOSE operation.
+fn jose() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if jsonwebtoken::crypto::CryptoProvider::install_default(&PROVIDER).is_err() {
+            tracing::debug!("jsonwebtoken's crypto provider was chosen before ours");
+        }
+    });
+}
+
+/// An ES256 signer over a parsed ring key pair.
+struct RingEs256(Arc<ring::signature::EcdsaKeyPair>);
+
+impl signature::Signer<Vec<u8>> for RingEs256 {
+    fn try_sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, signature::Error> {
+        let rng = ring::rand::SystemRandom::new();
+        self.0
+            .sign(&rng, msg)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| signature::Error::new())
+    }
+}
+
+impl jsonwebtoken::crypto::JwtSigner for RingEs256 {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::ES256
+    }
+}
+
+/// The signer of `key`: ring for ES256 (each key parsed once; a process
+/// signs with one key at a time), RustCrypto for anything else.
+fn ring_signer(
+    alg: &Algorithm,
+    key: &EncodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn jsonwebtoken::crypto::JwtSigner>> {
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    type Parsed = Option<(Vec<u8>, Arc<EcdsaKeyPair>)>;
+    static LAST: std::sync::Mutex<Parsed> = std::sync::Mutex::new(None);
+    if *alg != Algorithm::ES256 {
+        return (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.signer_factory)(alg, key);
+    }
+    let der = key.as_bytes();
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, pair)) = last.as_ref().filter(|(d, _)| d.as_slice() == der) {
+        return Ok(Box::new(RingEs256(pair.clone())));
+    }
+    let rng = ring::rand::SystemRandom::new();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+        .map(Arc::new)
+        .map_err(|_| {
+            jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey)
+        })?;
+    *last = Some((der.to_vec(), pair.clone()));
+    Ok(Box::new(RingEs256(pair)))
+}
+
 /// A new P-256 private key, PKCS#8 DER.
 pub fn generate() -> Result<Vec<u8>> {
     use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -71,6 +142,7 @@ pub fn generate() -> Result<Vec<u8>> {
 /// The public JWK of a PKCS#8 P-256 key, its `kid` the key's RFC 7638
 /// thumbprint (so the same key has the same id everywhere).
 fn public_jwk(der: &[u8]) -> Result<(EncodingKey, Jwk)> {
+    jose();
     let key = EncodingKey::from_ec_der(der);
     let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256)
         .map_err(|e| Error::Internal(format!("not a P-256 private key (PKCS#8): {e}")))?;
@@ -267,6 +339,7 @@ impl Keys {
 
     /// A compact JWS of `claims`: ES256, `typ: secevent+jwt`, `kid`.
     pub fn sign(&self, claims: &serde_json::Value) -> Result<String> {
+        jose();
         let set = self.set();
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("secevent+jwt".into());
