@@ -180,6 +180,11 @@ pub struct SignalArgs {
     /// Seconds a rotated-out signing key stays in the JWKS (7 days).
     #[arg(long, env = "SESSIOND_SSF_KEY_GRACE_SECS", default_value = "604800")]
     pub ssf_key_grace_secs: Option<u64>,
+    /// An identity provider that may call Global Token Revocation with its
+    /// own secret: NAME:secret_file=PATH (or secret_env=VARIABLE)[,org=ORG][,iss=ISSUER].
+    /// Repeat the flag, or separate entries with ';' [default: none].
+    #[arg(long, env = "SESSIOND_GTR_IDP", value_delimiter = ';')]
+    pub gtr_idp: Vec<String>,
 }
 
 /// Forward auth for HTTP gateways (`serve` and `edge`).

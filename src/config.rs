@@ -64,6 +64,9 @@ pub struct Config {
     /// The Shared Signals transmitter (served with the REST shim when the
     /// store is this process's own).
     pub signals: crate::signals::Settings,
+    /// Identity providers that may call Global Token Revocation with their
+    /// own secrets (besides the service credential).
+    pub gtr_idps: Vec<crate::signals::routes::IdentityProvider>,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             auth_addr: None,
             auth_cookie: None,
             signals: crate::signals::Settings::default(),
+            gtr_idps: Vec::new(),
         }
     }
 }
@@ -144,6 +148,10 @@ pub struct Settings {
     pub ssf_push_allow: Option<String>,
     pub ssf_max_streams_per_org: Option<usize>,
     pub ssf_key_grace_secs: Option<u64>,
+    /// Global Token Revocation's identity providers: each a table
+    /// (`[[gtr_idp]]`, see [`GTR_IDP_KEYS`]) or the flag's
+    /// `NAME:key=value,…` text; checked by [`Settings::gtr_idps`].
+    pub gtr_idp: Option<Vec<serde_json::Value>>,
     pub cache_entries: Option<usize>,
     pub cache_bytes: Option<usize>,
     pub upstream_concurrency: Option<usize>,
@@ -174,6 +182,10 @@ pub struct KindSettings {
 
 /// Environment variable holding the service credential itself.
 pub const SERVICE_CREDENTIAL_ENV: &str = "SESSIOND_SERVICE_CREDENTIAL";
+
+/// The keys of a `gtr_idp` entry. The secret itself is never a value here:
+/// it is read from a file or a variable, like the service credential's.
+pub const GTR_IDP_KEYS: [&str; 5] = ["name", "secret_file", "secret_env", "org", "iss"];
 
 /// A configuration problem, said in words an operator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -516,6 +528,43 @@ impl Settings {
         Ok(s)
     }
 
+    /// Global Token Revocation's identity providers (`gtr_idp`), each secret
+    /// read now so a bad one stops the start with its reason.
+    pub fn gtr_idps(&self) -> Result<Vec<crate::signals::routes::IdentityProvider>, ConfigError> {
+        use crate::signals::routes::IdentityProvider;
+        let Some(list) = &self.gtr_idp else {
+            return Ok(Vec::new());
+        };
+        if list.len() > IdentityProvider::MAX_COUNT {
+            return Err(ConfigError(format!(
+                "gtr_idp: at most {} identity providers, not {}",
+                IdentityProvider::MAX_COUNT,
+                list.len()
+            )));
+        }
+        let mut idps = Vec::new();
+        for (i, entry) in list.iter().enumerate() {
+            // A trailing ';' in the variable leaves an empty entry.
+            if entry.as_str().is_some_and(|s| s.trim().is_empty()) {
+                continue;
+            }
+            let idp = gtr_idp_entry(entry)
+                .map_err(|e| ConfigError(format!("gtr_idp entry {}: {e}", i + 1)))?;
+            idps.push(idp);
+        }
+        IdentityProvider::check_all(&idps).map_err(|e| ConfigError(format!("gtr_idp: {e}")))?;
+        if let Some(service) = self.service_credential_text()? {
+            if let Some(idp) = idps.iter().find(|i| i.matches(&service)) {
+                return Err(ConfigError(format!(
+                    "gtr_idp: identity provider {} has the service credential as its secret; \
+                     give it its own",
+                    idp.name()
+                )));
+            }
+        }
+        Ok(idps)
+    }
+
     /// The validated configuration of `sessiond edge`.
     pub fn edge_config(&self) -> Result<crate::edge::EdgeConfig, ConfigError> {
         use crate::validator::{Credential, ValidatorConfig};
@@ -597,6 +646,7 @@ impl Settings {
             auth_addr: self.auth_listener()?,
             auth_cookie: self.auth_cookie()?,
             signals: self.signals()?,
+            gtr_idps: self.gtr_idps()?,
             ..Config::default()
         };
         if let Some(a) = self.grpc_addr {
@@ -627,6 +677,75 @@ impl Settings {
         c.config_file = self.config_file;
         Ok(c)
     }
+}
+
+/// One `gtr_idp` entry: a table, or `NAME:key=value,…` (the flag's form,
+/// where a value cannot hold a `,` or a `;`).
+fn gtr_idp_entry(
+    entry: &serde_json::Value,
+) -> Result<crate::signals::routes::IdentityProvider, String> {
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    match entry {
+        serde_json::Value::Object(table) => {
+            for (key, value) in table {
+                let serde_json::Value::String(v) = value else {
+                    return Err(format!("{key} must be a string"));
+                };
+                fields.insert(key.clone(), v.clone());
+            }
+        }
+        serde_json::Value::String(text) => {
+            let (name, rest) = text.trim().split_once(':').ok_or(
+                "expected NAME:secret_file=PATH (or secret_env=VARIABLE)[,org=ORG][,iss=ISSUER]",
+            )?;
+            fields.insert("name".into(), name.to_owned());
+            for (n, pair) in rest.split(',').enumerate() {
+                // The part itself is not echoed: it may be a pasted secret.
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("part {} after the name is not key=value", n + 1))?;
+                if key == "name" || fields.insert(key.to_owned(), value.to_owned()).is_some() {
+                    return Err(format!("{key} is given twice"));
+                }
+            }
+        }
+        _ => return Err("a table or a NAME:key=value,… string".into()),
+    }
+    if let Some(key) = fields.keys().find(|k| !GTR_IDP_KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown key {key:?} (known: {})",
+            GTR_IDP_KEYS.join(", ")
+        ));
+    }
+    let name = fields.get("name").ok_or("name is required")?;
+    let secret = match (fields.get("secret_file"), fields.get("secret_env")) {
+        (Some(path), None) => std::fs::read_to_string(path)
+            .map_err(|e| format!("identity provider {name}: cannot read {path}: {e}"))?,
+        (None, Some(var))
+            if var.is_empty()
+                || var.len() > 256
+                || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            return Err(format!(
+                "identity provider {name}: secret_env names a variable: 1 to 256 letters, \
+                 digits or '_'"
+            ))
+        }
+        (None, Some(var)) => std::env::var(var)
+            .map_err(|e| format!("identity provider {name}: secret_env {var}: {e}"))?,
+        _ => {
+            return Err(format!(
+                "identity provider {name}: give exactly one of secret_file and secret_env \
+                 (the secret itself is never a setting)"
+            ))
+        }
+    };
+    crate::signals::routes::IdentityProvider::new(
+        name,
+        &secret,
+        fields.get("org").map(String::as_str),
+        fields.get("iss").map(String::as_str),
+    )
 }
 
 /// The configuration `sessiond serve ARGS…` would run with (flags,

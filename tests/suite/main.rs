@@ -13,6 +13,7 @@ mod day_one;
 mod edge;
 mod end_user_sessions;
 mod forward_auth_nginx;
+mod global_token_revocation;
 mod grpc_audit;
 mod grpc_bad_input;
 mod grpc_endings;
