@@ -95,7 +95,7 @@ async fn jwks(State(tx): State<Shared>) -> Response {
     let mut r = Json(tx.keys().jwks()).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
+        HeaderValue::from_static("public, max-age=300"), // keys::JWKS_MAX_AGE
     );
     r
 }

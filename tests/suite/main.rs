@@ -40,6 +40,7 @@ mod rest_standalone;
 mod restart;
 mod server_url;
 mod signals;
+mod signals_durability;
 mod store_conformance;
 mod store_sqlite;
 mod tls;
