@@ -66,7 +66,7 @@ pub struct Config {
     pub signals: crate::signals::Settings,
     /// Identity providers that may call Global Token Revocation with their
     /// own secrets (besides the service credential).
-    pub gtr_idps: Vec<crate::signals::routes::IdentityProvider>,
+    pub gtr_idps: Vec<crate::signals::gtr::IdentityProvider>,
 }
 
 impl Default for Config {
@@ -530,8 +530,8 @@ impl Settings {
 
     /// Global Token Revocation's identity providers (`gtr_idp`), each secret
     /// read now so a bad one stops the start with its reason.
-    pub fn gtr_idps(&self) -> Result<Vec<crate::signals::routes::IdentityProvider>, ConfigError> {
-        use crate::signals::routes::IdentityProvider;
+    pub fn gtr_idps(&self) -> Result<Vec<crate::signals::gtr::IdentityProvider>, ConfigError> {
+        use crate::signals::gtr::IdentityProvider;
         let Some(list) = &self.gtr_idp else {
             return Ok(Vec::new());
         };
@@ -683,7 +683,7 @@ impl Settings {
 /// where a value cannot hold a `,` or a `;`).
 fn gtr_idp_entry(
     entry: &serde_json::Value,
-) -> Result<crate::signals::routes::IdentityProvider, String> {
+) -> Result<crate::signals::gtr::IdentityProvider, String> {
     let mut fields: BTreeMap<String, String> = BTreeMap::new();
     match entry {
         serde_json::Value::Object(table) => {
@@ -740,7 +740,7 @@ fn gtr_idp_entry(
             ))
         }
     };
-    crate::signals::routes::IdentityProvider::new(
+    crate::signals::gtr::IdentityProvider::new(
         name,
         &secret,
         fields.get("org").map(String::as_str),

@@ -245,7 +245,7 @@ async fn start_rest(
             tokio::spawn(tx.clone().run_upkeep(shutdown.clone()));
             tokio::spawn(tx.clone().run_push(shutdown.clone()));
             Some(crate::signals::routes::router(tx.clone()).merge(
-                crate::signals::routes::revocation_router(tx, config.gtr_idps.clone()),
+                crate::signals::gtr::revocation_router(tx, config.gtr_idps.clone()),
             ))
         }
     };

@@ -314,6 +314,13 @@ impl Sessions {
     /// else is refused (UNAUTHENTICATED for a bad token, PERMISSION_DENIED
     /// for a live session that is not an admin's console). A wrong token
     /// counts against the caller's address, as a guess of the credential.
+    /// Refuses a client address locked out by repeated failed credentials
+    /// (`TOO_MANY_ATTEMPTS`), for callers that check a credential of their
+    /// own before any session token.
+    pub async fn check_address_lockout(&self, address: Option<&str>) -> Result<()> {
+        self.lockout_check_address(address).await
+    }
+
     pub async fn admin_or_service(
         &self,
         token: Option<&str>,

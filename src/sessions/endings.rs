@@ -266,14 +266,23 @@ impl Sessions {
 impl Sessions {
     /// Ends every live session of a user at an identity provider's request
     /// (the Global Token Revocation call; the caller was authorized by the
-    /// route). `NotFound` for an unknown user. Returns how many ended.
-    pub async fn revoke_user_globally(&self, user: &str) -> Result<u32> {
+    /// route), audited as `actor`. A user outside `org` (when given) is
+    /// `NotFound` like an unknown one, so a tenant's identity provider
+    /// learns nothing of another's users. The ending is by the id looked
+    /// up, so a name reused meanwhile is not hit. Returns how many ended.
+    pub async fn revoke_user_globally(
+        &self,
+        user: &str,
+        org: Option<&str>,
+        actor: &str,
+    ) -> Result<u32> {
         let name = limits::username("sub_id", user)?;
         let found = self
             .users()
             .find_user(&name)
             .await?
             .map(|r| r.user)
+            .filter(|u| org.is_none_or(|o| u.org == o))
             .ok_or(Error::NotFound(NotFound::User))?;
         let ended = self
             .session_store()
@@ -283,12 +292,12 @@ impl Sessions {
                 EndReason::GlobalTokenRevocation,
                 now_millis(),
                 &Audit {
-                    actor: Actor::user("identity-provider", None),
+                    actor: Actor::user(actor, None),
                     target: format!("user:{name}"),
                 },
             )
             .await?;
-        tracing::info!(user = %name, org = %found.org, ended, "global token revocation");
+        tracing::info!(user = %name, org = %found.org, by = actor, ended, "global token revocation");
         telemetry::record_revocations(EndReason::GlobalTokenRevocation, u64::from(ended));
         Ok(ended)
     }

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod manage;
 pub mod poll;
 pub mod push;
+pub mod gtr;
 pub mod routes;
 pub mod set;
 pub mod stream;

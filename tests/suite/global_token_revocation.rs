@@ -14,7 +14,7 @@ use crate::support::*;
 use sessiond::config::serve_config_from;
 use sessiond::pb::{self, Kind};
 use sessiond::sessions::ServiceCredential;
-use sessiond::signals::routes::IdentityProvider;
+use sessiond::signals::gtr::IdentityProvider;
 
 const SERVICE_SECRET: &str = "ssf-service-credential-0123456789abcdef";
 const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
@@ -761,4 +761,31 @@ async fn a_provider_from_the_environment_works_in_the_binary() {
     assert!(!log.contains(OKTA_SECRET), "the secret was logged");
     drop(c);
     assert!(server.terminate().success());
+}
+
+/// Guessing a provider's secret is slowed like guessing a password: once
+/// an address is locked out by wrong credentials, even the right secret is
+/// refused from it (429), and nothing ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_out_address_is_refused_before_any_secret_is_compared() {
+    let server = transmitter_with(|c| {
+        c.gtr_idps = identity_providers();
+        c.policy.throttle_address.max_failures = 3;
+    })
+    .await;
+    let gtr = gtr_url(&server);
+    let mut c = server.client().await;
+    let joe = sessions_of(&mut c, JOE).await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let wrong = format!("guess-{i}-0123456789abcdefghijklmnop");
+        statuses.push(post(&gtr, &wrong, email(JOE.0)).await.0);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let (s, b) = post(&gtr, OKTA_SECRET, email(JOE.0)).await;
+    assert_eq!(s, 429, "{b}");
+    assert!(
+        all_valid(&mut c, &joe).await,
+        "a refused call ended a session"
+    );
 }

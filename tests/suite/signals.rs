@@ -588,7 +588,8 @@ async fn bad_stream_requests_get_a_clear_400_and_create_nothing() {
         c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.1").unwrap();
     })
     .await;
-    let streams = format!("{}/ssf/streams", server.rest());
+    let base = server.rest();
+    let streams = format!("{base}/ssf/streams");
     let long = "x".repeat(5000);
     for (body, says) in [
         (json!([1]), "JSON object"),
@@ -714,6 +715,48 @@ async fn bad_stream_requests_get_a_clear_400_and_create_nothing() {
         let (s, b) = post(poll_url, SERVICE_SECRET, body.clone()).await;
         assert_eq!(s, 400, "{body}: {b}");
     }
+
+    // Paths that are not UTF-8 and methods no route takes: the same JSON
+    // error shape, and no 400 before authentication.
+    let (s405, b405) = call(
+        reqwest::Method::DELETE,
+        &format!("{base}/ssf/status"),
+        Some(SERVICE_SECRET),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s405, b405["err"].as_str()),
+        (405, Some("invalid_request")),
+        "{b405}"
+    );
+    let (s405, _) = call(
+        reqwest::Method::GET,
+        &format!("{base}/global-token-revocation"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s405, 405);
+    let bad_id = format!("{base}/ssf/poll/%FF");
+    assert_eq!(
+        call(reqwest::Method::POST, &bad_id, None, None).await.0,
+        401
+    );
+    let (s404, b404) = call(reqwest::Method::POST, &bad_id, Some(SERVICE_SECRET), None).await;
+    assert_eq!(
+        (s404, b404["err"].as_str()),
+        (404, Some("not_found")),
+        "{b404}"
+    );
+    let (s404, _) = call(
+        reqwest::Method::GET,
+        &format!("{base}/.well-known/ssf-configuration/%FF"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s404, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1209,113 +1252,6 @@ async fn pushes_resume_after_a_restart_with_nothing_lost() {
     .await;
     assert_eq!(pushed_sessions(&keys, &r), ended);
     drop(server);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn global_token_revocation_ends_every_session_of_the_user_and_answers_as_the_draft_says() {
-    let server = transmitter().await;
-    let gtr = format!("{}/global-token-revocation", server.rest());
-    let stream = poll_stream(&server, "example.com").await;
-    let mut c = server.client().await;
-    let mut tokens = Vec::new();
-    let mut ids = Vec::new();
-    for kind in [Kind::Api, Kind::Imap, Kind::Pop] {
-        let (t, s) = login(&mut c, JOE, kind).await;
-        tokens.push(t);
-        ids.push(i64::from(s.id));
-    }
-    let (bystander, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
-
-    // Who may call it, and bad requests: nothing ends.
-    let body = json!({"sub_id": {"format": "email", "email": JOE.0}});
-    assert_eq!(
-        call(reqwest::Method::POST, &gtr, None, Some(body.clone()))
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        call(
-            reqwest::Method::POST,
-            &gtr,
-            Some("wrong"),
-            Some(body.clone())
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(post(&gtr, &bystander, body.clone()).await.0, 403);
-    for (bad, status) in [
-        (json!({}), 400),
-        (json!({"sub_id": "x"}), 400),
-        (
-            json!({"sub_id": {"format": "phone_number", "phone_number": "+12025550100"}}),
-            400,
-        ),
-        (json!({"sub_id": {"format": "email"}}), 400),
-        (json!({"sub_id": {"format": "email", "email": 7}}), 400),
-        (
-            json!({"sub_id": {"format": "email", "email": "nobody@example.com"}}),
-            404,
-        ),
-    ] {
-        let (s, b) = post(&gtr, SERVICE_SECRET, bad.clone()).await;
-        assert_eq!(s, status, "{bad}: {b}");
-    }
-    for t in &tokens {
-        assert!(
-            is_valid(&mut c, t).await,
-            "a refused request ended a session"
-        );
-    }
-
-    // The draft's request: 204, every session of the user ended.
-    let (s, b) = post(&gtr, SERVICE_SECRET, body).await;
-    assert_eq!(s, 204, "{b}");
-    for t in &tokens {
-        assert!(!is_valid(&mut c, t).await);
-    }
-    assert!(
-        is_valid(&mut c, &bystander).await,
-        "another user's session ended"
-    );
-    // An opaque username works too (nothing left to end: still 204).
-    let (s, _) = post(
-        &gtr,
-        SERVICE_SECRET,
-        json!({"sub_id": {"format": "opaque", "id": JOE.0}}),
-    )
-    .await;
-    assert_eq!(s, 204);
-
-    // On the feed, with its own reason, and so to SSF receivers.
-    let got = poll_until(&server, &stream, |g| {
-        let seen: Vec<i64> = g.values().filter_map(|(_, c)| revoked_session(c)).collect();
-        ids.iter().all(|id| seen.contains(id))
-    })
-    .await;
-    for (_, claims) in got.values() {
-        let event = &claims["events"][SESSION_REVOKED];
-        assert!(event["reason_admin"]["en"]
-            .as_str()
-            .unwrap()
-            .contains("Global Token Revocation"));
-    }
-    let events = server
-        .running
-        .sessions
-        .store()
-        .revocations_after(0, 0, 1000)
-        .await
-        .unwrap();
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e.reason == sessiond::domain::EndReason::GlobalTokenRevocation)
-            .count(),
-        3
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
