@@ -1337,3 +1337,53 @@ async fn keys_rotate_adds_a_signing_key_and_keeps_the_old_one_published() {
     let (_, again) = keys(&["list"]);
     assert_eq!(again.lines().count(), 2, "{again}");
 }
+
+/// Server-side request forgery: an admin cannot make sessiond call an
+/// address the operator did not allow, not by creating, updating or
+/// replacing a stream; a refused change leaves the stream as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_cannot_point_a_push_stream_outside_the_allow_list() {
+    let server = transmitter_with(|c| {
+        c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    let streams = format!("{}/ssf/streams", server.rest());
+    let mut c = server.client().await;
+    let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
+    let push =
+        |url: &str| json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}});
+    for outside in [
+        "http://127.0.0.2:9/x",
+        "http://localhost:9/x",
+        "http://127.0.0.1.nip.io/x",
+        "http://[::1]:9/x",
+        "http://2130706434/x",
+        "file:///etc/passwd",
+    ] {
+        let (s, b) = post(&streams, &admin, push(outside)).await;
+        assert_eq!(s, 400, "{outside}: {b}");
+    }
+    let (_, url) = Receiver::start("accept").await;
+    let (s, made) = post(&streams, &admin, push(&url)).await;
+    assert_eq!(s, 201, "{made}");
+    let id = made["stream_id"].as_str().unwrap();
+    for method in [reqwest::Method::PATCH, reqwest::Method::PUT] {
+        let (s, b) = call(
+            method.clone(),
+            &streams,
+            Some(&admin),
+            Some(json!({"stream_id": id, "delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "http://127.0.0.2:9/x"}})),
+        )
+        .await;
+        assert_eq!(s, 400, "{method}: {b}");
+    }
+    let (s, now) = call(
+        reqwest::Method::GET,
+        &format!("{streams}?stream_id={id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(now["delivery"]["endpoint_url"], url.as_str());
+}
