@@ -5,19 +5,17 @@
 //! provider, and `gtr_idp` settings checked at start. Helpers are this
 //! file's own (the Shared Signals suite's, trimmed to what is used here).
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::signals::{
+    call, poll_stream, poll_until, post, revoked_session, transmitter, transmitter_with,
+    SERVICE_SECRET, SESSION_REVOKED,
+};
 use crate::support::*;
 use sessiond::config::serve_config_from;
 use sessiond::pb::{self, Kind};
-use sessiond::sessions::ServiceCredential;
 use sessiond::signals::gtr::IdentityProvider;
-
-const SERVICE_SECRET: &str = "ssf-service-credential-0123456789abcdef";
-const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
 
 /// Identity providers of the tests: Okta for example.com, with an issuer;
 /// Entra for company.com, with another; a security tool of every org.
@@ -35,44 +33,9 @@ fn identity_providers() -> Vec<IdentityProvider> {
     ]
 }
 
-async fn transmitter_with(adjust: impl FnOnce(&mut sessiond::config::Config)) -> TestServer {
-    TestServer::start_rest_with(|c| {
-        c.policy.service_credential = Some(ServiceCredential::new(SERVICE_SECRET).unwrap());
-        c.policy.max_sessions_per_user = 0;
-        adjust(c);
-    })
-    .await
-}
-
-async fn transmitter() -> TestServer {
-    transmitter_with(|_| {}).await
-}
-
 /// A server with the service credential and the three identity providers.
 async fn with_idps() -> TestServer {
     transmitter_with(|c| c.gtr_idps = identity_providers()).await
-}
-
-/// A call with a bearer token: (status, JSON body).
-async fn call(
-    method: reqwest::Method,
-    url: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http().request(method, url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let (status, _, body) = json_of(req.send().await.unwrap()).await;
-    (status, body)
-}
-
-async fn post(url: &str, token: &str, body: Value) -> (u16, Value) {
-    call(reqwest::Method::POST, url, Some(token), Some(body)).await
 }
 
 fn gtr_url(server: &TestServer) -> String {
@@ -85,111 +48,6 @@ fn email(user: &str) -> Value {
 
 fn iss_sub(iss: &str, sub: &str) -> Value {
     json!({"sub_id": {"format": "iss_sub", "iss": iss, "sub": sub}})
-}
-
-/// Verifies each SET against the JWKS with jwcrypto; returns, by jti, the
-/// protected header and the claims it verified.
-fn verify(jwks: &Value, sets: &BTreeMap<String, String>) -> BTreeMap<String, (Value, Value)> {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.json");
-    std::fs::write(&input, json!({"jwks": jwks, "sets": sets}).to_string()).unwrap();
-    let script = r#"
-import json, sys
-from jwcrypto import jwk, jws
-data = json.load(open(sys.argv[1]))
-keys = jwk.JWKSet.from_json(json.dumps(data["jwks"]))
-out = {}
-for jti, token in data["sets"].items():
-    s = jws.JWS()
-    s.deserialize(token)
-    header = s.jose_header
-    key = keys.get_key(header["kid"])
-    assert key is not None, "kid not in the JWKS"
-    s.verify(key, alg="ES256")
-    out[jti] = [header, json.loads(s.payload)]
-print(json.dumps(out))
-"#;
-    let run = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&input)
-        .output()
-        .expect("python3 runs (jwcrypto: pip install jwcrypto)");
-    assert!(
-        run.status.success(),
-        "jwcrypto refused a SET: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let out: BTreeMap<String, (Value, Value)> = serde_json::from_slice(&run.stdout).unwrap();
-    assert_eq!(out.len(), sets.len());
-    out
-}
-
-async fn jwks(server: &TestServer) -> Value {
-    let (status, body) = call(
-        reqwest::Method::GET,
-        &format!("{}/ssf/jwks.json", server.rest()),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
-    body
-}
-
-/// A poll stream of `org` made with the service credential: its config.
-async fn poll_stream(server: &TestServer, org: &str) -> Value {
-    let (status, body) = post(
-        &format!("{}/ssf/streams", server.rest()),
-        SERVICE_SECRET,
-        json!({"org": org}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body
-}
-
-/// Polls (acknowledging what the previous poll returned) until `until`
-/// holds for what arrived, or 20 s pass. Returns every SET, verified.
-async fn poll_until(
-    server: &TestServer,
-    stream: &Value,
-    until: impl Fn(&BTreeMap<String, (Value, Value)>) -> bool,
-) -> BTreeMap<String, (Value, Value)> {
-    let url = stream["delivery"]["endpoint_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let keys = jwks(server).await;
-    let mut got = BTreeMap::new();
-    let mut ack: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !until(&got) {
-        assert!(Instant::now() < deadline, "not every SET arrived: {got:?}");
-        let (status, body) = post(
-            &url,
-            SERVICE_SECRET,
-            json!({"ack": ack, "maxEvents": 50, "returnImmediately": false}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let sets: BTreeMap<String, String> = serde_json::from_value(body["sets"].clone()).unwrap();
-        ack = sets.keys().cloned().collect();
-        got.extend(verify(&keys, &sets));
-    }
-    // Acknowledge the last batch, so a later poll starts after it.
-    post(
-        &url,
-        SERVICE_SECRET,
-        json!({"ack": ack, "maxEvents": 0, "returnImmediately": true}),
-    )
-    .await;
-    got
-}
-
-fn revoked_session(claims: &Value) -> Option<i64> {
-    claims["events"].get(SESSION_REVOKED)?;
-    claims["sub_id"]["session"]["id"].as_str()?.parse().ok()
 }
 
 /// A session of each kind a user may hold: their tokens.

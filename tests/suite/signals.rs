@@ -15,7 +15,8 @@ use sessiond::pb::{self, Kind};
 use sessiond::sessions::{Lifetimes, ServiceCredential};
 
 pub const SERVICE_SECRET: &str = "ssf-service-credential-0123456789abcdef";
-const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+pub const SESSION_REVOKED: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
 const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
 const STREAM_UPDATED: &str = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated";
 
@@ -28,7 +29,7 @@ pub async fn transmitter_with(adjust: impl FnOnce(&mut sessiond::config::Config)
     .await
 }
 
-async fn transmitter() -> TestServer {
+pub async fn transmitter() -> TestServer {
     transmitter_with(|_| {}).await
 }
 
@@ -109,7 +110,7 @@ pub async fn jwks_at(rest: &str) -> Value {
 }
 
 /// A poll stream of `org` made with the service credential: its config.
-async fn poll_stream(server: &TestServer, org: &str) -> Value {
+pub async fn poll_stream(server: &TestServer, org: &str) -> Value {
     let (status, body) = post(
         &format!("{}/ssf/streams", server.rest()),
         SERVICE_SECRET,
@@ -122,7 +123,7 @@ async fn poll_stream(server: &TestServer, org: &str) -> Value {
 
 /// Polls (acknowledging what the previous poll returned) until `until`
 /// holds for what arrived, or 20 s pass. Returns every SET, verified.
-async fn poll_until(
+pub async fn poll_until(
     server: &TestServer,
     stream: &Value,
     until: impl Fn(&BTreeMap<String, (Value, Value)>) -> bool,
