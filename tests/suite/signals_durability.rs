@@ -363,3 +363,48 @@ async fn a_stream_behind_retention_is_disabled_with_its_reason() {
     .await;
     assert!(!arrived(&r).contains(&i64::from(lost.id)));
 }
+
+/// One replica pushes a stream at a time; when it dies (kill -9), another
+/// takes the stream over once its lease lapses, and every SET arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_takes_a_stream_over_when_its_pusher_is_killed() {
+    let redis = RedisServer::start();
+    let (r, url) = Receiver::start("slow").await;
+    let mut a = transmitter_process(&redis.url(), &[]);
+    let rest = rest_of(&a);
+    push_stream_at(&rest, &url).await;
+    let keys = jwks_at(&rest).await;
+    let mut c = connect(&a.url()).await;
+    let ended = api_sessions(&mut c, USEREMAIL, 300).await;
+    c.logout_all(pb::LogoutAllRequest {
+        username: USEREMAIL.0.into(),
+        password: USEREMAIL.1.into(),
+    })
+    .await
+    .unwrap();
+    // `a` is the only replica, so it holds the lease and is delivering.
+    wait_for(
+        "the first SETs",
+        || r.sets().len() >= 20,
+        Duration::from_secs(30),
+    )
+    .await;
+    let b = transmitter_process(&redis.url(), &[]);
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    let at_kill = arrived(&r).len();
+    assert!(at_kill < 300, "the kill came mid-delivery ({at_kill})");
+    wait_for(
+        "every SET through the other replica",
+        || arrived(&r) == ended,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(received(&keys, &r), ended);
+    eprintln!(
+        "pusher killed after {at_kill} of 300 SETs: the other replica delivered the rest within {:?}",
+        killed.elapsed()
+    );
+    assert!(b.terminate().success());
+}
