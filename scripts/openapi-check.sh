@@ -2,7 +2,9 @@
 # Checks the REST listener against its OpenAPI document (docs/openapi.json):
 # the document validates with openapi-spec-validator, then schemathesis runs
 # against the live listener of a `sessiond serve --demo` of its own (free
-# port, temporary SQLite store, a service credential of its own, killed
+# port, temporary SQLite store, a service credential of its own, and a Global
+# Token Revocation identity provider `openapi-check` confined to company.com,
+# whose issuer is that of the document's `iss_sub` example; killed
 # afterwards) with its response-conformance checks on: status codes, content
 # types and response schemas as documented, and no 5xx. Four runs: without
 # credentials (every refusal path, and the documented request examples);
@@ -11,8 +13,9 @@
 # bearer token (the success paths behind them); the calls that end sessions
 # by id or the caller's own; and last, with the service credential as the
 # bearer token, the Shared Signals routes and Global Token Revocation, which
-# ends every session of the users it names. Needs `openapi-spec-validator`
-# and `schemathesis` (PyPI) on PATH; .ci/run installs them. About a minute.
+# ends every session of the users it names (its `email`, `opaque` and
+# `iss_sub` examples included). Needs `openapi-spec-validator` and
+# `schemathesis` (PyPI) on PATH; .ci/run installs them. About a minute.
 #
 #   bash scripts/openapi-check.sh [path/to/sessiond]
 #
@@ -35,11 +38,17 @@ trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 service_credential=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+# The identity provider's own secret is never used as a bearer token here:
+# it is configured so that `iss_sub` subjects of its issuer are accepted.
+OPENAPI_CHECK_IDP_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+export OPENAPI_CHECK_IDP_SECRET
 # The anonymous run sends thousands of wrong tokens from this address: with
 # the default lockout every later run would only see 429s.
 SESSIOND_SERVICE_CREDENTIAL=$service_credential \
   "$BIN" serve --demo --store "sqlite://$WORK/store.db" --grpc-addr 127.0.0.1:0 \
-  --rest-addr "127.0.0.1:$port" --max-failures-per-address 1000000 >"$WORK/server.log" 2>&1 &
+  --rest-addr "127.0.0.1:$port" --max-failures-per-address 1000000 \
+  --gtr-idp "openapi-check:secret_env=OPENAPI_CHECK_IDP_SECRET,org=company.com,iss=https://idp.example.com" \
+  >"$WORK/server.log" 2>&1 &
 PID=$!
 base="http://127.0.0.1:$port"
 up=
@@ -136,8 +145,8 @@ check() {
 auth=(-H "auth_token: $ras_token" -H "icSessionId: $ic_session" -H "Authorization: Bearer $ras_token")
 # The calls that end sessions by id or the caller's own go after the others,
 # so the tokens serve every other operation first; Global Token Revocation,
-# which takes the service credential only and ends every session of a user,
-# goes last.
+# which an admin's session may not call (403) and which ends every session of
+# a user, goes last, with the service credential.
 ending='^(ras_logoff|ras_logoff_other_admin|informatica_logout|informatica_logout_.*)$'
 service='^(ssf_.*|global_token_revocation)$'
 check anonymous

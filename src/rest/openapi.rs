@@ -39,7 +39,7 @@ Informatica error object; anything else, unknown paths under `/ssf/` included: O
 The Shared Signals and Global Token Revocation routes answer every error as JSON \
 `{\"err\", \"description\"}` (RFC 8935's error shape), with `Cache-Control: no-store`; a \
 body over 64 KiB is 413 on the routes that read one, and a method such a path does not \
-serve is 405 without a body.",
+serve is 405 in that shape too (`invalid_request`).",
         license(name = "MIT", identifier = "MIT"),
     ),
     paths(
@@ -92,9 +92,13 @@ discovery, the signing keys, stream management and the RFC 8936 poll endpoint. E
 session becomes a CAEP `session-revoked` SET for every stream that carries it. Management \
 and poll take `Authorization: Bearer` with a live `KIND_ADMIN` session token (streams of the \
 admin's own organization; another organization's stream is 404, as if it did not exist) or \
-the service credential (streams of one organization or of every organization)."),
+the service credential (streams of one organization or of every organization). Any other \
+token is 401, a live session of another kind (API, IMAP, POP...) included."),
         (name = signals::GTR_TAG, description = "OAuth Global Token Revocation (inbound): an \
-identity provider ends every session of a user. Only the service credential may call it."),
+identity provider ends every session of a user. The caller is the service credential (users of \
+every organization) or an identity provider configured with `--gtr-idp`, whose own secret is \
+its bearer token (users of its organization only, when it is confined to one). An admin's \
+console session is 403; any other token 401."),
         (name = TAG, description = "The shim's own routes."),
     )
 )]
@@ -115,8 +119,9 @@ impl Modify for BearerAuth {
                     .description(Some(
                         "`Authorization: Bearer <token>`: a live `KIND_ADMIN` session token \
 (the RAS `authToken`, or a gRPC Login with `KIND_ADMIN`), or the service credential \
-(`--service-credential-file` or `SESSIOND_SERVICE_CREDENTIAL`). Global Token Revocation \
-takes the service credential only.",
+(`--service-credential-file` or `SESSIOND_SERVICE_CREDENTIAL`); any other token is 401. \
+Global Token Revocation takes the service credential or a configured identity provider's own \
+secret (`--gtr-idp`) instead, and answers an admin's console session 403.",
                     ))
                     .build(),
             ),
@@ -257,7 +262,8 @@ pub(super) mod signals {
 
     /// `authentication_failed`: no `Authorization: Bearer`, or a token that
     /// is neither a live admin console session (`KIND_ADMIN`) nor the
-    /// service credential (a live session of another kind included).
+    /// service credential: a live session of another kind (API, IMAP,
+    /// POP...) is 401 too, not 403.
     #[derive(ToResponse)]
     #[response(headers(
         ("WWW-Authenticate" = String, description = "`Bearer realm=\"sessiond\"`"),
@@ -681,10 +687,62 @@ pub(super) mod signals {
         pub more_available: bool,
     }
 
+    /// The user a Global Token Revocation names (an RFC 9493 subject
+    /// identifier). sessiond knows users by username only: `email` and
+    /// `opaque` name the username, and so does `sub` of `iss_sub`. Another
+    /// format is 400.
+    #[derive(Serialize, ToSchema)]
+    #[serde(tag = "format", rename_all = "snake_case")]
+    pub enum RevocationSubject {
+        /// The username, as an email address. Reaches the calling identity
+        /// provider's organization only when it is confined to one.
+        Email {
+            #[schema(
+                min_length = 1,
+                max_length = 254,
+                pattern = r"^[^\s\u0000-\u001f\u007f-\u009f]+$"
+            )]
+            email: String,
+        },
+        /// The username. Reaches the calling identity provider's
+        /// organization only when it is confined to one.
+        Opaque {
+            /// The username.
+            #[schema(
+                min_length = 1,
+                max_length = 254,
+                pattern = r"^[^\s\u0000-\u001f\u007f-\u009f]+$"
+            )]
+            id: String,
+        },
+        /// A user of a configured identity provider's issuer: accepted only
+        /// when `iss` is exactly the calling identity provider's configured
+        /// `iss` (for the service credential, any configured provider's),
+        /// else 400; it then reaches that provider's organization only,
+        /// when it is confined to one.
+        IssSub {
+            /// A configured identity provider's `iss`.
+            #[schema(
+                min_length = 1,
+                max_length = 512,
+                pattern = r"^[^\s\u0000-\u001f\u007f-\u009f]+$"
+            )]
+            iss: String,
+            /// The username.
+            #[schema(
+                min_length = 1,
+                max_length = 254,
+                pattern = r"^[^\s\u0000-\u001f\u007f-\u009f]+$"
+            )]
+            sub: String,
+        },
+    }
+
     /// A Global Token Revocation request: the user whose sessions end.
+    /// Unknown members are ignored.
     #[derive(Serialize, ToSchema)]
     pub struct GlobalTokenRevocationRequest {
-        pub sub_id: UserSubject,
+        pub sub_id: RevocationSubject,
     }
 
     #[utoipa::path(
@@ -1008,19 +1066,26 @@ pub(super) mod signals {
         operation_id = "global_token_revocation",
         tag = GTR_TAG,
         summary = "End every session of a user",
-        description = "The OAuth Global Token Revocation call (the one Okta's Universal Logout makes): every live session of the user ends, as `END_REASON_GLOBAL_TOKEN_REVOCATION`, audited as `identity-provider` and sent to every Shared Signals stream that carries the user. Only the service credential may call it.",
+        description = "The OAuth Global Token Revocation call (the one Okta's Universal Logout makes): every live session of the user ends, as `END_REASON_GLOBAL_TOKEN_REVOCATION`, and is sent to every Shared Signals stream that carries the user.\n\n\
+Who may call: the service credential (users of every organization), or an identity provider configured with `--gtr-idp` (`[[gtr_idp]]` in the configuration file), whose own secret is its bearer token. A provider configured with an `org` reaches only that organization's users: a user of another organization is 404, exactly like an unknown one, so a tenant learns nothing of another's users. The ending is audited as `identity-provider:<name>` (`identity-provider` for the service credential). An admin's console session is 403; any other token 401.\n\n\
+Subjects: `email` and `opaque` name the user by username; `iss_sub` is accepted only when `iss` is exactly the calling provider's configured `iss` (for the service credential, any configured provider's), and then reaches only that provider's organization; its `sub` is the username.",
         request_body(
             content = GlobalTokenRevocationRequest,
             content_type = "application/json",
-            example = json!({"sub_id": {"format": "email", "email": "useremail@company.com"}}),
+            examples(
+                ("email" = (summary = "A user by email address", value = json!({"sub_id": {"format": "email", "email": "useremail@company.com"}}))),
+                ("opaque" = (summary = "A user by username", value = json!({"sub_id": {"format": "opaque", "id": "joe_user@example.com"}}))),
+                ("iss_sub" = (summary = "A user of a configured identity provider's issuer", value = json!({"sub_id": {"format": "iss_sub", "iss": "https://idp.example.com", "sub": "useremail@company.com"}}))),
+            ),
         ),
         security(("bearer" = [])),
         responses(
             (status = 204, description = "Every session of the user has ended (a user without any included)", headers(("Cache-Control" = String, description = "`no-store`"))),
-            (status = 400, description = "`invalid_request`: not a JSON object, no `sub_id` object, a subject format other than `email` or `opaque`, no identifier, or a member of the wrong type or not a valid username", body = SsfError, content_type = "application/json"),
-            (status = 401, response = Unauthorized),
-            (status = 403, description = "`access_denied`: an admin's console session (this call is the identity provider's)", body = SsfError, content_type = "application/json"),
-            (status = 404, description = "`not_found`: no such user", body = SsfError, content_type = "application/json"),
+            (status = 400, description = "`invalid_request`: not a JSON object, no `sub_id` object, no `format`, a format other than `email`, `opaque` or `iss_sub`, an `iss_sub` whose `iss` is not one the caller may name (the calling provider's own configured `iss`; for the service credential, any configured provider's), no identifier, or a member of the wrong type or not a valid username", body = SsfError, content_type = "application/json"),
+            (status = 401, description = "`authentication_failed`: no `Authorization: Bearer`, or a token that is not the service credential, a configured identity provider's secret or a live admin console session (a live session of another kind is 401 too)", body = SsfError, content_type = "application/json",
+                headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sessiond\"`"), ("Cache-Control" = String, description = "`no-store`"))),
+            (status = 403, description = "`access_denied`: an admin's console session (`KIND_ADMIN`): this call is the identity provider's", body = SsfError, content_type = "application/json"),
+            (status = 404, description = "`not_found`: no such user, or a user outside the organization the calling identity provider (or the `iss_sub` issuer's provider) is confined to: the two are answered alike", body = SsfError, content_type = "application/json"),
             (status = 413, response = TooLarge),
             (status = 422, description = "`unable_to_log_out`: the store could not end the sessions now; retry", body = SsfError, content_type = "application/json"),
             (status = 429, response = Throttled),

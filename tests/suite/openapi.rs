@@ -58,8 +58,9 @@ async fn openapi_document_served_equals_the_committed_one() {
 /// Each documented Shared Signals and Global Token Revocation operation is
 /// routed by the live server with that method: without credentials the
 /// public ones answer 200 and the others 401, each as JSON (a path the
-/// server does not route answers the OpenSRS-shaped 404, a method it does
-/// not serve an empty 405).
+/// server does not route answers the OpenSRS-shaped 404). A method the
+/// path does not serve is a JSON 405 `{err, description}`, as the
+/// document's description says.
 async fn signal_routes_are_served(base: &str, doc: &serde_json::Value) {
     let mut seen = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -92,6 +93,19 @@ async fn signal_routes_are_served(base: &str, doc: &serde_json::Value) {
                     "{method} {path}: {body}"
                 );
             }
+            // TRACE is served by none of them.
+            let resp = http()
+                .request(reqwest::Method::TRACE, &url)
+                .send()
+                .await
+                .unwrap();
+            let (status, ct, body) = json_of(resp).await;
+            assert_eq!(status, 405, "TRACE {path}: {body}");
+            assert_eq!(ct, "application/json", "TRACE {path}");
+            assert!(
+                body["err"].is_string() && body["description"].is_string(),
+                "TRACE {path}: {body}"
+            );
         }
     }
     assert_eq!(
@@ -276,4 +290,91 @@ fn openapi_document_describes_the_signal_routes() {
         paths["/ssf/poll/{stream_id}"]["post"]["requestBody"]["required"],
         false
     );
+}
+
+/// Global Token Revocation: the three subject formats the handler takes,
+/// each with the members it reads and a request example; who may call (the
+/// service credential or an identity provider's own secret, an admin's
+/// session 403); and its own 401.
+#[test]
+fn openapi_document_describes_global_token_revocation() {
+    let doc: serde_json::Value = serde_json::from_str(&committed()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let schema = |r: &serde_json::Value| -> serde_json::Value {
+        let name = r["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a reference: {r}"))
+            .trim_start_matches("#/components/schemas/");
+        schemas[name].clone()
+    };
+    let op = &doc["paths"]["/global-token-revocation"]["post"];
+    let content = &op["requestBody"]["content"]["application/json"];
+    assert_eq!(op["requestBody"]["required"], true);
+    let request = schema(&content["schema"]);
+    assert_eq!(request["required"], serde_json::json!(["sub_id"]));
+    let subject = schema(&request["properties"]["sub_id"]);
+    let variants = subject["oneOf"].as_array().expect("sub_id is a oneOf");
+    let mut formats: Vec<(String, Vec<String>)> = variants
+        .iter()
+        .map(|v| {
+            let format = &v["properties"]["format"]["enum"];
+            assert_eq!(format.as_array().map(Vec::len), Some(1), "{v}");
+            let mut required: Vec<String> = v["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_owned())
+                .collect();
+            required.sort();
+            (format[0].as_str().unwrap().to_owned(), required)
+        })
+        .collect();
+    formats.sort();
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        formats,
+        vec![
+            ("email".to_owned(), owned(&["email", "format"])),
+            ("iss_sub".to_owned(), owned(&["format", "iss", "sub"])),
+            ("opaque".to_owned(), owned(&["format", "id"])),
+        ]
+    );
+    // A request example of each format.
+    let mut examples: Vec<&str> = content["examples"]
+        .as_object()
+        .expect("request examples")
+        .values()
+        .map(|e| e["value"]["sub_id"]["format"].as_str().unwrap())
+        .collect();
+    examples.sort_unstable();
+    assert_eq!(examples, ["email", "iss_sub", "opaque"]);
+
+    // Who may call, and what the others get.
+    let description = op["description"].as_str().unwrap();
+    for needle in ["service credential", "--gtr-idp", "404", "403", "iss_sub"] {
+        assert!(description.contains(needle), "description: {needle}");
+    }
+    assert_eq!(
+        op["security"],
+        serde_json::json!([{"bearer": []}]),
+        "bearer authorization"
+    );
+    let responses = &op["responses"];
+    assert!(responses["401"]["headers"]["WWW-Authenticate"].is_object());
+    assert!(responses["401"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("identity provider"));
+    assert!(responses["403"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("KIND_ADMIN"));
+    assert!(responses["400"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("iss_sub"));
+    let gtr_idp = doc["components"]["securitySchemes"]["bearer"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(gtr_idp.contains("--gtr-idp"), "{gtr_idp}");
 }
