@@ -310,10 +310,6 @@ impl Principal {
 }
 
 impl Sessions {
-    /// The service credential, or an admin's `KIND_ADMIN` session; anything
-    /// else is refused (UNAUTHENTICATED for a bad token, PERMISSION_DENIED
-    /// for a live session that is not an admin's console). A wrong token
-    /// counts against the caller's address, as a guess of the credential.
     /// Refuses a client address locked out by repeated failed credentials
     /// (`TOO_MANY_ATTEMPTS`), for callers that check a credential of their
     /// own before any session token.
@@ -321,6 +317,10 @@ impl Sessions {
         self.lockout_check_address(address).await
     }
 
+    /// The service credential, or an admin's `KIND_ADMIN` session; anything
+    /// else is refused (UNAUTHENTICATED for a bad token, PERMISSION_DENIED
+    /// for a live session that is not an admin's console). A wrong token
+    /// counts against the caller's address, as a guess of the credential.
     pub async fn admin_or_service(
         &self,
         token: Option<&str>,

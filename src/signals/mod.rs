@@ -14,13 +14,15 @@
 //! - `manage`: stream management, status, subjects, verification;
 //! - `poll`: the poll endpoint;
 //! - `push`: push delivery and the operator's allow-list;
-//! - `routes`: the HTTP routes (discovery, JWKS and the above).
+//! - `routes`: the HTTP routes (discovery, JWKS and the above);
+//! - `gtr`: Global Token Revocation, inbound (identity providers end a
+//!   user's sessions).
 
+pub mod gtr;
 pub mod keys;
 pub mod manage;
 pub mod poll;
 pub mod push;
-pub mod gtr;
 pub mod routes;
 pub mod set;
 pub mod stream;

@@ -485,7 +485,8 @@ impl Transmitter {
         match req.send().await {
             Ok(r) if r.status().is_success() => Pushed::Accepted,
             Ok(r) if r.status() == http::StatusCode::BAD_REQUEST => {
-                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                let body: serde_json::Value =
+                    serde_json::from_slice(&error_body(r).await).unwrap_or_default();
                 let err = body["err"].as_str().unwrap_or("invalid_request");
                 let description = body["description"].as_str().unwrap_or("");
                 let text: String = format!("the receiver refused a SET: {err}: {description}")
@@ -504,6 +505,20 @@ impl Transmitter {
             Err(_) => Pushed::Failed("the receiver could not be reached".into()),
         }
     }
+}
+
+/// A receiver's error body, at most 4 KiB of it: RFC 8935's error JSON is
+/// small, and a receiver must not make sessiond hold a large one.
+async fn error_body(mut r: reqwest::Response) -> Vec<u8> {
+    const MAX: usize = 4096;
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        out.extend_from_slice(&chunk[..chunk.len().min(MAX - out.len())]);
+        if out.len() >= MAX {
+            break;
+        }
+    }
+    out
 }
 
 /// Returns once `stop` turns true (holding no borrow of it afterwards).

@@ -5,7 +5,6 @@
 //! provider, and `gtr_idp` settings checked at start. Helpers are this
 //! file's own (the Shared Signals suite's, trimmed to what is used here).
 
-
 use serde_json::{json, Value};
 
 use crate::signals::{
