@@ -499,18 +499,29 @@ impl Settings {
             Some(n) => secs(n, "ssf_key_grace_secs")?,
             None => DEFAULT_GRACE,
         };
+        // A retired key must outlive the switch to the next one, or SETs it
+        // signed just before would stop verifying.
+        let least = crate::signals::keys::KEY_AHEAD * 2;
+        if grace < least {
+            return Err(ConfigError(format!(
+                "ssf_key_grace_secs must be at least {} seconds (twice the time a new key is \
+                 published before it signs)",
+                least.as_secs()
+            )));
+        }
         s.keys = match &self.ssf_signing_key_file {
             Some(path) => {
                 // Read now, so a bad file stops the start with its reason.
                 let der =
                     crate::signals::keys::read_pem(path).map_err(|e| ConfigError(e.to_string()))?;
-                crate::signals::keys::record(der, 0)
+                crate::signals::keys::record(der.clone(), 0)
+                    .and_then(|_| crate::signals::keys::check_signs(&der))
                     .map_err(|e| ConfigError(format!("signing key {}: {e}", path.display())))?;
                 KeySource::File(path.clone())
             }
             None => KeySource::Store {
                 grace,
-                ahead: crate::signals::keys::JWKS_MAX_AGE,
+                ahead: crate::signals::keys::KEY_AHEAD,
             },
         };
         if let Some(list) = &self.ssf_push_allow {

@@ -281,7 +281,11 @@ async fn keys(args: &KeysArgs, m: &ArgMatches) -> anyhow::Result<()> {
             let (kid, gone) = keys::rotate(&*store, grace)
                 .await
                 .with_context(|| format!("rotating the signing keys of {url}"))?;
-            println!("added signing key {kid} to {url}; replicas sign with it within 30 s");
+            println!(
+                "added signing key {kid} to {url}: replicas publish it in the JWKS within 30 s \
+                 and sign with it {} s after now, once receivers' cached JWKS hold it",
+                keys::KEY_AHEAD.as_secs()
+            );
             for old in gone {
                 println!("forgot key {old} (retired longer than the grace period ago)");
             }
@@ -295,7 +299,7 @@ async fn keys(args: &KeysArgs, m: &ArgMatches) -> anyhow::Result<()> {
                 println!("no signing keys in {url} yet (serve makes the first at its start)");
             }
             let now = sessiond::sessions::now_millis();
-            for (kid, age, state) in keys::describe(&list, now, grace, keys::JWKS_MAX_AGE) {
+            for (kid, age, state) in keys::describe(&list, now, grace, keys::KEY_AHEAD) {
                 println!("{kid}\t{state}\tmade {age} s ago");
             }
         }

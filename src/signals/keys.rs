@@ -19,6 +19,10 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A new key is published this long before it signs, so a receiver holding
 /// a cached JWKS never meets a `kid` it does not know.
 pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+/// How long a rotated-in key is published before it signs: the JWKS cache
+/// lifetime, plus a minute for every replica to have re-read the keys (they
+/// do every 30 s), so no receiver's cached JWKS can lack it.
+pub const KEY_AHEAD: Duration = Duration::from_secs(300 + 60);
 
 /// One private key, ready to sign; never printed.
 #[derive(Clone)]
@@ -128,6 +132,19 @@ fn ring_signer(
         })?;
     *last = Some((der.to_vec(), pair.clone()));
     Ok(Box::new(RingEs256(pair)))
+}
+
+/// Whether `der` can sign here: the same signer the SETs use, so a key file
+/// that parses but cannot sign (ring wants the public key inside the
+/// PKCS#8 document) is refused at start, not at the first SET.
+pub fn check_signs(der: &[u8]) -> Result<()> {
+    jose();
+    let key = EncodingKey::from_ec_der(der);
+    let signer = ring_signer(&Algorithm::ES256, &key)
+        .map_err(|e| Error::Internal(format!("the key cannot sign ES256: {e}")))?;
+    signature::Signer::try_sign(&*signer, b"check")
+        .map(|_| ())
+        .map_err(|_| Error::Internal("the key cannot sign ES256".into()))
 }
 
 /// A new P-256 private key, PKCS#8 DER.

@@ -56,7 +56,7 @@ impl Default for Settings {
         Settings {
             keys: keys::KeySource::Store {
                 grace: keys::DEFAULT_GRACE,
-                ahead: keys::JWKS_MAX_AGE,
+                ahead: keys::KEY_AHEAD,
             },
             push_allow: push::AllowList::default(),
             max_streams_per_org: 16,

@@ -114,6 +114,12 @@ impl Transmitter {
         let mut positions = cursor::decode(&doc.position, shards)
             .map_err(|e| Error::Internal(format!("stream {} position: {e}", doc.id)))?;
         let mut scanned = 0usize;
+        // SET ids accepted out of order that the scan met: the rest of
+        // `acked` names nothing still owed (a repeated ack, a subject
+        // removed since, a control SET already gone) and is forgotten once
+        // the scan reaches the feed's head, so it cannot fill up.
+        let mut met: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut reached_head = true;
         for (shard, position) in positions.iter_mut() {
             let mut read = *position;
             let mut clear = true;
@@ -143,26 +149,38 @@ impl Transmitter {
                         continue;
                     }
                     clear = false;
-                    if let Some(o) = owed.filter(|_| !accepted) {
-                        if out.sets.len() >= max {
-                            out.more = true;
-                            break 'shard;
+                    match owed {
+                        Some(o) if accepted => {
+                            met.insert(o.jti().to_owned());
                         }
-                        out.sets.push(o);
+                        Some(o) => {
+                            if out.sets.len() >= max {
+                                out.more = true;
+                                reached_head = false;
+                                break 'shard;
+                            }
+                            out.sets.push(o);
+                        }
+                        None => {}
                     }
                     if scanned >= MAX_SCAN {
                         out.more = true;
+                        reached_head = false;
                         break 'shard;
                     }
                 }
                 if !full || scanned >= MAX_SCAN {
                     out.more |= full;
+                    reached_head &= !full;
                     break;
                 }
             }
             out.read_to.push((*shard, read));
         }
         doc.position = cursor::encode(shards, &positions);
+        if reached_head {
+            doc.acked.retain(|j| met.contains(j));
+        }
         Ok(out)
     }
 

@@ -180,10 +180,10 @@ impl Lease<'_> {
             }
             Ok(false) => false,
             Err(e) => {
-                // Kept for now: the store answers again before the lease
-                // runs out, or another replica takes the stream over.
+                // Kept while it may still be ours; past its term another
+                // replica may hold it, so this one stops.
                 tracing::warn!(stream = %self.id, error = %e, "ssf: cannot renew a lease");
-                true
+                self.renewed.elapsed() < LEASE
             }
         }
     }
@@ -284,9 +284,13 @@ impl Transmitter {
             renewed: Instant::now(),
         };
         // SET ids accepted since the last write ("" marks a change of the
-        // stream's error or status alone).
+        // stream's error, status or position alone).
         let mut delivered: Vec<String> = Vec::new();
-        let mut saved_at = Instant::now();
+        // The position as last written or read.
+        let mut stored = doc.position.clone();
+        // When the stream was last written or read: management changes
+        // (another URL, a pause) are picked up at least this often.
+        let mut synced = Instant::now();
         let mut backoff: Option<backon::ExponentialBackoff> = None;
         let mut failing = false;
         'stream: loop {
@@ -304,15 +308,25 @@ impl Transmitter {
                     continue;
                 }
             };
-            if owed.disabled {
+            // Events the stream does not carry move the position too: kept,
+            // so they are not read again after every wait.
+            if owed.disabled || doc.position != stored {
                 delivered.push(String::new());
             }
             let idle = owed.sets.is_empty();
-            if !delivered.is_empty() && (idle || saved_at.elapsed() >= SAVE_EVERY) {
-                match self.persist(&mut rec, &mut doc, &delivered).await {
+            if idle || synced.elapsed() >= SAVE_EVERY {
+                // Tried again after SAVE_EVERY when it fails: a store that
+                // cannot take the position now (a failover) must not stop
+                // delivery, which goes on from the copy held here.
+                let result = self.sync(&mut rec, &mut doc, &mut delivered).await;
+                synced = Instant::now();
+                match result {
                     Ok(true) => {
-                        delivered.clear();
-                        saved_at = Instant::now();
+                        stored = doc.position.clone();
+                        if !idle {
+                            // Read again from the (possibly changed) stream.
+                            continue;
+                        }
                     }
                     Ok(false) => return,
                     Err(e) => {
@@ -321,6 +335,10 @@ impl Transmitter {
                 }
             }
             if idle {
+                if owed.more {
+                    // Past the most one call scans, with nothing owed yet.
+                    continue;
+                }
                 let feed: &dyn crate::store::FeedStore = self.store();
                 tokio::select! {
                     // A paused or disabled stream reads nothing: it waits
@@ -334,19 +352,18 @@ impl Transmitter {
                     _ = self.changed.notified() => {}
                     _ = wait_stop(&mut stop) => {}
                 }
-                // Pick up what management changed meanwhile.
-                if delivered.is_empty() {
-                    match self.load(&who, &id).await {
-                        Ok((r, d)) => (rec, doc) = (r, d),
-                        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => return,
-                        Err(_) => {}
-                    }
-                }
                 continue;
             }
-            for next in owed.sets {
+            for (i, next) in owed.sets.into_iter().enumerate() {
                 if *stop.borrow() || !lease.keep(&self).await {
                     break 'stream;
+                }
+                // At least one SET per batch, whatever the store's pace.
+                if i > 0 && synced.elapsed() >= SAVE_EVERY {
+                    // Write what was accepted and look at the stream again
+                    // before the next SET (the rest of the batch is read
+                    // afresh).
+                    continue 'stream;
                 }
                 let jti = next.jti().to_owned();
                 let jwt = match self.sign(vec![next]) {
@@ -400,18 +417,24 @@ impl Transmitter {
                             .next()
                             .unwrap_or(MAX_BACKOFF);
                         // Held through the wait: a failing receiver keeps
-                        // its stream on one replica.
+                        // its stream on one replica. A change made here
+                        // (another URL, a pause) ends the wait.
                         let until = tokio::time::Instant::now() + wait;
                         while tokio::time::Instant::now() < until {
                             tokio::select! {
                                 _ = tokio::time::sleep_until(until.min(tokio::time::Instant::now() + RENEW)) => {}
+                                _ = self.changed.notified() => break,
                                 _ = wait_stop(&mut stop) => break 'stream,
                             }
                             if !lease.keep(&self).await {
                                 break 'stream;
                             }
                         }
-                        // From the first SET not accepted, read afresh.
+                        // Look at the stream again (a change made on another
+                        // replica), then from the first SET not accepted.
+                        synced = Instant::now()
+                            .checked_sub(SAVE_EVERY)
+                            .unwrap_or_else(Instant::now);
                         continue 'stream;
                     }
                 }
@@ -424,6 +447,33 @@ impl Transmitter {
             .store()
             .stream_lease(&id, &owner, LEASE, LeaseAction::Drop)
             .await;
+    }
+
+    /// Brings this worker's copy of the stream and the store together: writes
+    /// what was delivered (merged into the stream when management changed it
+    /// meanwhile), or, with nothing to write, reads the stream again.
+    /// `false` when the stream is gone.
+    async fn sync(
+        &self,
+        rec: &mut StreamRecord,
+        doc: &mut Stream,
+        delivered: &mut Vec<String>,
+    ) -> Result<bool, SsfError> {
+        if !delivered.is_empty() {
+            let kept = self.persist(rec, doc, delivered).await?;
+            delivered.clear();
+            return Ok(kept);
+        }
+        match self.load(&Principal::Service, &rec.id).await {
+            Ok((r, d)) => {
+                if r.version != rec.version {
+                    (*rec, *doc) = (r, d);
+                }
+                Ok(true)
+            }
+            Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes the position this worker reached; when management changed the

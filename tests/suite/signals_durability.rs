@@ -283,12 +283,27 @@ async fn every_set_arrives_across_a_redis_cluster_primary_failover() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_for(
-        "every acknowledged ending's SET after the failover",
-        || arrived(&r).is_superset(&ended),
-        Duration::from_secs(90),
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !arrived(&r).is_superset(&ended) {
+        if Instant::now() > deadline {
+            let ssf = |p: &ServerProcess| {
+                p.log_text()
+                    .lines()
+                    .filter(|l| l.contains("ssf"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            panic!(
+                "not every acknowledged ending's SET arrived after the failover: {} of {}\n\
+                 replica a:\n{}\nreplica b:\n{}",
+                arrived(&r).intersection(&ended).count(),
+                ended.len(),
+                ssf(&a),
+                ssf(&b)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(received(&keys, &r).is_superset(&ended));
     eprintln!(
         "primary {victim} killed mid-delivery: all {} SETs arrived {:?} after the kill ({} deliveries)",
@@ -407,4 +422,100 @@ async fn another_replica_takes_a_stream_over_when_its_pusher_is_killed() {
         killed.elapsed()
     );
     assert!(b.terminate().success());
+}
+
+/// The stored document of the only stream (what a restart or another
+/// replica resumes from).
+async fn stored_stream(server: &TestServer) -> Value {
+    let recs = server.running.sessions.store().streams(None).await.unwrap();
+    assert_eq!(recs.len(), 1);
+    serde_json::from_str(&recs[0].body).unwrap()
+}
+
+/// A push stream of one org moves its stored position over other orgs'
+/// endings too (not only over SETs it delivered), so they are not read
+/// again after every wait nor mistaken for a backlog later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_stream_keeps_its_position_over_events_it_does_not_carry() {
+    let server = crate::signals::transmitter_with(|c| {
+        c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    let (_r, url) = Receiver::start("accept").await;
+    let (s, b) = post(
+        &format!("{}/ssf/streams", server.rest()),
+        SERVICE_SECRET,
+        json!({"org": "example.com", "delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let before = stored_stream(&server).await["position"].clone();
+    let mut c = server.client().await;
+    for _ in 0..5 {
+        let (t, _) = login(&mut c, COMPANY_ADMIN, Kind::Api).await;
+        c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored_stream(&server).await["position"] == before {
+        assert!(Instant::now() < deadline, "the position never moved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A poll receiver acknowledging SET ids that name nothing owed (repeats,
+/// made-up ones) leaves nothing behind in the stream once it is caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_of_nothing_owed_are_not_kept() {
+    let server = crate::signals::transmitter().await;
+    let stream = crate::signals::poll_stream(&server, "example.com").await;
+    let url = stream["delivery"]["endpoint_url"].as_str().unwrap();
+    let bogus: Vec<String> = (0..50).map(|i| format!("{i:032x}")).collect();
+    let (s, b) = post(
+        url,
+        SERVICE_SECRET,
+        json!({"ack": bogus, "returnImmediately": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let acked = stored_stream(&server).await["acked"].clone();
+    assert!(
+        acked.as_array().is_none_or(|a| a.is_empty()),
+        "kept: {acked}"
+    );
+}
+
+/// A stream whose receiver is failing picks up a change of its
+/// `endpoint_url` at once, not after its backoff or a restart, and the new
+/// receiver gets what the old one never did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_push_stream_follows_a_new_endpoint_url() {
+    let server = crate::signals::transmitter_with(|c| {
+        c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    let (_old, old_url) = Receiver::start("down").await;
+    let (new, new_url) = Receiver::start("accept").await;
+    let made = push_stream_at(&server.rest(), &old_url).await;
+    let id = made["stream_id"].as_str().unwrap();
+    let mut c = server.client().await;
+    let (t, s) = login(&mut c, JOE, Kind::Api).await;
+    c.logoff(authed(pb::LogoffRequest {}, &t)).await.unwrap();
+    // Let the backoff grow past a few seconds.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let changed = Instant::now();
+    let (st, b) = crate::signals::call(
+        reqwest::Method::PATCH,
+        &format!("{}/ssf/streams", server.rest()),
+        Some(SERVICE_SECRET),
+        Some(json!({"stream_id": id, "delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": new_url}})),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    wait_for(
+        "the SET at the new receiver",
+        || arrived(&new).contains(&i64::from(s.id)),
+        Duration::from_secs(5),
+    )
+    .await;
+    eprintln!("new endpoint_url followed in {:?}", changed.elapsed());
 }
