@@ -170,81 +170,102 @@ fn query_id(
     }
 }
 
+/// The caller of a management route, authorized (401 otherwise) before
+/// anything else of the request is looked at.
+struct Authorized {
+    tx: Shared,
+    who: Principal,
+}
+
+impl axum::extract::FromRequestParts<Shared> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        tx: &Shared,
+    ) -> Result<Self, Response> {
+        let Ok(peer) = Caller::from_request_parts(parts, tx).await;
+        match caller(tx, &parts.headers, peer).await {
+            Ok(who) => Ok(Authorized {
+                tx: tx.clone(),
+                who,
+            }),
+            Err(e) => Err(answer(Err(e))),
+        }
+    }
+}
+
+/// An authorized caller and its JSON object body (400 or 413 otherwise).
+struct WithBody {
+    tx: Shared,
+    who: Principal,
+    m: Map<String, Value>,
+}
+
+impl axum::extract::FromRequest<Shared> for WithBody {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, tx: &Shared) -> Result<Self, Response> {
+        use axum::extract::FromRequestParts as _;
+        let (mut parts, b) = req.into_parts();
+        let a = Authorized::from_request_parts(&mut parts, tx).await?;
+        let bytes = Bytes::from_request(axum::extract::Request::from_parts(parts, b), tx).await;
+        match body(bytes) {
+            Ok(m) => Ok(WithBody {
+                tx: a.tx,
+                who: a.who,
+                m,
+            }),
+            Err(e) => Err(answer(Err(e))),
+        }
+    }
+}
+
 async fn read_streams(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
+    a: Authorized,
     q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     answer(
         async {
-            let who = caller(&tx, &headers, peer).await?;
             let id = query_id(q)?;
-            Ok(Json(tx.read(&who, id.as_deref()).await?).into_response())
+            Ok(Json(a.tx.read(&a.who, id.as_deref()).await?).into_response())
         }
         .await,
     )
 }
 
-async fn create_stream(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn create_stream(r: WithBody) -> Response {
     answer(
-        async {
-            let who = caller(&tx, &headers, peer).await?;
-            let m = body(b)?;
-            Ok((StatusCode::CREATED, Json(tx.create(&who, &m).await?)).into_response())
-        }
-        .await,
+        r.tx.create(&r.who, &r.m)
+            .await
+            .map(|c| (StatusCode::CREATED, Json(c)).into_response()),
     )
 }
 
-async fn update_stream(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn update_stream(r: WithBody) -> Response {
     answer(
-        async {
-            let who = caller(&tx, &headers, peer).await?;
-            let m = body(b)?;
-            Ok(Json(tx.modify(&who, &m, false).await?).into_response())
-        }
-        .await,
+        r.tx.modify(&r.who, &r.m, false)
+            .await
+            .map(|c| Json(c).into_response()),
     )
 }
 
-async fn replace_stream(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn replace_stream(r: WithBody) -> Response {
     answer(
-        async {
-            let who = caller(&tx, &headers, peer).await?;
-            let m = body(b)?;
-            Ok(Json(tx.modify(&who, &m, true).await?).into_response())
-        }
-        .await,
+        r.tx.modify(&r.who, &r.m, true)
+            .await
+            .map(|c| Json(c).into_response()),
     )
 }
 
 async fn delete_stream(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
+    a: Authorized,
     q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     answer(
         async {
-            let who = caller(&tx, &headers, peer).await?;
             let id = query_id(q)?.ok_or_else(|| SsfError::bad("stream_id is required"))?;
-            tx.delete(&who, &id).await?;
+            a.tx.delete(&a.who, &id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         .await,
@@ -252,98 +273,58 @@ async fn delete_stream(
 }
 
 async fn read_status(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
+    a: Authorized,
     q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     answer(
         async {
-            let who = caller(&tx, &headers, peer).await?;
             let id = query_id(q)?.ok_or_else(|| SsfError::bad("stream_id is required"))?;
-            Ok(Json(tx.status(&who, &id).await?).into_response())
+            Ok(Json(a.tx.status(&a.who, &id).await?).into_response())
         }
         .await,
     )
 }
 
-async fn update_status(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn update_status(r: WithBody) -> Response {
     answer(
-        async {
-            let who = caller(&tx, &headers, peer).await?;
-            let m = body(b)?;
-            Ok(Json(tx.set_status(&who, &m).await?).into_response())
-        }
-        .await,
+        r.tx.set_status(&r.who, &r.m)
+            .await
+            .map(|c| Json(c).into_response()),
     )
 }
 
-async fn add_subject(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn add_subject(r: WithBody) -> Response {
     answer(
-        async {
-            let who = caller(&tx, &headers, peer).await?;
-            let m = body(b)?;
-            tx.add_subject(&who, &m).await?;
-            Ok(StatusCode::OK.into_response())
-        }
-        .await,
+        r.tx.add_subject(&r.who, &r.m)
+            .await
+            .map(|()| StatusCode::OK.into_response()),
     )
 }
 
-async fn remove_subject(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn remove_subject(r: WithBody) -> Response {
     answer(
-        async {
-            let who = caller(&tx, &headers, peer).await?;
-            let m = body(b)?;
-            tx.remove_subject(&who, &m).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        .await,
+        r.tx.remove_subject(&r.who, &r.m)
+            .await
+            .map(|()| StatusCode::NO_CONTENT.into_response()),
     )
 }
 
-async fn verify(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn verify(r: WithBody) -> Response {
     answer(
-        async {
-            let who = caller(&tx, &headers, peer).await?;
-            let m = body(b)?;
-            tx.verify(&who, &m).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        .await,
+        r.tx.verify(&r.who, &r.m)
+            .await
+            .map(|()| StatusCode::NO_CONTENT.into_response()),
     )
 }
 
 async fn poll(
-    State(tx): State<Shared>,
-    peer: Caller,
-    headers: HeaderMap,
+    a: Authorized,
     id: Result<Path<String>, PathRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let Authorized { tx, who } = a;
     answer(
         async {
-            let who = caller(&tx, &headers, peer).await?;
             // A stream id that is not UTF-8 is no stream's.
             let Ok(Path(id)) = id else {
                 return Err(SsfError::not_found());
