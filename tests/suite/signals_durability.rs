@@ -34,6 +34,20 @@ fn transmitter_process(store: &str, extra: &[&str]) -> ServerProcess {
     ServerProcess::spawn_env(&args, &[("SESSIOND_SERVICE_CREDENTIAL", SERVICE_SECRET)])
 }
 
+/// An accepting receiver behind a relay the test cuts (connections refused
+/// and closed, as when its host is down), and the URL through the relay.
+async fn behind_relay() -> (Receiver, Relay, String) {
+    let (r, url) = Receiver::start("accept").await;
+    let target: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/events")
+        .parse()
+        .unwrap();
+    let relay = Relay::to(target).await;
+    let relayed = format!("http://{}/events", relay.addr);
+    (r, relay, relayed)
+}
+
 fn rest_of(p: &ServerProcess) -> String {
     format!("http://{}", p.rest_addr.expect("REST listener"))
 }
@@ -140,16 +154,7 @@ async fn a_receiver_unreachable_for_a_minute_gets_every_set_once_back() {
         c.signals.push_allow = sessiond::signals::push::AllowList::parse("127.0.0.1").unwrap();
     })
     .await;
-    let (r, url) = Receiver::start("accept").await;
-    let target: std::net::SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/events")
-        .parse()
-        .unwrap();
-    // The receiver sits behind a relay the test cuts: connections refused
-    // and closed, as when its host is down.
-    let relay = Relay::to(target).await;
-    let relayed = format!("http://{}/events", relay.addr);
+    let (r, relay, relayed) = behind_relay().await;
     push_stream_at(&server.rest(), &relayed).await;
     let keys = crate::signals::jwks(&server).await;
     let mut c = server.client().await;
@@ -324,14 +329,8 @@ async fn a_stream_behind_retention_is_disabled_with_its_reason() {
         c.sweep_interval = Duration::from_millis(200);
     })
     .await;
-    let (r, url) = Receiver::start("accept").await;
-    let target: std::net::SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/events")
-        .parse()
-        .unwrap();
-    let relay = Relay::to(target).await;
-    push_stream_at(&server.rest(), &format!("http://{}/events", relay.addr)).await;
+    let (r, relay, relayed) = behind_relay().await;
+    push_stream_at(&server.rest(), &relayed).await;
     let id = stream_id(&server).await;
     let status_url = format!("{}/ssf/status?stream_id={id}", server.rest());
     let mut c = server.client().await;
