@@ -266,6 +266,11 @@ async fn bad_tokens_cost_no_upstream_storm() {
             Ok(s) => panic!("an unknown token was valid: {s:?}"),
             Err(s) if s.code() == Code::Unauthenticated => refused += 1,
             Err(s) if s.code() == Code::Unavailable => unavailable += 1,
+            // Shed by the edge's own admission on a host short of CPU: a
+            // refusal at once too.
+            Err(s) if s.code() == Code::ResourceExhausted && reason(&s) == "OVERLOADED" => {
+                unavailable += 1
+            }
             Err(s) => panic!("unexpected {s:?}"),
         }
     }
