@@ -395,6 +395,43 @@ async fn logout_all(c: &mut Client) -> Res<(u32, Duration)> {
     Ok((r.ended, t.elapsed()))
 }
 
+/// A bulk phase: sessions seeded, then one LogoutAll, timed with
+/// sessiond's CPU from the call on.
+struct Bulk {
+    cpu0: f64,
+    start: Instant,
+    acked: Duration,
+}
+
+impl Bulk {
+    async fn start(args: &Args, store: &str, server: &Server, c: &mut Client) -> Res<Bulk> {
+        seed(store, args.bulk).await?;
+        let cpu0 = cpu_secs(server.child.id());
+        let start = Instant::now();
+        let (ended, acked) = logout_all(c).await?;
+        if ended as usize != args.bulk {
+            return Err(format!("LogoutAll ended {ended}, not {}", args.bulk).into());
+        }
+        Ok(Bulk { cpu0, start, acked })
+    }
+
+    /// The phase's line, once the last SET reached the receiver (`reached`
+    /// says how).
+    fn report(&self, args: &Args, server: &Server, method: &str, reached: &str) {
+        let took = self.start.elapsed();
+        let cpu = cpu_secs(server.child.id()) - self.cpu0;
+        println!(
+            "{} bulk[{method}]: LogoutAll of {} acknowledged in {:.2} s; {reached} {:.2} s after the call ({:.0} SETs/s); sessiond CPU {:.1} µs per SET (ending included)",
+            args.label,
+            args.bulk,
+            self.acked.as_secs_f64(),
+            took.as_secs_f64(),
+            args.bulk as f64 / took.as_secs_f64(),
+            cpu / args.bulk as f64 * 1e6
+        );
+    }
+}
+
 async fn bulk_push(
     args: &Args,
     store: &str,
@@ -402,14 +439,8 @@ async fn bulk_push(
     c: &mut Client,
     r: &Receiver,
 ) -> Res<()> {
-    seed(store, args.bulk).await?;
     let before = r.count();
-    let cpu0 = cpu_secs(server.child.id());
-    let start = Instant::now();
-    let (ended, acked) = logout_all(c).await?;
-    if ended as usize != args.bulk {
-        return Err(format!("LogoutAll ended {ended}, not {}", args.bulk).into());
-    }
+    let bulk = Bulk::start(args, store, server, c).await?;
     let want = before + args.bulk;
     let deadline = Instant::now() + Duration::from_secs(300);
     while r.count() < want {
@@ -423,17 +454,7 @@ async fn bulk_push(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let took = start.elapsed();
-    let cpu = cpu_secs(server.child.id()) - cpu0;
-    println!(
-        "{} bulk[push]: LogoutAll of {} acknowledged in {:.2} s; last SET at the push receiver {:.2} s after the call ({:.0} SETs/s); sessiond CPU {:.1} µs per SET (ending included)",
-        args.label,
-        args.bulk,
-        acked.as_secs_f64(),
-        took.as_secs_f64(),
-        args.bulk as f64 / took.as_secs_f64(),
-        cpu / args.bulk as f64 * 1e6
-    );
+    bulk.report(args, server, "push", "last SET at the push receiver");
     Ok(())
 }
 
@@ -455,18 +476,13 @@ async fn bulk_poll(
         .as_str()
         .ok_or("no poll URL")?
         .to_owned();
-    seed(store, args.bulk).await?;
-    let cpu0 = cpu_secs(server.child.id());
-    let start = Instant::now();
-    let (ended, acked) = logout_all(c).await?;
-    if ended as usize != args.bulk {
-        return Err(format!("LogoutAll ended {ended}, not {}", args.bulk).into());
-    }
+    let bulk = Bulk::start(args, store, server, c).await?;
+
     let mut seen = std::collections::HashSet::with_capacity(args.bulk);
     let mut ack: Vec<String> = Vec::new();
     let mut polls = 0;
     while seen.len() < args.bulk {
-        if start.elapsed() > Duration::from_secs(300) {
+        if bulk.start.elapsed() > Duration::from_secs(300) {
             return Err(format!("poll: {} of {} SETs after 300 s", seen.len(), args.bulk).into());
         }
         let got = ssf(
@@ -493,16 +509,11 @@ async fn bulk_poll(
         Some(json!({"ack": ack, "maxEvents": 0, "returnImmediately": true})),
     )
     .await?;
-    let took = start.elapsed();
-    let cpu = cpu_secs(server.child.id()) - cpu0;
-    println!(
-        "{} bulk[poll]: LogoutAll of {} acknowledged in {:.2} s; last SET acknowledged by the poll receiver (maxEvents 1000, {polls} polls) {:.2} s after the call ({:.0} SETs/s); sessiond CPU {:.1} µs per SET (ending included)",
-        args.label,
-        args.bulk,
-        acked.as_secs_f64(),
-        took.as_secs_f64(),
-        args.bulk as f64 / took.as_secs_f64(),
-        cpu / args.bulk as f64 * 1e6
+    bulk.report(
+        args,
+        server,
+        "poll",
+        &format!("last SET acknowledged by the poll receiver (maxEvents 1000, {polls} polls)"),
     );
     Ok(())
 }

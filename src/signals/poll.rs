@@ -213,12 +213,15 @@ impl Transmitter {
 
     /// Signs the SETs taken.
     pub(super) fn sign(&self, sets: Vec<Owed>) -> Result<Vec<(String, String)>, SsfError> {
-        sets.into_iter()
-            .map(|o| match o {
-                Owed::Control { jti, jwt } => Ok((jti, jwt)),
-                Owed::Event { jti, claims } => Ok((jti, self.keys.sign(&claims)?)),
-            })
-            .collect()
+        sets.into_iter().map(|o| self.sign_one(o)).collect()
+    }
+
+    /// One owed SET, signed: its id and compact JWS.
+    pub(super) fn sign_one(&self, o: Owed) -> Result<(String, String), SsfError> {
+        match o {
+            Owed::Control { jti, jwt } => Ok((jti, jwt)),
+            Owed::Event { jti, claims } => Ok((jti, self.keys.sign(&claims)?)),
+        }
     }
 
     /// POST to a stream's poll endpoint.

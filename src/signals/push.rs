@@ -365,9 +365,8 @@ impl Transmitter {
                     // afresh).
                     continue 'stream;
                 }
-                let jti = next.jti().to_owned();
-                let jwt = match self.sign(vec![next]) {
-                    Ok(mut v) => v.pop().map(|(_, jwt)| jwt).unwrap_or_default(),
+                let (jti, jwt) = match self.sign_one(next) {
+                    Ok(signed) => signed,
                     Err(e) => {
                         tracing::error!(stream = %id, error = e.description, "ssf: cannot sign");
                         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -79,6 +79,21 @@ async fn api_sessions(c: &mut Client, who: (&str, &str), n: usize) -> BTreeSet<i
     ids
 }
 
+/// `n` API sessions of the company.com user, ended by one LogoutAll: their
+/// ids.
+async fn ended_by_logout_all(c: &mut Client, n: usize) -> BTreeSet<i64> {
+    let ids = api_sessions(c, USEREMAIL, n).await;
+    let r = c
+        .logout_all(pb::LogoutAllRequest {
+            username: USEREMAIL.0.into(),
+            password: USEREMAIL.1.into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().ended as usize, n);
+    ids
+}
+
 /// The sessions named by every SET `r` got, each SET verified (jwcrypto).
 fn received(keys: &Value, r: &Receiver) -> BTreeSet<i64> {
     pushed_sessions(keys, r).into_iter().collect()
@@ -110,15 +125,7 @@ async fn every_set_arrives_after_kill_9_of_sessiond_mid_delivery() {
     push_stream_at(&rest, &url).await;
     let keys = jwks_at(&rest).await;
     let mut c = connect(&server.url()).await;
-    let ended = api_sessions(&mut c, USEREMAIL, 300).await;
-    let r_all = c
-        .logout_all(pb::LogoutAllRequest {
-            username: USEREMAIL.0.into(),
-            password: USEREMAIL.1.into(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(r_all.into_inner().ended, 300);
+    let ended = ended_by_logout_all(&mut c, 300).await;
     // Some SETs delivered, most not: kill -9.
     wait_for(
         "the first SETs",
@@ -251,13 +258,7 @@ async fn every_set_arrives_across_a_redis_cluster_primary_failover() {
     push_stream_at(&rest, &url).await;
     let keys = jwks_at(&rest).await;
     let mut c = connect(&a.url()).await;
-    let mut ended = api_sessions(&mut c, USEREMAIL, 150).await;
-    c.logout_all(pb::LogoutAllRequest {
-        username: USEREMAIL.0.into(),
-        password: USEREMAIL.1.into(),
-    })
-    .await
-    .unwrap();
+    let mut ended = ended_by_logout_all(&mut c, 150).await;
     wait_for(
         "the first SETs",
         || !r.sets().is_empty(),
@@ -389,13 +390,7 @@ async fn another_replica_takes_a_stream_over_when_its_pusher_is_killed() {
     push_stream_at(&rest, &url).await;
     let keys = jwks_at(&rest).await;
     let mut c = connect(&a.url()).await;
-    let ended = api_sessions(&mut c, USEREMAIL, 300).await;
-    c.logout_all(pb::LogoutAllRequest {
-        username: USEREMAIL.0.into(),
-        password: USEREMAIL.1.into(),
-    })
-    .await
-    .unwrap();
+    let ended = ended_by_logout_all(&mut c, 300).await;
     // `a` is the only replica, so it holds the lease and is delivering.
     wait_for(
         "the first SETs",
