@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use crate::support::*;
 use sessiond::pb::Kind;
 
-fn sessiond(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (bool, String) {
+/// Runs the binary to its end: whether it succeeded, and all it printed.
+pub fn sessiond(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiond"));
     cmd.args(args).current_dir(dir).stdin(Stdio::null());
     for (k, v) in env {

@@ -398,23 +398,13 @@ fn bad_gtr_idp_settings_are_refused_at_startup_in_words() {
     let dir = tempfile::tempdir().unwrap();
     let short = "short-Secret-1234";
     let run = |args: &[&str], env: &[(&str, &str)]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
-        cmd.arg("serve")
-            .args(args)
-            .args(["--store", "sqlite::memory:", "--rest-addr", "127.0.0.1:0"])
-            .env("SESSIOND_GRPC_ADDR", "127.0.0.1:0")
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("sessiond");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!out.status.success(), "it started: {text}");
+        let mut all = vec!["serve"];
+        all.extend(args);
+        all.extend(["--store", "sqlite::memory:", "--rest-addr", "127.0.0.1:0"]);
+        let mut env = env.to_vec();
+        env.push(("SESSIOND_GRPC_ADDR", "127.0.0.1:0"));
+        let (ok, text) = crate::day_one::sessiond(&all, &env, dir.path());
+        assert!(!ok, "it started: {text}");
         assert!(!text.contains("listening"), "it must not start: {text}");
         text
     };
