@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod edge;
 pub mod grpc;

@@ -244,9 +244,17 @@ async fn start_rest(
             );
             tokio::spawn(tx.clone().run_upkeep(shutdown.clone()));
             tokio::spawn(tx.clone().run_push(shutdown.clone()));
-            Some(crate::signals::routes::router(tx.clone()).merge(
-                crate::signals::gtr::revocation_router(tx, config.gtr_idps.clone()),
-            ))
+            Some(
+                crate::signals::routes::router(tx.clone())
+                    .merge(crate::signals::gtr::revocation_router(
+                        tx,
+                        config.gtr_idps.clone(),
+                    ))
+                    // The console calls this process's service through the
+                    // full call layer, queue-delay shedding included: its
+                    // callers arrive from the network like the gRPC ones.
+                    .merge(crate::console::router(grpc.clone(), calls.clone())),
+            )
         }
     };
     let task = tokio::spawn(rest::serve(

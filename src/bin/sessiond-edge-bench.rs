@@ -268,8 +268,14 @@ async fn coherence(args: &Args) -> Res<()> {
                     let (t, s) = login(&mut c, ADMIN, Kind::Admin).await?;
                     let a = admin.clone();
                     trial(&edge, &t, bound, || async move {
-                        c2.logoff_other(authed(pb::LogoffOtherRequest { session_id: s.id }, &a))
-                            .await?;
+                        c2.logoff_other(authed(
+                            pb::LogoffOtherRequest {
+                                session_id: s.id,
+                                ..Default::default()
+                            },
+                            &a,
+                        ))
+                        .await?;
                         Ok(())
                     })
                     .await?

@@ -158,11 +158,15 @@ impl SessionService for SessionGrpc {
     ) -> Result<Response<pb::LogoffOtherResponse>, Status> {
         let token = token_of(&req)?;
         let address = self.throttle_address(&req);
+        // Unspecified is ADMIN: the Parallels RAS semantics this call began with.
+        let kind =
+            kind_filter_from_pb("kind", req.get_ref().kind).map(|k| k.unwrap_or(Kind::Admin));
         let ended = self
             .sessions
             .logoff_other(
                 token.as_deref(),
                 req.get_ref().session_id,
+                kind,
                 address.as_deref(),
             )
             .await

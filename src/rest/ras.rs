@@ -457,7 +457,13 @@ async fn logoff_other(
         Err(r) => return r,
     };
     let session_id = parsed.unwrap_or_default();
-    let request = caller.request(pb::LogoffOtherRequest { session_id }, Some(&token));
+    let request = caller.request(
+        pb::LogoffOtherRequest {
+            session_id,
+            ..Default::default()
+        },
+        Some(&token),
+    );
     match state.upstream.clone().logoff_other(request).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(status) => from_status(&status, instance),

@@ -65,11 +65,14 @@ impl Sessions {
         Ok(ended)
     }
 
-    /// An admin holding an ADMIN session ends an ADMIN session of its own org.
+    /// An admin holding an ADMIN session ends a session of `kind` (ADMIN,
+    /// for Parallels RAS) of its own org. `kind` arrives unchecked: it is
+    /// judged after the caller is authenticated.
     pub async fn logoff_other(
         &self,
         token: Option<&str>,
         session_id: i32,
+        kind: Result<Kind>,
         address: Option<&str>,
     ) -> Result<Session> {
         self.ending_rate(None, address).await?;
@@ -80,6 +83,7 @@ impl Sessions {
         if session_id <= 0 {
             return Err(Error::invalid("session_id", "must be a positive int32"));
         }
+        let kind = kind?;
         policy::may_logoff_other(&caller)?;
         let ended = self
             .session_store()
@@ -87,7 +91,7 @@ impl Sessions {
                 EndTarget {
                     id: session_id,
                     org: Some(caller.org.clone()),
-                    kind: Some(Kind::Admin),
+                    kind: Some(kind),
                 },
                 EndReason::LogoffOther,
                 now_millis(),

@@ -235,7 +235,13 @@ async fn logoff_other_over_grpc_and_ras() {
         let mut ras = Vec::new();
         for id in [target.id, missing] {
             let s = c
-                .logoff_other(authed(pb::LogoffOtherRequest { session_id: id }, &token))
+                .logoff_other(authed(
+                    pb::LogoffOtherRequest {
+                        session_id: id,
+                        ..Default::default()
+                    },
+                    &token,
+                ))
                 .await
                 .expect_err(label);
             assert_eq!(s.code(), code, "{label}: {s:?}");
@@ -262,6 +268,7 @@ async fn logoff_other_over_grpc_and_ras() {
         .logoff_other(authed(
             pb::LogoffOtherRequest {
                 session_id: missing,
+                ..Default::default()
             },
             &token,
         ))
@@ -271,6 +278,7 @@ async fn logoff_other_over_grpc_and_ras() {
     c.logoff_other(authed(
         pb::LogoffOtherRequest {
             session_id: target.id,
+            ..Default::default()
         },
         &token,
     ))

@@ -114,9 +114,15 @@ async fn every_kind_of_ending_is_refused_at_the_edge() {
     let (admin, _) = login(&mut c, ADMIN, Kind::Admin).await;
     let (t, s) = login(&mut c, ADMIN, Kind::Admin).await;
     warm(&mut e, &t).await;
-    c.logoff_other(authed(pb::LogoffOtherRequest { session_id: s.id }, &admin))
-        .await
-        .unwrap();
+    c.logoff_other(authed(
+        pb::LogoffOtherRequest {
+            session_id: s.id,
+            ..Default::default()
+        },
+        &admin,
+    ))
+    .await
+    .unwrap();
     took.push(("LogoffOther", refused_after(&mut e, &t).await));
 
     // LogoutUser (mail sessions of one mailbox).

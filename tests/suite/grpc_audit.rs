@@ -36,6 +36,7 @@ async fn admins_read_who_ended_what_in_their_org() {
     c.logoff_other(authed(
         pb::LogoffOtherRequest {
             session_id: other_console.id,
+            ..Default::default()
         },
         &admin,
     ))

@@ -80,7 +80,13 @@ async fn admin_ends_another_admin_session_of_its_org() {
     let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     let (victim, vs) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     let r = c
-        .logoff_other(authed(pb::LogoffOtherRequest { session_id: vs.id }, &admin))
+        .logoff_other(authed(
+            pb::LogoffOtherRequest {
+                session_id: vs.id,
+                ..Default::default()
+            },
+            &admin,
+        ))
         .await
         .unwrap();
     assert_eq!(r.into_inner().session_id, vs.id);
@@ -88,8 +94,14 @@ async fn admin_ends_another_admin_session_of_its_org() {
     assert!(is_valid(&mut c, &admin).await);
     // Already ended: nothing live by that id any more.
     assert_status(
-        c.logoff_other(authed(pb::LogoffOtherRequest { session_id: vs.id }, &admin))
-            .await,
+        c.logoff_other(authed(
+            pb::LogoffOtherRequest {
+                session_id: vs.id,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await,
         Code::NotFound,
         "SESSION_NOT_FOUND",
     );
@@ -100,9 +112,15 @@ async fn admin_may_end_its_own_session_by_id() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
     let (admin, s) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
-    c.logoff_other(authed(pb::LogoffOtherRequest { session_id: s.id }, &admin))
-        .await
-        .unwrap();
+    c.logoff_other(authed(
+        pb::LogoffOtherRequest {
+            session_id: s.id,
+            ..Default::default()
+        },
+        &admin,
+    ))
+    .await
+    .unwrap();
     assert!(!is_valid(&mut c, &admin).await);
 }
 
@@ -116,6 +134,7 @@ async fn non_admin_logoff_other_is_permission_denied() {
         c.logoff_other(authed(
             pb::LogoffOtherRequest {
                 session_id: target.id,
+                ..Default::default()
             },
             &joe,
         ))
@@ -135,6 +154,7 @@ async fn admin_without_an_admin_session_is_permission_denied() {
         c.logoff_other(authed(
             pb::LogoffOtherRequest {
                 session_id: target.id,
+                ..Default::default()
             },
             &api,
         ))
@@ -154,6 +174,7 @@ async fn admin_of_another_org_gets_not_found() {
         c.logoff_other(authed(
             pb::LogoffOtherRequest {
                 session_id: target.id,
+                ..Default::default()
             },
             &other,
         ))
@@ -172,8 +193,14 @@ async fn logoff_other_ends_only_admin_sessions() {
     let (api, api_s) = login(&mut c, JOE, Kind::Api).await;
     for id in [api_s.id, 999_999, i32::MAX] {
         assert_status(
-            c.logoff_other(authed(pb::LogoffOtherRequest { session_id: id }, &admin))
-                .await,
+            c.logoff_other(authed(
+                pb::LogoffOtherRequest {
+                    session_id: id,
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await,
             Code::NotFound,
             "SESSION_NOT_FOUND",
         );
@@ -188,15 +215,24 @@ async fn logoff_other_needs_a_positive_id() {
     let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     for id in [0, -1, i32::MIN] {
         assert_status(
-            c.logoff_other(authed(pb::LogoffOtherRequest { session_id: id }, &admin))
-                .await,
+            c.logoff_other(authed(
+                pb::LogoffOtherRequest {
+                    session_id: id,
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await,
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
     }
     assert_status(
-        c.logoff_other(Request::new(pb::LogoffOtherRequest { session_id: 1 }))
-            .await,
+        c.logoff_other(Request::new(pb::LogoffOtherRequest {
+            session_id: 1,
+            ..Default::default()
+        }))
+        .await,
         Code::Unauthenticated,
         "TOKEN_MISSING",
     );

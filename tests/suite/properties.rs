@@ -176,7 +176,7 @@ proptest! {
                 user: mailbox,
             }).await;
             // Generated text as a bearer token (when it fits in a header at all).
-            let mut req = tonic::Request::new(pb::LogoffOtherRequest { session_id });
+            let mut req = tonic::Request::new(pb::LogoffOtherRequest { session_id, ..Default::default() });
             if let Ok(v) = format!("Bearer {password}").parse() {
                 req.metadata_mut().insert("authorization", v);
             }

@@ -62,9 +62,15 @@ async fn an_ending_on_one_replica_holds_on_every_other_at_once() {
     // LogoffOther on A ends a console session opened on B.
     let (admin, _) = login(&mut ca, DOMAIN_ADMIN, Kind::Admin).await;
     let (console, cs) = login(&mut cb, DOMAIN_ADMIN, Kind::Admin).await;
-    ca.logoff_other(authed(pb::LogoffOtherRequest { session_id: cs.id }, &admin))
-        .await
-        .unwrap();
+    ca.logoff_other(authed(
+        pb::LogoffOtherRequest {
+            session_id: cs.id,
+            ..Default::default()
+        },
+        &admin,
+    ))
+    .await
+    .unwrap();
     assert!(!is_valid(&mut cb, &console).await);
 }
 

@@ -89,6 +89,7 @@ async fn via_grpc(c: &mut Client, f: &Fixture, action: Action) -> Outcome {
             .logoff_other(authed(
                 pb::LogoffOtherRequest {
                     session_id: f[target].1,
+                    ..Default::default()
                 },
                 &f[caller].0,
             ))
@@ -113,7 +114,10 @@ async fn via_grpc(c: &mut Client, f: &Fixture, action: Action) -> Outcome {
             .await
             .map(|_| ()),
         Action::RasLogoffOtherBadId(caller) => {
-            let msg = pb::LogoffOtherRequest { session_id: 0 };
+            let msg = pb::LogoffOtherRequest {
+                session_id: 0,
+                ..Default::default()
+            };
             match caller {
                 Some(who) => c.logoff_other(authed(msg, &f[who].0)).await,
                 None => c.logoff_other(msg).await,

@@ -248,9 +248,15 @@ async fn a_push_and_a_poll_receiver_get_every_ending_of_every_reason_as_verified
 
     let (a1, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
     let (_, a2) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
-    c.logoff_other(authed(pb::LogoffOtherRequest { session_id: a2.id }, &a1))
-        .await
-        .unwrap();
+    c.logoff_other(authed(
+        pb::LogoffOtherRequest {
+            session_id: a2.id,
+            ..Default::default()
+        },
+        &a1,
+    ))
+    .await
+    .unwrap();
     want.insert(a2.id.into(), ("(LogoffOther)", Some("admin")));
 
     let (_, imap) = login(&mut c, JOE, Kind::Imap).await;

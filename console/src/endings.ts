@@ -1,0 +1,165 @@
+// The live feed: WatchRevocations for the admin's org, shown in the
+// `Endings` log and handed to the sessions table. Endings arrive one event
+// each (a LogoutAll of 30,000 sessions is 30,000 events), so they are
+// gathered and written to the page at most every FLUSH_MS: a burst becomes
+// one line that counts up, and the table drops its rows in one pass.
+
+import { api, Code, failure, type Failure } from "./api.js";
+import { clock, count, el, kindName, reasonName } from "./dom.js";
+import type { Revocation } from "./gen/session/v1/session_pb.js";
+
+const FLUSH_MS = 100;
+/// Lines kept in the log; older ones leave as new ones come.
+const MAX_LINES = 200;
+/// More events than this of one reason and kind in one flush make one line.
+const GROUP_OVER = 3;
+/// A burst line keeps counting while its events keep coming this close.
+const BURST_GAP_MS = 2000;
+const HEARTBEAT_MS = 10_000;
+
+export interface FeedHooks {
+  /// The session ids that just ended, once per flush.
+  ended(ids: Set<number>): void;
+  /// The console's own session ended (why, in words).
+  ownSessionEnded(why: string): void;
+  /// Events may have been missed (the feed moved past the cursor).
+  gap(): void;
+  /// The feed could not be read, or reads again (null).
+  trouble(f: Failure | null): void;
+}
+
+interface Burst {
+  key: string;
+  n: number;
+  last: number;
+  line: HTMLElement;
+  text: Text;
+}
+
+export class Feed {
+  private cursor = "";
+  private pending: Revocation[] = [];
+  private timer: number | undefined;
+  private abort = new AbortController();
+  private burst: Burst | null = null;
+
+  constructor(
+    private readonly log: HTMLElement,
+    private readonly org: string,
+    private readonly ownSessionId: number,
+    private readonly hooks: FeedHooks,
+  ) {}
+
+  start(): void {
+    void this.run();
+  }
+
+  stop(): void {
+    this.abort.abort();
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = [];
+  }
+
+  private async run(): Promise<void> {
+    let backoff = 500;
+    const signal = this.abort.signal;
+    while (!signal.aborted) {
+      try {
+        const stream = api.watchRevocations(
+          { org: this.org, afterCursor: this.cursor, heartbeatMs: HEARTBEAT_MS },
+          { signal },
+        );
+        for await (const msg of stream) {
+          backoff = 500;
+          this.hooks.trouble(null);
+          if (msg.revocation) {
+            this.cursor = msg.revocation.cursor || this.cursor;
+            this.take(msg.revocation);
+          } else if (msg.heartbeat) {
+            this.cursor = msg.heartbeat.cursor || this.cursor;
+          }
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        const f = failure(err);
+        if (f.code === Code.Unauthenticated) {
+          this.hooks.ownSessionEnded("Your session has ended.");
+          return;
+        }
+        if (f.reason === "CURSOR_EXPIRED") {
+          // Resume from now, and say the table may be stale.
+          this.cursor = "";
+          this.line("Some endings were missed while disconnected; the table was reloaded.");
+          this.hooks.gap();
+          continue;
+        }
+        this.hooks.trouble(f);
+        const wait = Math.max(f.retryAfterMs, backoff);
+        backoff = Math.min(backoff * 2, 10_000);
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
+
+  private take(rev: Revocation): void {
+    if (rev.sessionId === this.ownSessionId) {
+      this.flush();
+      this.hooks.ownSessionEnded(`Your session was ended elsewhere (${reasonName(rev.reason)}).`);
+      return;
+    }
+    this.pending.push(rev);
+    if (this.timer === undefined) {
+      this.timer = window.setTimeout(() => this.flush(), FLUSH_MS);
+    }
+  }
+
+  private flush(): void {
+    this.timer = undefined;
+    const batch = this.pending;
+    this.pending = [];
+    if (batch.length === 0) return;
+    const now = Date.now();
+    const groups = new Map<string, Revocation[]>();
+    for (const rev of batch) {
+      const key = `${rev.reason}/${rev.kind}`;
+      const g = groups.get(key);
+      if (g) g.push(rev);
+      else groups.set(key, [rev]);
+    }
+    for (const [key, revs] of groups) {
+      const first = revs[0];
+      if (first === undefined) continue;
+      const b = this.burst;
+      if (b && b.key === key && now - b.last < BURST_GAP_MS) {
+        b.n += revs.length;
+        b.last = now;
+        b.text.data = burstText(b.n, first);
+      } else if (revs.length > GROUP_OVER) {
+        const text = document.createTextNode(burstText(revs.length, first));
+        const line = this.line(text);
+        this.burst = { key, n: revs.length, last: now, line, text };
+      } else {
+        for (const rev of revs) {
+          this.line(
+            `${rev.user} · ${kindName(rev.kind)} session #${rev.sessionId} · ${reasonName(rev.reason)}`,
+          );
+        }
+      }
+    }
+    this.hooks.ended(new Set(batch.map((r) => r.sessionId)));
+  }
+
+  private line(content: string | Text): HTMLElement {
+    const line = el("p", { class: "ending" }, el("time", {}, clock(new Date())), " ", content);
+    this.log.append(line);
+    while (this.log.childElementCount > MAX_LINES) {
+      this.log.firstElementChild?.remove();
+    }
+    return line;
+  }
+}
+
+function burstText(n: number, rev: Revocation): string {
+  return `${count(n)} ${kindName(rev.kind)} sessions · ${reasonName(rev.reason)}`;
+}
