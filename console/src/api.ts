@@ -53,7 +53,11 @@ export interface Failure {
 }
 
 export function failure(err: unknown): Failure {
-  const e = ConnectError.from(err);
+  let e = ConnectError.from(err);
+  // fetch itself failed (connection refused or reset): nothing answered.
+  if (e.code === Code.Unknown && e.cause instanceof TypeError) {
+    e = new ConnectError("cannot reach sessiond", Code.Unavailable);
+  }
   const reason = e.findDetails(ErrorInfoSchema)[0]?.reason ?? "";
   const delay = e.findDetails(RetryInfoSchema)[0]?.retryDelay;
   let retryAfterMs = delay ? Number(delay.seconds) * 1000 + Math.ceil(delay.nanos / 1e6) : 0;

@@ -68,11 +68,11 @@ export class Feed {
       try {
         const stream = api.watchRevocations(
           { org: this.org, afterCursor: this.cursor, heartbeatMs: HEARTBEAT_MS },
-          { signal },
+          // Headers back: the stream is open, even before its first event.
+          { signal, onHeader: () => this.hooks.trouble(null) },
         );
         for await (const msg of stream) {
           backoff = 500;
-          this.hooks.trouble(null);
           if (msg.revocation) {
             this.cursor = msg.revocation.cursor || this.cursor;
             this.take(msg.revocation);

@@ -8,6 +8,7 @@ mod abuse;
 mod authz_matrix;
 mod bench_tools;
 mod connection_limits;
+mod console;
 mod crash;
 mod day_one;
 mod edge;
