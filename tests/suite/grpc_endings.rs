@@ -474,3 +474,201 @@ async fn concurrent_logoffs_of_one_token_end_it_once() {
     }
     assert_eq!(ok, 1, "exactly one Logoff wins");
 }
+
+// ------------------------------------------------- LogoffOther with a kind
+
+fn logoff_other(session_id: i32, kind: i32) -> pb::LogoffOtherRequest {
+    pb::LogoffOtherRequest { session_id, kind }
+}
+
+#[tokio::test]
+async fn admin_ends_one_api_session_of_its_org_by_id_and_kind() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let (admin, admin_s) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
+    let (victim, vs) = login(&mut c, JOE, Kind::Api).await;
+    let (sibling, _) = login(&mut c, JOE, Kind::Api).await;
+    let (joe_imap, _) = login(&mut c, JOE, Kind::Imap).await;
+    let r = c
+        .logoff_other(authed(logoff_other(vs.id, Kind::Api as i32), &admin))
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().session_id, vs.id);
+    assert!(!is_valid(&mut c, &victim).await);
+    // Only that session: the same user's other sessions, and the admin's.
+    for t in [&sibling, &joe_imap, &admin] {
+        assert!(is_valid(&mut c, t).await, "untouched");
+    }
+    // Ended once: nothing live by that id any more.
+    assert_status(
+        c.logoff_other(authed(logoff_other(vs.id, Kind::Api as i32), &admin))
+            .await,
+        Code::NotFound,
+        "SESSION_NOT_FOUND",
+    );
+    // The audit trail names the admin, its session and the target.
+    let records = c
+        .list_audit_records(authed(
+            pb::ListAuditRecordsRequest {
+                page_size: 0,
+                page_token: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let got: Vec<(String, i32, i32, String, u32)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.actor.clone(),
+                r.actor_session_id,
+                r.reason,
+                r.target.clone(),
+                r.ended,
+            )
+        })
+        .collect();
+    assert!(
+        got.contains(&(
+            DOMAIN_ADMIN.0.into(),
+            admin_s.id,
+            pb::EndReason::LogoffOther as i32,
+            format!("session:{}", vs.id),
+            1,
+        )),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn logoff_other_ends_a_session_only_of_the_kind_named() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
+    let (api, api_s) = login(&mut c, JOE, Kind::Api).await;
+    // Unspecified is ADMIN (Parallels RAS): an API id is not found, and so
+    // it is under any other kind than its own.
+    for kind in [Kind::Unspecified, Kind::Admin, Kind::Imap, Kind::Pop] {
+        assert_status(
+            c.logoff_other(authed(logoff_other(api_s.id, kind as i32), &admin))
+                .await,
+            Code::NotFound,
+            "SESSION_NOT_FOUND",
+        );
+    }
+    assert!(is_valid(&mut c, &api).await);
+    // An ADMIN session named with ADMIN explicitly ends as with unspecified.
+    let (console, console_s) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
+    c.logoff_other(authed(
+        logoff_other(console_s.id, Kind::Admin as i32),
+        &admin,
+    ))
+    .await
+    .unwrap();
+    assert!(!is_valid(&mut c, &console).await);
+    assert!(is_valid(&mut c, &api).await);
+}
+
+#[tokio::test]
+async fn logoff_other_by_kind_stays_in_the_callers_org() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
+    let (theirs, theirs_s) = login(&mut c, USEREMAIL, Kind::Api).await;
+    let (their_imap, their_imap_s) = login(&mut c, USEREMAIL, Kind::Imap).await;
+    for (id, kind) in [(theirs_s.id, Kind::Api), (their_imap_s.id, Kind::Imap)] {
+        assert_status(
+            c.logoff_other(authed(logoff_other(id, kind as i32), &admin))
+                .await,
+            Code::NotFound,
+            "SESSION_NOT_FOUND",
+        );
+    }
+    assert!(is_valid(&mut c, &theirs).await);
+    assert!(is_valid(&mut c, &their_imap).await);
+}
+
+#[tokio::test]
+async fn an_unknown_kind_is_judged_only_once_the_caller_is_known() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
+    let (api, api_s) = login(&mut c, JOE, Kind::Api).await;
+    // An admin naming a kind that does not exist: its request is wrong.
+    for kind in [99, -1, i32::MAX] {
+        let status = assert_status(
+            c.logoff_other(authed(logoff_other(api_s.id, kind), &admin))
+                .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert!(status.message().contains("kind"), "{status:?}");
+    }
+    assert!(is_valid(&mut c, &api).await);
+    // A caller without a token, or with a bad one, learns only that.
+    assert_status(
+        c.logoff_other(Request::new(logoff_other(api_s.id, 99)))
+            .await,
+        Code::Unauthenticated,
+        "TOKEN_MISSING",
+    );
+    assert_status(
+        c.logoff_other(authed(logoff_other(api_s.id, 99), "not-a-token"))
+            .await,
+        Code::Unauthenticated,
+        "TOKEN_INVALID",
+    );
+    assert!(is_valid(&mut c, &api).await);
+}
+
+#[tokio::test]
+async fn a_non_admin_may_not_end_a_session_by_kind() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let (joe, _) = login(&mut c, JOE, Kind::Api).await;
+    let (target, target_s) = login(&mut c, JOE, Kind::Api).await;
+    // Not even a session of its own user, and not with an API session of
+    // an admin either: LogoffOther needs an ADMIN session.
+    let (admin_api, _) = login(&mut c, DOMAIN_ADMIN, Kind::Api).await;
+    for caller in [&joe, &admin_api] {
+        assert_status(
+            c.logoff_other(authed(logoff_other(target_s.id, Kind::Api as i32), caller))
+                .await,
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        );
+    }
+    assert!(is_valid(&mut c, &target).await);
+}
+
+#[tokio::test]
+async fn an_ending_by_kind_reaches_watchers_as_logoff_other() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let (admin, _) = login(&mut c, DOMAIN_ADMIN, Kind::Admin).await;
+    let (_, vs) = login(&mut c, JOE, Kind::Pop).await;
+    let mut watch = c
+        .watch_revocations(authed(
+            pb::WatchRevocationsRequest {
+                // From the first event: no race with the watch's start.
+                after_sequence: Some(0),
+                org: "example.com".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    c.logoff_other(authed(logoff_other(vs.id, Kind::Pop as i32), &admin))
+        .await
+        .unwrap();
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.session_id, vs.id);
+    assert_eq!(event.reason, pb::EndReason::LogoffOther as i32);
+    assert_eq!(event.kind, Kind::Pop as i32);
+    assert_eq!(event.user, JOE.0);
+}

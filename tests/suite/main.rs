@@ -9,6 +9,7 @@ mod authz_matrix;
 mod bench_tools;
 mod connection_limits;
 mod console;
+mod console_grpc_web;
 mod crash;
 mod day_one;
 mod edge;
