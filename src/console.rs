@@ -81,6 +81,9 @@ pub fn router(grpc: SessionGrpc, calls: CallLayer) -> Router {
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(calls)
         .service(SessionServiceServer::new(grpc));
+    let door = Router::new()
+        .route_service("/session.v1.SessionService/{rpc}", door)
+        .route_layer(axum::middleware::from_fn(grpc_web_only));
     Router::new()
         .route("/console", get(|| async { Redirect::permanent(PATH) }))
         .route(
@@ -88,7 +91,32 @@ pub fn router(grpc: SessionGrpc, calls: CallLayer) -> Router {
             get(|headers: HeaderMap| async move { serve(0, &headers) }),
         )
         .route("/console/{file}", get(file))
-        .route_service("/session.v1.SessionService/{rpc}", door)
+        .merge(door)
+}
+
+/// The door takes gRPC-Web only. tonic-web would pass any other HTTP/2
+/// request on to the service: native gRPC has its own listener, and a
+/// stray request is the caller's mistake (405, 415), not a failed call.
+async fn grpc_web_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() != http::Method::POST {
+        let mut h = security_headers();
+        h.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return (StatusCode::METHOD_NOT_ALLOWED, h, "gRPC-Web: POST only\n").into_response();
+    }
+    let grpc_web = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc-web"));
+    if !grpc_web {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            security_headers(),
+            "gRPC-Web only: application/grpc-web+proto or application/grpc-web-text+proto\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// The HTTP connection's peer, where the service reads a gRPC caller's

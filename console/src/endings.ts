@@ -6,7 +6,7 @@
 
 import { api, Code, failure, type Failure } from "./api.js";
 import { clock, count, el, kindName, reasonName } from "./dom.js";
-import type { Revocation } from "./gen/session/v1/session_pb.js";
+import { EndReason, type Revocation } from "./gen/session/v1/session_pb.js";
 
 const FLUSH_MS = 100;
 /// Lines kept in the log; older ones leave as new ones come.
@@ -105,7 +105,11 @@ export class Feed {
   private take(rev: Revocation): void {
     if (rev.sessionId === this.ownSessionId) {
       this.flush();
-      this.hooks.ownSessionEnded(`Your session was ended elsewhere (${reasonName(rev.reason)}).`);
+      this.hooks.ownSessionEnded(
+        rev.reason === EndReason.EXPIRED
+          ? "Your session expired."
+          : `Your session was ended elsewhere (${reasonName(rev.reason)}).`,
+      );
       return;
     }
     this.pending.push(rev);

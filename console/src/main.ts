@@ -221,7 +221,6 @@ function enter(session: Session): void {
   show("sessions");
   sessionsPager.reset();
   void loadSessions();
-  byId("sessions-title").focus();
 }
 
 /// Back to the sign-in form, saying why.
@@ -274,10 +273,10 @@ byId("show-audit").addEventListener("click", () => {
 function show(view: "sessions" | "audit"): void {
   sessionsView.hidden = view !== "sessions";
   auditView.hidden = view !== "audit";
-  byId("show-sessions").toggleAttribute("aria-current", view === "sessions");
-  byId("show-audit").toggleAttribute("aria-current", view === "audit");
-  if (view === "sessions") byId("show-sessions").setAttribute("aria-current", "page");
-  else byId("show-audit").setAttribute("aria-current", "page");
+  for (const [id, v] of [["show-sessions", "sessions"], ["show-audit", "audit"]] as const) {
+    if (v === view) byId(id).setAttribute("aria-current", "page");
+    else byId(id).removeAttribute("aria-current");
+  }
   byId(view === "sessions" ? "sessions-title" : "audit-title").focus();
 }
 
@@ -476,9 +475,22 @@ function confirmEnding(
   });
 }
 
-byId("end-mail").addEventListener("click", () => void endMail());
-byId("end-user").addEventListener("click", () => void endUser());
-byId("end-api").addEventListener("click", () => void endApi());
+const bulkButtons = ["end-mail", "end-user", "end-api"].map((id) => byId<HTMLButtonElement>(id));
+
+/// One bulk ending at a time: its buttons wait while one runs.
+function bulk(action: () => Promise<void>): () => void {
+  return () => {
+    if (bulkButtons.some((b) => b.disabled)) return;
+    for (const b of bulkButtons) b.disabled = true;
+    void action().finally(() => {
+      for (const b of bulkButtons) b.disabled = false;
+    });
+  };
+}
+
+byId("end-mail").addEventListener("click", bulk(endMail));
+byId("end-user").addEventListener("click", bulk(endUser));
+byId("end-api").addEventListener("click", bulk(endApi));
 
 async function endMail(): Promise<void> {
   const user = applied.user;

@@ -83,8 +83,8 @@ impl Sessions {
         if session_id <= 0 {
             return Err(Error::invalid("session_id", "must be a positive int32"));
         }
-        let kind = kind?;
         policy::may_logoff_other(&caller)?;
+        let kind = kind?;
         let ended = self
             .session_store()
             .end_session(

@@ -460,14 +460,11 @@ async fn h2c(
 }
 
 /// The door is for gRPC-Web whatever the HTTP version: over HTTP/2 a GET,
-/// or a body that is not gRPC-Web, gets a 4xx as it does over HTTP/1.1.
-/// Ignored: it fails. tonic-web hands every HTTP/2 request that is not
-/// gRPC-Web to the service as it is, so these get HTTP 200 with
-/// grpc-status 13 (INTERNAL, "Missing request message.", no ErrorInfo),
-/// counted as an INTERNAL Login; and native gRPC over h2c is served on the
-/// REST listener.
+/// or a body that is not gRPC-Web (native gRPC included), gets a 4xx as it
+/// does over HTTP/1.1. tonic-web alone would hand such an HTTP/2 request to
+/// the service as it is (HTTP 200, grpc-status 13, counted as an INTERNAL
+/// call), and serve native gRPC on the REST listener.
 #[tokio::test]
-#[ignore = "fails: over HTTP/2 the door passes what is not gRPC-Web to the service (HTTP 200, grpc-status 13)"]
 async fn over_http2_too_the_door_refuses_what_is_not_grpc_web_with_a_4xx() {
     let server = TestServer::start_rest().await;
     let attempts = [

@@ -128,6 +128,8 @@ fn readme_grpcurl_and_curl_examples_run_against_serve_demo() {
         "{\"@type\":\"success\"",
         "3.1.0",
         "/api/Session/{SessionId}/logoff",
+        "<title>sessiond console</title>",
+        "frame-ancestors 'none'",
     ] {
         assert!(
             stdout.contains(expected),
