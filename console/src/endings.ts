@@ -2,7 +2,8 @@
 // `Endings` log and handed to the sessions table. Endings arrive one event
 // each (a LogoutAll of 30,000 sessions is 30,000 events), so they are
 // gathered and written to the page at most every FLUSH_MS: a burst becomes
-// one line that counts up, and the table drops its rows in one pass.
+// one line that counts up, and the table drops its rows in one pass. A
+// lone ending is written at once.
 
 import { api, Code, failure, type Failure } from "./api.js";
 import { clock, count, el, kindName, reasonName } from "./dom.js";
@@ -16,6 +17,18 @@ const GROUP_OVER = 3;
 /// A burst line keeps counting while its events keep coming this close.
 const BURST_GAP_MS = 2000;
 const HEARTBEAT_MS = 10_000;
+/// Longest stretch of reading the feed before the page gets its turn.
+const SLICE_MS = 8;
+
+/// Lets input, rendering and timers run before going on (a macrotask, not a
+/// microtask: `await` alone would not let them in).
+function yieldToPage(): Promise<void> {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => resolve();
+    channel.port2.postMessage(null);
+  });
+}
 
 export interface FeedHooks {
   /// The session ids that just ended, once per flush.
@@ -42,6 +55,7 @@ export class Feed {
   private timer: number | undefined;
   private abort = new AbortController();
   private burst: Burst | null = null;
+  private lastFlush = -Infinity;
 
   constructor(
     private readonly log: HTMLElement,
@@ -71,7 +85,16 @@ export class Feed {
           // Headers back: the stream is open, even before its first event.
           { signal, onHeader: () => this.hooks.trouble(null) },
         );
+        let slice = performance.now();
         for await (const msg of stream) {
+          // Messages already read may still come after stop().
+          if (signal.aborted) return;
+          // A burst arrives as thousands of messages in a few reads, decoded
+          // without a pause: give the page its turn every SLICE_MS of it.
+          if (performance.now() - slice > SLICE_MS) {
+            await yieldToPage();
+            slice = performance.now();
+          }
           backoff = 500;
           if (msg.revocation) {
             this.cursor = msg.revocation.cursor || this.cursor;
@@ -114,12 +137,16 @@ export class Feed {
     }
     this.pending.push(rev);
     if (this.timer === undefined) {
-      this.timer = window.setTimeout(() => this.flush(), FLUSH_MS);
+      // The first ending after a quiet spell is written at once; those that
+      // follow it wait for the next flush, at most every FLUSH_MS.
+      const wait = Math.max(0, this.lastFlush + FLUSH_MS - performance.now());
+      this.timer = window.setTimeout(() => this.flush(), wait);
     }
   }
 
   private flush(): void {
     this.timer = undefined;
+    this.lastFlush = performance.now();
     const batch = this.pending;
     this.pending = [];
     if (batch.length === 0) return;

@@ -209,7 +209,9 @@ function enter(session: Session): void {
   endingsLog.replaceChildren();
   feed = new Feed(endingsLog, session.org, session.id, {
     ended: dropRows,
-    ownSessionEnded: (why) => leave(why),
+    ownSessionEnded: (why) => {
+      if (!signingOut && me !== null) leave(why);
+    },
     gap: () => void loadSessions(),
     trouble: (f) => {
       feedStatus.textContent = f
@@ -245,16 +247,23 @@ function leave(why: string): void {
 
 signOutButton.addEventListener("click", () => void signOut());
 
+/// While true, the feed's news of this console's own ending is ours.
+let signingOut = false;
+
 async function signOut(): Promise<void> {
+  signingOut = true;
   try {
     await api.logoff({});
   } catch (err) {
     const f = failure(err);
     if (!sessionGone(f)) {
+      signingOut = false;
       report(statusLine, err);
       return;
     }
   }
+  // The feed may have told of this Logoff before its answer came back.
+  signingOut = false;
   leave("You have signed out.");
 }
 
@@ -382,11 +391,19 @@ function dropRows(ids: Set<number>): void {
 async function endOne(s: Session, button: HTMLButtonElement): Promise<void> {
   if (!mayAct()) return;
   button.disabled = true;
+  const own = me !== null && s.id === me.sessionId;
   try {
+    signingOut = own;
     await api.logoffOther({ sessionId: s.id, kind: s.kind });
+    if (own) {
+      signingOut = false;
+      leave("You ended this console's own session.");
+      return;
+    }
     dropRows(new Set([s.id]));
     say(statusLine, `Ended ${kindName(s.kind)} session ${s.id} of ${s.user}.`);
   } catch (err) {
+    signingOut = false;
     const f = report(statusLine, err);
     if (f.code === Code.NotFound) {
       dropRows(new Set([s.id]));
@@ -603,6 +620,26 @@ async function loadAudit(): Promise<void> {
     report(auditStatus, err, () => void loadAudit());
   }
 }
+
+// ---- idle timer ------------------------------------------------------------
+
+/// A person at work keeps the console's session from idling out: their
+/// activity refreshes its idle timer (ValidateSession, at most once a
+/// minute). An unattended console does not, and expires as any session does.
+const KEEPALIVE_MS = 60_000;
+let keptAlive = Date.now();
+
+function activity(): void {
+  const token = currentToken();
+  if (me === null || token === null || Date.now() - keptAlive < KEEPALIVE_MS) return;
+  keptAlive = Date.now();
+  api.validateSession({ token }).catch((err: unknown) => {
+    if (sessionGone(failure(err))) leave("Your session has ended: sign in again.");
+  });
+}
+
+document.addEventListener("pointerdown", activity, { passive: true });
+document.addEventListener("keydown", activity, { passive: true });
 
 // ---- start -----------------------------------------------------------------
 

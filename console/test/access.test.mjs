@@ -3,20 +3,14 @@
 // can be done with Tab, typing and Enter alone.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import AxeBuilder from "@axe-core/playwright";
 import {
-  ADMIN, USER, grpc, isLive, launchBrowser, login, openPage, rowOf, signIn,
+  ADMIN, USER, grpc, isLive, sharedBrowser, login, openPage, rowOf, signIn,
   startSessiond, tabTo, until,
 } from "./harness.mjs";
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = sharedBrowser();
 
 /// Fails on any serious or critical axe violation, naming each.
 async function scan(page, view) {
@@ -36,7 +30,7 @@ test("axe finds nothing serious or critical on any view", async (t) => {
   await login(server, USER, "IMAP");
   await login(server, USER, "API");
   const other = await login(server, ADMIN, "ADMIN");
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
 
   await page.goto(server.console);
   await page.getByRole("button", { name: "Sign in" }).waitFor();
@@ -76,7 +70,7 @@ test("every action can be done with the keyboard alone", async (t) => {
   const api = [await login(server, USER, "API"), await login(server, USER, "API")];
   const imap = [await login(server, USER, "IMAP"), await login(server, USER, "POP")];
   const pop = await login(server, USER, "POP");
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   const kb = page.keyboard;
 
   // Sign in: the username field has the focus when the page opens.

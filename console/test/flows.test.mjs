@@ -4,19 +4,13 @@
 // elsewhere arrive, and sign out.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
-  ADMIN, OTHER_ORG_ADMIN, USER, grpc, isLive, launchBrowser, login, openPage, rowOf,
+  ADMIN, OTHER_ORG_ADMIN, USER, grpc, isLive, sharedBrowser, login, openPage, rowOf,
   sessionRows, sessiondCli, signIn, startSessiond, until,
 } from "./harness.mjs";
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = sharedBrowser();
 
 test("an admin sees the sessions made over gRPC and ends one, a mailbox's, a user's and every API session", async (t) => {
   const server = await startSessiond();
@@ -27,7 +21,7 @@ test("an admin sees the sessions made over gRPC and ends one, a mailbox's, a use
   const otherAdmin = await login(server, ADMIN, "ADMIN");
   const otherOrg = await login(server, OTHER_ORG_ADMIN, "API");
 
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await signIn(page, server);
   for (const s of [...imap, pop, ...api, otherAdmin]) {
     await rowOf(page, s.id).waitFor();
@@ -87,7 +81,7 @@ test("a cancelled or wrongly confirmed ending ends nothing", async (t) => {
   const server = await startSessiond();
   t.after(() => server.dispose());
   const api = [await login(server, USER, "API"), await login(server, USER, "API")];
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await signIn(page, server);
   const dialog = page.getByRole("dialog");
   await page.getByRole("button", { name: "End all API sessions" }).click();
@@ -110,7 +104,7 @@ test("endings made by other clients appear in Endings and leave the table", asyn
   const otherAdmin = await login(server, ADMIN, "ADMIN");
   const imap = await login(server, USER, "IMAP");
   const api = await login(server, USER, "API");
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await signIn(page, server);
   await rowOf(page, imap.id).waitFor();
   const endings = page.getByRole("log", { name: "Endings" });
@@ -145,7 +139,7 @@ test("after a restart the feed resumes from its cursor: endings made while it wa
   });
   const imap = await login(first, USER, "IMAP");
   const api = await login(first, USER, "API");
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await signIn(page, first);
   await rowOf(page, api.id).waitFor();
   await first.stop();
@@ -167,7 +161,7 @@ test("when its own session is ended elsewhere the console returns to sign-in and
   const server = await startSessiond();
   t.after(() => server.dispose());
   const otherAdmin = await login(server, ADMIN, "ADMIN");
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await signIn(page, server);
   const own = page.locator("#sessions-table tbody tr", { hasText: "(this console)" });
   const id = Number(await own.getAttribute("data-id"));
@@ -181,7 +175,7 @@ test("when its own session is ended elsewhere the console returns to sign-in and
 test("Sign out ends the console's session and forgets its token", async (t) => {
   const server = await startSessiond();
   t.after(() => server.dispose());
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await signIn(page, server);
   const token = await page.evaluate(() => sessionStorage.getItem("sessiond.console.token"));
   assert.ok(token && token.length > 20);
@@ -202,7 +196,7 @@ test("Sign out ends the console's session and forgets its token", async (t) => {
 test("a reload keeps the admin signed in (the token is in this tab's sessionStorage only)", async (t) => {
   const server = await startSessiond();
   t.after(() => server.dispose());
-  const { page, context, problems } = await openPage(browser, t);
+  const { page, context, problems } = await openPage(browser(), t);
   await signIn(page, server);
   await page.reload();
   await page.getByRole("heading", { name: "Sessions", level: 1 }).waitFor();
@@ -221,7 +215,7 @@ test("the Audit view lists ListAuditRecords, paged", async (t) => {
     const made = await Promise.all(Array.from({ length: 5 }, () => login(server, USER, "API")));
     await Promise.all(made.map((s) => grpc(server, "LogoffOther", { sessionId: s.id, kind: "KIND_API" }, admin.token)));
   }
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await signIn(page, server);
   await page.getByRole("button", { name: "Audit" }).click();
   await page.getByRole("heading", { name: "Audit", level: 1 }).waitFor();
@@ -242,7 +236,7 @@ test("sessions are paged, and filtered by user and by kind", async (t) => {
   t.after(() => server.dispose());
   await Promise.all(Array.from({ length: 52 }, () => login(server, USER, "API")));
   await login(server, USER, "IMAP");
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await signIn(page, server);
   await until(async () => (await sessionRows(page).count()) === 50, "a first page of 50");
   await page.getByRole("button", { name: "Next page" }).click();
@@ -254,5 +248,16 @@ test("sessions are paged, and filtered by user and by kind", async (t) => {
   await page.getByLabel("User", { exact: true }).fill(ADMIN.username);
   await page.getByRole("button", { name: "Filter" }).click();
   await until(async () => (await sessionRows(page).count()) === 1, "the admin's own session");
+  assert.deepEqual(problems, []);
+});
+
+test("an unattended console's session expires like any other, and the page says so", async (t) => {
+  const server = await startSessiond({ extra: ["--idle-timeout-secs", "2", "--sweep-interval-secs", "1"] });
+  t.after(() => server.dispose());
+  const { page, problems } = await openPage(browser(), t);
+  await signIn(page, server);
+  await page.getByRole("button", { name: "Sign in" }).waitFor({ timeout: 20_000 });
+  assert.match(await page.getByRole("alert").innerText(), /expired/);
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0, "the token is gone");
   assert.deepEqual(problems, []);
 });

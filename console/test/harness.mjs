@@ -9,6 +9,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { after, before } from "node:test";
 import { chromium } from "playwright-core";
 
 const run = promisify(execFile);
@@ -167,6 +168,19 @@ export function launchBrowser() {
       "--disable-sync",
     ],
   });
+}
+
+/// One Chromium for every test of the file that calls this; the getter
+/// returns it once started.
+export function sharedBrowser() {
+  let browser;
+  before(async () => {
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+  });
+  return () => browser;
 }
 
 /// A fresh page of `browser` that fails the test on any page error or

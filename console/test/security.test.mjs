@@ -5,18 +5,12 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
-  ADMIN, LOADGEN, USER, launchBrowser, login, newStore, openPage, rowOf, signIn, startSessiond, until,
+  ADMIN, LOADGEN, USER, sharedBrowser, login, newStore, openPage, rowOf, signIn, startSessiond, until,
 } from "./harness.mjs";
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = sharedBrowser();
 
 test("the page and its files come with a strict policy, and nothing else is served", async (t) => {
   const server = await startSessiond();
@@ -60,7 +54,7 @@ test("values from the API are shown as text: an HTML username and user agent run
   });
   const agent = "<img src=x onerror=alert(1)>";
   const s = await login(server, xss, "API", agent);
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   const requests = [];
   page.on("request", (r) => requests.push(r.url()));
   await signIn(page, server);
@@ -86,7 +80,7 @@ test("values from the API are shown as text: an HTML username and user agent run
 test("a wrong password and a non-admin get the same one message", async (t) => {
   const server = await startSessiond();
   t.after(() => server.dispose());
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   const messages = [];
   for (const who of [{ ...ADMIN, password: "wrong-password" }, USER, { username: "nobody@example.com", password: "x" }]) {
     await page.goto(server.console);
@@ -107,7 +101,7 @@ test("a lockout (RESOURCE_EXHAUSTED) is shown with its wait, and Sign in waits t
     extra: ["--max-failures-per-user", "2", "--failure-window-secs", "3"],
   });
   t.after(() => server.dispose());
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await page.goto(server.console);
   const button = page.getByRole("button", { name: "Sign in" });
   for (let i = 0; i < 3; i++) {
@@ -141,7 +135,7 @@ test("a shed call (OVERLOADED) is shown as such, and retried after the wait it n
     flood.kill("SIGKILL");
     await server.dispose();
   });
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await page.goto(server.console);
   await page.getByLabel("Username").fill(ADMIN.username);
   await page.getByLabel("Password").fill(ADMIN.password);
@@ -169,7 +163,7 @@ test("sessiond unreachable (UNAVAILABLE) is said, and the table comes back by it
     await second?.stop();
   });
   const api = await login(first, USER, "API");
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser(), t);
   await signIn(page, first);
   await rowOf(page, api.id).waitFor();
   await first.stop();
