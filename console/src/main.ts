@@ -40,7 +40,6 @@ const endingsLog = byId<HTMLElement>("endings");
 const filterForm = byId<HTMLFormElement>("filter-form");
 const filterUser = byId<HTMLInputElement>("filter-user");
 const filterKind = byId<HTMLSelectElement>("filter-kind");
-const userActions = byId<HTMLElement>("user-actions");
 const sessionsBody = byId<HTMLTableSectionElement>("sessions-body");
 const sessionsCaption = byId<HTMLElement>("sessions-caption");
 const auditBody = byId<HTMLTableSectionElement>("audit-body");
@@ -48,7 +47,6 @@ const dialog = byId<HTMLDialogElement>("confirm");
 const confirmTitle = byId<HTMLElement>("confirm-title");
 const confirmText = byId<HTMLElement>("confirm-text");
 const confirmButton = byId<HTMLButtonElement>("confirm-button");
-const confirmPasswordRow = byId<HTMLElement>("confirm-password-row");
 const mainArea = byId<HTMLElement>("main");
 
 // ---- paging ----------------------------------------------------------------
@@ -198,8 +196,7 @@ function enter(session: Session): void {
   me = { username: session.user, org: session.org, sessionId: session.id };
   passwordInput.value = "";
   signinMessage.textContent = "";
-  // Out of the page while signed in: the only `Password` field is then the
-  // one a confirmation asks for.
+  // Out of the page while signed in: its fields label nothing then.
   signinView.remove();
   consoleView.hidden = false;
   nav.hidden = false;
@@ -296,13 +293,38 @@ let applied = { user: "", kind: Kind.UNSPECIFIED as Kind };
 const rows = new Map<number, HTMLTableRowElement>();
 let loading = 0;
 
-filterForm.addEventListener("submit", (ev) => {
-  ev.preventDefault();
-  applied = { user: filterUser.value.trim(), kind: Number(filterKind.value) as Kind };
-  userActions.hidden = applied.user === "";
+/// The table follows the filters as they change (typing settles for
+/// FILTER_SETTLE_MS first); Enter or `Filter` applies them at once.
+const FILTER_SETTLE_MS = 300;
+let settling: number | undefined;
+
+function applyFilters(): void {
+  clearTimeout(settling);
+  settling = undefined;
+  const next = { user: filterUser.value.trim(), kind: Number(filterKind.value) as Kind };
+  if (next.user === applied.user && next.kind === applied.kind) return;
+  applied = next;
   sessionsPager.reset();
   void loadSessions();
+}
+
+/// The user actions act on the name in `User`, and wait for one.
+function userActionsFollow(): void {
+  const none = filterUser.value.trim() === "";
+  for (const id of ["end-mail", "end-user"]) byId<HTMLButtonElement>(id).disabled = none;
+}
+
+filterForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  applyFilters();
 });
+filterUser.addEventListener("input", () => {
+  userActionsFollow();
+  clearTimeout(settling);
+  settling = window.setTimeout(applyFilters, FILTER_SETTLE_MS);
+});
+filterKind.addEventListener("change", applyFilters);
+userActionsFollow();
 byId("refresh").addEventListener("click", () => void loadSessions());
 
 async function loadSessions(): Promise<void> {
@@ -428,30 +450,16 @@ async function countSessions(user: string, kinds: Kind[]): Promise<number> {
   return n;
 }
 
-/// Asks in the dialog, once the count is known; resolves with the password
-/// typed (when asked for) or null when the person cancels.
+/// Asks in the dialog, once the count is known; resolves true when the
+/// person confirms, null when they cancel.
 function confirmEnding(
   title: string,
   what: (n: number) => string,
   counting: Promise<number>,
-  askPassword: boolean,
-): Promise<string | null> {
+): Promise<true | null> {
   confirmTitle.textContent = title;
   confirmText.textContent = "Counting the sessions this will end…";
   confirmButton.disabled = true;
-  // The password field exists only while asked for (see `enter`).
-  const password = askPassword
-    ? el("input", {
-        id: "confirm-password",
-        type: "password",
-        autocomplete: "current-password",
-        maxlength: "1024",
-        required: "",
-      })
-    : null;
-  confirmPasswordRow.replaceChildren(
-    ...(password ? [el("label", { for: "confirm-password" }, "Password"), password] : []),
-  );
   // Named only while open: a closed dialog's title labels nothing.
   dialog.setAttribute("aria-labelledby", "confirm-title");
   dialog.setAttribute("aria-describedby", "confirm-text");
@@ -468,7 +476,7 @@ function confirmEnding(
       confirmText.textContent = what(n);
       confirmButton.disabled = false;
       ready = true;
-      (password ?? confirmButton).focus();
+      confirmButton.focus();
     },
     (err) => {
       if (!dialog.open) return;
@@ -481,9 +489,7 @@ function confirmEnding(
     dialog.addEventListener(
       "close",
       () => {
-        const ok = ready && dialog.returnValue === "confirm";
-        resolve(ok ? (password?.value ?? "") : null);
-        confirmPasswordRow.replaceChildren();
+        resolve(ready && dialog.returnValue === "confirm" ? true : null);
         dialog.removeAttribute("aria-labelledby");
         dialog.removeAttribute("aria-describedby");
       },
@@ -495,12 +501,16 @@ function confirmEnding(
 const bulkButtons = ["end-mail", "end-user", "end-api"].map((id) => byId<HTMLButtonElement>(id));
 
 /// One bulk ending at a time: its buttons wait while one runs.
+let bulkRunning = false;
 function bulk(action: () => Promise<void>): () => void {
   return () => {
-    if (bulkButtons.some((b) => b.disabled)) return;
+    if (bulkRunning) return;
+    bulkRunning = true;
     for (const b of bulkButtons) b.disabled = true;
     void action().finally(() => {
+      bulkRunning = false;
       for (const b of bulkButtons) b.disabled = false;
+      userActionsFollow();
     });
   };
 }
@@ -510,13 +520,12 @@ byId("end-user").addEventListener("click", bulk(endUser));
 byId("end-api").addEventListener("click", bulk(endApi));
 
 async function endMail(): Promise<void> {
-  const user = applied.user;
+  const user = filterUser.value.trim();
   if (me === null || user === "" || !mayAct()) return;
   const ok = await confirmEnding(
     `End mail sessions of ${user}`,
     (n) => `This ends ${plural(n, "IMAP or POP session", "IMAP and POP sessions")} of ${user}.`,
     countSessions(user, [Kind.IMAP, Kind.POP]),
-    false,
   );
   if (ok === null || me === null) return;
   const token = currentToken() ?? "";
@@ -533,7 +542,7 @@ async function endMail(): Promise<void> {
 }
 
 async function endUser(): Promise<void> {
-  const user = applied.user;
+  const user = filterUser.value.trim();
   if (me === null || user === "" || !mayAct()) return;
   const self = user === me.username;
   const ok = await confirmEnding(
@@ -542,7 +551,6 @@ async function endUser(): Promise<void> {
       `This ends ${plural(n, "session", "sessions")} of ${user}, of every kind` +
       (self ? " (this console's own session is kept)." : "."),
     countSessions(user, [Kind.UNSPECIFIED]).then((n) => (self ? n - 1 : n)),
-    false,
   );
   if (ok === null) return;
   try {
@@ -557,28 +565,19 @@ async function endUser(): Promise<void> {
 async function endApi(): Promise<void> {
   if (me === null || !mayAct()) return;
   const org = me.org;
-  const password = await confirmEnding(
+  const ok = await confirmEnding(
     `End all API sessions of ${org}`,
-    (n) =>
-      `This ends ${plural(n, "API session", "API sessions")} of ${org}, every user's. ` +
-      "Enter your password to confirm.",
+    (n) => `This ends ${plural(n, "API session", "API sessions")} of ${org}, every user's.`,
     countSessions("", [Kind.API]),
-    true,
   );
-  if (password === null || me === null) return;
+  if (ok === null || me === null) return;
   say(statusLine, "Ending every API session…");
   try {
-    const res = await api.logoutAll({ username: me.username, password });
+    // LogoutAll by this admin's session (the token in metadata, no password).
+    const res = await api.logoutAll({});
     say(statusLine, `Ended ${plural(res.ended, "API session", "API sessions")} of ${org}.`);
     void loadSessions();
   } catch (err) {
-    const f = failure(err);
-    if (f.reason === "BAD_CREDENTIALS") {
-      // The password, not the session: LogoutAll asks for it again.
-      statusLine.classList.add("error");
-      statusLine.textContent = "Not ended: the password was wrong.";
-      return;
-    }
     report(statusLine, err);
   }
 }

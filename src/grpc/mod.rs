@@ -197,12 +197,22 @@ impl SessionService for SessionGrpc {
         req: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutAllResponse>, Status> {
         let address = self.throttle_address(&req);
+        let token = token_of(&req)?;
         let msg = req.get_ref();
-        let ended = self
-            .sessions
-            .logout_all(&msg.username, &msg.password, address.as_deref())
-            .await
-            .map_err(to_status)?;
+        let ended = match token {
+            // No credentials in the message: the admin session in metadata.
+            Some(token) if msg.username.is_empty() && msg.password.is_empty() => {
+                self.sessions
+                    .logout_all_as_admin(Some(&token), address.as_deref())
+                    .await
+            }
+            _ => {
+                self.sessions
+                    .logout_all(&msg.username, &msg.password, address.as_deref())
+                    .await
+            }
+        }
+        .map_err(to_status)?;
         Ok(Response::new(pb::LogoutAllResponse { ended }))
     }
 

@@ -164,20 +164,41 @@ impl Sessions {
         self.ending_rate(None, address).await?;
         let caller = self.authenticate(&username, password, address).await?.user;
         self.ending_rate(Some(&caller.username), None).await?;
+        self.end_org_api_sessions(Actor::user(&caller.username, None), &caller.org)
+            .await
+    }
+
+    /// [`Self::logout_all`] for an admin holding an ADMIN session, by its
+    /// token instead of a password (the console).
+    pub async fn logout_all_as_admin(
+        &self,
+        token: Option<&str>,
+        address: Option<&str>,
+    ) -> Result<u32> {
+        self.ending_rate(None, address).await?;
+        let caller = self.session_of(token).await?;
+        self.ending_rate(Some(&caller.username), None).await?;
+        policy::may_end_org(&caller)?;
+        self.end_org_api_sessions(Actor::user(&caller.username, Some(caller.id)), &caller.org)
+            .await
+    }
+
+    async fn end_org_api_sessions(&self, actor: Actor, org: &str) -> Result<u32> {
+        let by = actor.name.clone();
         let ended = self
             .session_store()
             .end_sessions(
-                Scope::Org(caller.org.clone()),
+                Scope::Org(org.to_owned()),
                 &[Kind::Api],
                 EndReason::LogoutAll,
                 now_millis(),
                 &Audit {
-                    actor: Actor::user(&caller.username, None),
-                    target: format!("org:{}", caller.org),
+                    actor,
+                    target: format!("org:{org}"),
                 },
             )
             .await?;
-        tracing::info!(org = %caller.org, by = %caller.username, ended, "logout all");
+        tracing::info!(%org, %by, ended, "logout all");
         telemetry::record_revocations(EndReason::LogoutAll, u64::from(ended));
         Ok(ended)
     }

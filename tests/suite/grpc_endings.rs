@@ -672,3 +672,84 @@ async fn an_ending_by_kind_reaches_watchers_as_logoff_other() {
     assert_eq!(event.kind, Kind::Pop as i32);
     assert_eq!(event.user, JOE.0);
 }
+
+#[tokio::test]
+async fn an_admin_session_ends_its_orgs_api_sessions_without_a_password() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let (api1, _) = login(&mut c, USEREMAIL, Kind::Api).await;
+    let (api2, _) = login(&mut c, COMPANY_ADMIN, Kind::Api).await;
+    let (imap, _) = login(&mut c, USEREMAIL, Kind::Imap).await;
+    let (console, console_s) = login(&mut c, COMPANY_ADMIN, Kind::Admin).await;
+    let (other_org_api, _) = login(&mut c, JOE, Kind::Api).await;
+    let empty = || pb::LogoutAllRequest {
+        username: String::new(),
+        password: String::new(),
+    };
+    let r = c.logout_all(authed(empty(), &console)).await.unwrap();
+    assert_eq!(r.into_inner().ended, 2);
+    assert!(!is_valid(&mut c, &api1).await);
+    assert!(!is_valid(&mut c, &api2).await);
+    for t in [&imap, &console, &other_org_api] {
+        assert!(is_valid(&mut c, t).await, "untouched");
+    }
+    // Audited as the admin and the session it used.
+    let records = c
+        .list_audit_records(authed(
+            pb::ListAuditRecordsRequest {
+                page_size: 10,
+                page_token: String::new(),
+            },
+            &console,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let record = records
+        .iter()
+        .find(|r| r.reason == pb::EndReason::LogoutAll as i32)
+        .expect("a LogoutAll record");
+    assert_eq!(record.actor, COMPANY_ADMIN.0);
+    assert_eq!(record.actor_session_id, console_s.id);
+    assert_eq!(record.target, "org:company.com");
+    assert_eq!(record.ended, 2);
+}
+
+#[tokio::test]
+async fn only_an_admin_session_ends_an_orgs_api_sessions_by_token() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let (target, _) = login(&mut c, USEREMAIL, Kind::Api).await;
+    let (user_api, _) = login(&mut c, USEREMAIL, Kind::Api).await;
+    let (admin_api, _) = login(&mut c, COMPANY_ADMIN, Kind::Api).await;
+    let empty = || pb::LogoutAllRequest {
+        username: String::new(),
+        password: String::new(),
+    };
+    for caller in [&user_api, &admin_api] {
+        assert_status(
+            c.logout_all(authed(empty(), caller)).await,
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        );
+    }
+    assert_status(
+        c.logout_all(authed(empty(), "not-a-token")).await,
+        Code::Unauthenticated,
+        "TOKEN_INVALID",
+    );
+    // No token and no credentials: the credentials are what is missing.
+    assert_status(
+        c.logout_all(Request::new(empty())).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert!(is_valid(&mut c, &target).await);
+    // Credentials in the message win over a token in metadata (Informatica).
+    let r = c
+        .logout_all(authed(logout_all(USEREMAIL), &admin_api))
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().ended, 3);
+}
