@@ -4,7 +4,7 @@
 # `sessiond serve --demo` on a new SQLite file (console/bench/console-bench.mjs):
 #
 # - the first page of an org with FIRST (10,000) live sessions, against an
-#   org of a few sessions in the same store;
+#   org of 60 (a first page as full) in the same store;
 # - one ending by another client to its line in Endings;
 # - a LogoutAll of BULK (30,000) API sessions with the page open: time to
 #   show them all, main-thread stalls, DOM writes and typing latency,
