@@ -194,6 +194,7 @@ async function signIn(): Promise<void> {
 
 function enter(session: Session): void {
   me = { username: session.user, org: session.org, sessionId: session.id };
+  keptAlive = Date.now();
   passwordInput.value = "";
   signinMessage.textContent = "";
   // Out of the page while signed in: its fields label nothing then.
@@ -237,6 +238,11 @@ function leave(why: string): void {
   nav.hidden = true;
   signOutButton.hidden = true;
   whoami.hidden = true;
+  // The next admin starts from nothing of this one's.
+  filterUser.value = "";
+  filterKind.value = "0";
+  applied = { user: "", kind: Kind.UNSPECIFIED };
+  userActionsFollow();
   if (!signinView.isConnected) mainArea.prepend(signinView);
   signinMessage.textContent = why;
   usernameInput.focus();
