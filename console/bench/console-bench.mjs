@@ -214,6 +214,31 @@ async function bulkEnding(browser, server) {
   return { idle: { ...idleProbe, typing: idle.typing }, burst: { ...burstProbe, typing: burst.typing }, ...burst.result, rowsLeft, countMs, countText };
 }
 
+/// The same LogoutAll made from the page itself: `End all API sessions`,
+/// the dialog's count, `Confirm`; then the page reloads its table and reads
+/// the burst of its own ending.
+async function bulkFromThePage(browser, server) {
+  const { page, context } = await signedIn(browser, server, ADMIN);
+  await installProbes(page);
+  await resetProbes(page);
+  const needle = `${BULK.toLocaleString("en-US")} API sessions`;
+  const result = await typing(page, async () => {
+    const seen = lineAppears(page, needle);
+    await page.getByRole("button", { name: "End all API sessions" }).click();
+    const confirm = page.getByRole("dialog").getByRole("button", { name: "Confirm" });
+    await page.waitForFunction(() => !document.getElementById("confirm-button").disabled);
+    const t0 = Date.now();
+    await confirm.click();
+    await page.waitForFunction((n) => document.getElementById("status").textContent.includes(`Ended ${n} API sessions`), needle.split(" ")[0]);
+    const answered = Date.now();
+    const all = await seen;
+    return { answeredMs: answered - t0, allShownMs: all - t0 };
+  });
+  const probe = await page.evaluate(() => ({ ...window.__probe }));
+  await context.close();
+  return { ...result.result, ...probe, typing: result.typing };
+}
+
 const server = await startSessiond({ extra: NO_LIMITS });
 const browser = await launchBrowser();
 try {
@@ -243,6 +268,13 @@ try {
   console.log(`DOM writes (log + table): ${bulk.burst.writes} for ${bulk.ended} events; rows on the page 1.5 s later: ${bulk.rowsLeft} (the admins' sessions)`);
   console.log(`main thread, idle 3 s vs burst: longest timer lateness ${ms(bulk.idle.maxLate)} vs ${ms(bulk.burst.maxLate)}; long tasks ${ms(bulk.idle.longTotal)} vs ${ms(bulk.burst.longTotal)} (longest ${ms(bulk.burst.longMax)})`);
   console.log(`typing into User: idle p50 ${ms(bulk.idle.typing.p50)} max ${ms(bulk.idle.typing.max)} (${bulk.idle.typing.n} keys); burst p50 ${ms(bulk.burst.typing.p50)} max ${ms(bulk.burst.typing.max)} (${bulk.burst.typing.n} keys)`);
+
+  process.stderr.write(`seeding ${BULK} API sessions again…\n`);
+  await seed(server, BULK);
+  const own = await bulkFromThePage(browser, server);
+  console.log(`\n## The same LogoutAll from the page (End all API sessions → Confirm)`);
+  console.log(`Confirm to "Ended ${BULK.toLocaleString("en-US")} API sessions": ${ms(own.answeredMs)}; to all shown in Endings: ${ms(own.allShownMs)}`);
+  console.log(`DOM writes: ${own.writes}; long tasks ${ms(own.longTotal)} (longest ${ms(own.longMax)}); longest timer lateness ${ms(own.maxLate)}; typing p50 ${ms(own.typing.p50)} max ${ms(own.typing.max)} (${own.typing.n} keys)`);
 } finally {
   await browser.close();
   await server.dispose();

@@ -13,9 +13,12 @@ const FLUSH_MS = 100;
 /// Lines kept in the log; older ones leave as new ones come.
 const MAX_LINES = 200;
 /// More events than this of one reason and kind in one flush make one line.
-const GROUP_OVER = 3;
-/// A burst line keeps counting while its events keep coming this close.
-const BURST_GAP_MS = 2000;
+const GROUP_OVER = 20;
+/// A burst line keeps counting while its events keep coming this close
+/// (a burst fills consecutive flushes, FLUSH_MS apart).
+const BURST_GAP_MS = 500;
+/// Users a burst line names before it counts the rest.
+const NAMED_USERS = 3;
 const HEARTBEAT_MS = 10_000;
 /// Longest stretch of reading the feed before the page gets its turn.
 const SLICE_MS = 8;
@@ -44,6 +47,7 @@ export interface FeedHooks {
 interface Burst {
   key: string;
   n: number;
+  users: Set<string>;
   last: number;
   line: HTMLElement;
   text: Text;
@@ -164,12 +168,21 @@ export class Feed {
       const b = this.burst;
       if (b && b.key === key && now - b.last < BURST_GAP_MS) {
         b.n += revs.length;
+        for (const r of revs) b.users.add(r.user);
         b.last = now;
-        b.text.data = burstText(b.n, first);
+        b.text.data = burstText(b, first);
       } else if (revs.length > GROUP_OVER) {
-        const text = document.createTextNode(burstText(revs.length, first));
-        const line = this.line(text);
-        this.burst = { key, n: revs.length, last: now, line, text };
+        const burst: Burst = {
+          key,
+          n: revs.length,
+          users: new Set(revs.map((r) => r.user)),
+          last: now,
+          line: this.line(""),
+          text: document.createTextNode(""),
+        };
+        burst.text.data = burstText(burst, first);
+        burst.line.append(burst.text);
+        this.burst = burst;
       } else {
         for (const rev of revs) {
           this.line(
@@ -191,6 +204,9 @@ export class Feed {
   }
 }
 
-function burstText(n: number, rev: Revocation): string {
-  return `${count(n)} ${kindName(rev.kind)} sessions · ${reasonName(rev.reason)}`;
+function burstText(b: Burst, rev: Revocation): string {
+  const names = [...b.users].slice(0, NAMED_USERS);
+  const others = b.users.size - names.length;
+  const whose = others > 0 ? `${names.join(", ")} and ${count(others)} more` : names.join(", ");
+  return `${count(b.n)} ${kindName(rev.kind)} sessions of ${whose} · ${reasonName(rev.reason)}`;
 }

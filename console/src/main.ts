@@ -56,6 +56,7 @@ class Pager {
   private starts = [""];
   private at = 0;
   private next = "";
+  private pending = false;
 
   constructor(
     private readonly prev: HTMLButtonElement,
@@ -63,14 +64,18 @@ class Pager {
     private readonly label: HTMLElement,
     load: () => void,
   ) {
+    // While a page is on its way, neither button moves: a second click
+    // would count a page that was never shown.
     prev.addEventListener("click", () => {
-      if (this.at > 0) {
+      if (this.at > 0 && !this.pending) {
+        this.pending = true;
         this.at -= 1;
         load();
       }
     });
     nextButton.addEventListener("click", () => {
-      if (this.next !== "") {
+      if (this.next !== "" && !this.pending) {
+        this.pending = true;
         this.starts[this.at + 1] = this.next;
         this.starts.length = this.at + 2;
         this.at += 1;
@@ -83,13 +88,20 @@ class Pager {
     return this.starts[this.at] ?? "";
   }
 
+  /// Settles a page load that failed: the buttons move again.
+  failed(): void {
+    this.pending = false;
+  }
+
   reset(): void {
+    this.pending = false;
     this.starts = [""];
     this.at = 0;
     this.next = "";
   }
 
   loaded(next: string): void {
+    this.pending = false;
     this.next = next;
     this.prev.disabled = this.at === 0;
     this.nextButton.disabled = next === "";
@@ -117,6 +129,8 @@ const auditPager = new Pager(
 /// (`retry`) once that time has passed.
 function report(where: HTMLElement, err: unknown, retry?: () => void): Failure {
   const f = failure(err);
+  // A call still in flight when the admin left: nobody to tell.
+  if (me === null) return f;
   if (sessionGone(f)) {
     leave("Your session has ended: sign in again.");
     return f;
@@ -239,6 +253,9 @@ function leave(why: string): void {
   signOutButton.hidden = true;
   whoami.hidden = true;
   // The next admin starts from nothing of this one's.
+  heldUntil = 0;
+  document.body.classList.remove("held");
+  recentlyEnded.clear();
   filterUser.value = "";
   filterKind.value = "0";
   applied = { user: "", kind: Kind.UNSPECIFIED };
@@ -333,9 +350,55 @@ filterKind.addEventListener("change", applyFilters);
 userActionsFollow();
 byId("refresh").addEventListener("click", () => void loadSessions());
 
+/// Ids ended lately (by the feed or by this page), with when: a list answer
+/// sent before an ending must not bring its row back.
+const recentlyEnded = new Map<number, number>();
+const REMEMBER_ENDED_MS = 60_000;
+
+/// Writes the page's rows, keeping the rows (and a focused button) of
+/// sessions already shown: only what changed moves.
+function render(sessions: Session[]): void {
+  const keep = new Map(rows);
+  rows.clear();
+  const wanted = sessions.map((x) => {
+    const old = keep.get(x.id);
+    if (old) {
+      const seen = old.cells[3];
+      if (seen) seen.replaceChildren(time(x.lastSeenAt));
+      rows.set(x.id, old);
+      return old;
+    }
+    return sessionRow(x);
+  });
+  for (const [id, tr] of keep) if (!rows.has(id)) tr.remove();
+  let at = sessionsBody.firstElementChild;
+  for (const tr of wanted) {
+    if (tr === at) {
+      at = at.nextElementSibling;
+    } else {
+      sessionsBody.insertBefore(tr, at);
+    }
+  }
+}
+
+/// New sessions have no feed: the page shown is read again this often while
+/// it is in view.
+const RELIST_MS = 2000;
+setInterval(() => {
+  if (me === null || sessionsView.hidden || document.visibilityState !== "visible") return;
+  if (inFlight > 0 || dialog.open) return;
+  void loadSessions();
+}, RELIST_MS);
+let inFlight = 0;
+
 async function loadSessions(): Promise<void> {
   if (me === null) return;
   const mine = ++loading;
+  const now = Date.now();
+  for (const [id, at] of recentlyEnded) {
+    if (now - at > REMEMBER_ENDED_MS) recentlyEnded.delete(id);
+  }
+  inFlight += 1;
   try {
     const res = await api.listSessions({
       user: applied.user,
@@ -344,13 +407,18 @@ async function loadSessions(): Promise<void> {
       pageToken: sessionsPager.token(),
     });
     if (mine !== loading || me === null) return;
-    rows.clear();
-    sessionsBody.replaceChildren(...res.sessions.map(sessionRow));
+    // An ending that arrived while this answer was on its way wins.
+    render(res.sessions.filter((x) => !recentlyEnded.has(x.id)));
     sessionsPager.loaded(res.nextPageToken);
     caption();
     if (statusLine.classList.contains("error")) say(statusLine, "");
   } catch (err) {
-    if (mine === loading) report(statusLine, err, () => void loadSessions());
+    if (mine === loading) {
+      sessionsPager.failed();
+      report(statusLine, err, () => void loadSessions());
+    }
+  } finally {
+    inFlight -= 1;
   }
 }
 
@@ -394,9 +462,19 @@ function sessionRow(s: Session): HTMLTableRowElement {
 let refill: number | undefined;
 function dropRows(ids: Set<number>): void {
   let dropped = 0;
+  const now = Date.now();
   for (const id of ids) {
+    recentlyEnded.set(id, now);
     const tr = rows.get(id);
     if (tr) {
+      // A keyboard user keeps their place: the next row's button, or the
+      // table's caption when none is left.
+      if (tr.contains(document.activeElement)) {
+        const next = tr.nextElementSibling ?? tr.previousElementSibling;
+        const button = next?.querySelector("button");
+        if (button instanceof HTMLElement) button.focus();
+        else sessionsCaption.focus();
+      }
       tr.remove();
       rows.delete(id);
       dropped += 1;
@@ -417,8 +495,9 @@ function dropRows(ids: Set<number>): void {
 }
 
 async function endOne(s: Session, button: HTMLButtonElement): Promise<void> {
-  if (!mayAct()) return;
-  button.disabled = true;
+  // aria-disabled, not disabled: a disabled button would drop the focus.
+  if (button.getAttribute("aria-disabled") === "true" || !mayAct()) return;
+  button.setAttribute("aria-disabled", "true");
   const own = me !== null && s.id === me.sessionId;
   try {
     signingOut = own;
@@ -437,18 +516,18 @@ async function endOne(s: Session, button: HTMLButtonElement): Promise<void> {
       dropRows(new Set([s.id]));
       say(statusLine, `Session ${s.id} of ${s.user} had already ended.`);
     } else {
-      button.disabled = false;
+      button.removeAttribute("aria-disabled");
     }
   }
 }
 
 /// How many live sessions match, read page by page.
-async function countSessions(user: string, kinds: Kind[]): Promise<number> {
+async function countSessions(user: string, kinds: Kind[], signal: AbortSignal): Promise<number> {
   let n = 0;
   for (const kind of kinds) {
     let pageToken = "";
     do {
-      const res = await api.listSessions({ user, kind, pageSize: COUNT_PAGE, pageToken });
+      const res = await api.listSessions({ user, kind, pageSize: COUNT_PAGE, pageToken }, { signal });
       n += res.sessions.length;
       pageToken = res.nextPageToken;
     } while (pageToken !== "");
@@ -459,11 +538,14 @@ async function countSessions(user: string, kinds: Kind[]): Promise<number> {
 /// Asks in the dialog, once the count is known; resolves true when the
 /// person confirms, null when they cancel.
 function confirmEnding(
-  title: string,
   what: (n: number) => string,
-  counting: Promise<number>,
+  count: (signal: AbortSignal) => Promise<number>,
 ): Promise<true | null> {
-  confirmTitle.textContent = title;
+  // One title for every ending: the text says which, and a title naming a
+  // user would label the dialog with that name.
+  confirmTitle.textContent = "Confirm ending";
+  const stop = new AbortController();
+  const counting = count(stop.signal);
   confirmText.textContent = "Counting the sessions this will end…";
   confirmButton.disabled = true;
   // Named only while open: a closed dialog's title labels nothing.
@@ -487,14 +569,18 @@ function confirmEnding(
     (err) => {
       if (!dialog.open) return;
       const f = failure(err);
+      if (sessionGone(f)) {
+        leave("Your session has ended: sign in again.");
+        return;
+      }
       confirmText.textContent = `Could not count the sessions: ${f.message}`;
-      if (sessionGone(f)) dialog.close("cancel");
     },
   );
   return new Promise((resolve) => {
     dialog.addEventListener(
       "close",
       () => {
+        stop.abort();
         resolve(ready && dialog.returnValue === "confirm" ? true : null);
         dialog.removeAttribute("aria-labelledby");
         dialog.removeAttribute("aria-describedby");
@@ -506,17 +592,17 @@ function confirmEnding(
 
 const bulkButtons = ["end-mail", "end-user", "end-api"].map((id) => byId<HTMLButtonElement>(id));
 
-/// One bulk ending at a time: its buttons wait while one runs.
+/// One bulk ending at a time: its buttons say so (aria-disabled, not
+/// disabled, so that the dialog can give the focus back to its opener).
 let bulkRunning = false;
 function bulk(action: () => Promise<void>): () => void {
   return () => {
     if (bulkRunning) return;
     bulkRunning = true;
-    for (const b of bulkButtons) b.disabled = true;
+    for (const b of bulkButtons) b.setAttribute("aria-disabled", "true");
     void action().finally(() => {
       bulkRunning = false;
-      for (const b of bulkButtons) b.disabled = false;
-      userActionsFollow();
+      for (const b of bulkButtons) b.removeAttribute("aria-disabled");
     });
   };
 }
@@ -529,9 +615,8 @@ async function endMail(): Promise<void> {
   const user = filterUser.value.trim();
   if (me === null || user === "" || !mayAct()) return;
   const ok = await confirmEnding(
-    `End mail sessions of ${user}`,
     (n) => `This ends ${plural(n, "IMAP or POP session", "IMAP and POP sessions")} of ${user}.`,
-    countSessions(user, [Kind.IMAP, Kind.POP]),
+    (signal) => countSessions(user, [Kind.IMAP, Kind.POP], signal),
   );
   if (ok === null || me === null) return;
   const token = currentToken() ?? "";
@@ -552,11 +637,10 @@ async function endUser(): Promise<void> {
   if (me === null || user === "" || !mayAct()) return;
   const self = user === me.username;
   const ok = await confirmEnding(
-    `End all sessions of ${user}`,
     (n) =>
       `This ends ${plural(n, "session", "sessions")} of ${user}, of every kind` +
       (self ? " (this console's own session is kept)." : "."),
-    countSessions(user, [Kind.UNSPECIFIED]).then((n) => (self ? n - 1 : n)),
+    (signal) => countSessions(user, [Kind.UNSPECIFIED], signal).then((n) => (self ? n - 1 : n)),
   );
   if (ok === null) return;
   try {
@@ -572,9 +656,8 @@ async function endApi(): Promise<void> {
   if (me === null || !mayAct()) return;
   const org = me.org;
   const ok = await confirmEnding(
-    `End all API sessions of ${org}`,
     (n) => `This ends ${plural(n, "API session", "API sessions")} of ${org}, every user's.`,
-    countSessions("", [Kind.API]),
+    (signal) => countSessions("", [Kind.API], signal),
   );
   if (ok === null || me === null) return;
   say(statusLine, "Ending every API session…");
@@ -602,10 +685,13 @@ const ACTIONS: Record<number, string> = {
   [EndReason.GLOBAL_TOKEN_REVOCATION]: "Global token revocation",
 };
 
+let auditLoading = 0;
 async function loadAudit(): Promise<void> {
   if (me === null) return;
+  const mine = ++auditLoading;
   try {
     const res = await api.listAuditRecords({ pageSize: PAGE_SIZE, pageToken: auditPager.token() });
+    if (mine !== auditLoading || me === null) return;
     auditBody.replaceChildren(
       ...res.records.map((r) =>
         el(
@@ -622,7 +708,10 @@ async function loadAudit(): Promise<void> {
     auditPager.loaded(res.nextPageToken);
     say(auditStatus, res.records.length === 0 ? "No audit records yet." : "");
   } catch (err) {
-    report(auditStatus, err, () => void loadAudit());
+    if (mine === auditLoading) {
+      auditPager.failed();
+      report(auditStatus, err, () => void loadAudit());
+    }
   }
 }
 

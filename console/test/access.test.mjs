@@ -85,6 +85,8 @@ test("every action can be done with the keyboard alone", async (t) => {
   await kb.press("Enter");
   await rowOf(page, pop.id).waitFor({ state: "detached" });
   assert.equal(await isLive(server, pop.token), false);
+  // The focus stays in the table (the next row's button), not lost to the page.
+  assert.match(await page.evaluate(() => document.activeElement?.textContent ?? ""), /^End session/);
 
   // Filter by user, then end the user's mail sessions: the dialog takes the
   // focus to Confirm once it knows the count.
@@ -116,6 +118,10 @@ test("every action can be done with the keyboard alone", async (t) => {
   await kb.press("Escape");
   await page.getByRole("dialog").waitFor({ state: "hidden" });
   assert.equal(await isLive(server, again.token), true);
+  await until(
+    () => page.getByRole("button", { name: "End all sessions of user" }).evaluate((n) => n === document.activeElement),
+    "the focus back on the button that opened the dialog",
+  );
 
   // The audit view, and back.
   await tabTo(page, page.getByRole("button", { name: "Audit" }));

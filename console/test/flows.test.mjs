@@ -261,3 +261,50 @@ test("an unattended console's session expires like any other, and the page says 
   assert.equal(await page.evaluate(() => sessionStorage.length), 0, "the token is gone");
   assert.deepEqual(problems, []);
 });
+
+test("sessions opened after sign-in appear by themselves, and a late answer does not bring an ended row back", async (t) => {
+  const server = await startSessiond();
+  t.after(() => server.dispose());
+  const { page, problems } = await openPage(browser(), t);
+  await signIn(page, server);
+  // Before anything has ended, the log is there to be seen.
+  await page.getByRole("log", { name: "Endings" }).waitFor({ state: "visible" });
+  assert.equal(await page.getByRole("textbox", { name: "User" }).count(), 1);
+  const imap = await login(server, USER, "IMAP");
+  await rowOf(page, imap.id).waitFor({ timeout: 5_000 });
+
+  // A list answer held back on the network while the session ends.
+  let held = 0;
+  await page.route("**/session.v1.SessionService/ListSessions", async (route) => {
+    held += 1;
+    await new Promise((r) => setTimeout(r, 1500));
+    await route.continue();
+  });
+  await page.getByRole("button", { name: "Refresh" }).click();
+  await until(() => held > 0, "a list on its way");
+  const admin = await login(server, ADMIN, "ADMIN");
+  await grpc(server, "LogoffOther", { sessionId: imap.id, kind: "KIND_IMAP" }, admin.token);
+  await rowOf(page, imap.id).waitFor({ state: "detached" });
+  await page.waitForTimeout(2500);
+  assert.equal(await rowOf(page, imap.id).count(), 0, "the ended row stays gone");
+  await page.unroute("**/session.v1.SessionService/ListSessions");
+  assert.deepEqual(problems, []);
+});
+
+test("a small bulk ending is shown session by session, a large one as one line naming its users", async (t) => {
+  const server = await startSessiond({ extra: ["--max-endings-per-user", "0"] });
+  t.after(() => server.dispose());
+  const few = await Promise.all(Array.from({ length: 5 }, () => login(server, USER, "API")));
+  const { page, problems } = await openPage(browser(), t);
+  await signIn(page, server);
+  const endings = page.getByRole("log", { name: "Endings" });
+  await grpc(server, "LogoutAll", { username: USER.username, password: USER.password });
+  await until(async () => {
+    const text = await endings.innerText();
+    return few.every((s) => text.includes(`${USER.username} · API session #${s.id} · all API sessions ended`));
+  }, "each of the five");
+  await Promise.all(Array.from({ length: 40 }, () => login(server, USER, "API")));
+  await grpc(server, "LogoutAll", { username: USER.username, password: USER.password });
+  await until(async () => (await endings.innerText()).includes(`40 API sessions of ${USER.username} · all API sessions ended`), "one line for forty");
+  assert.deepEqual(problems, []);
+});
