@@ -65,7 +65,8 @@ async function signedIn(browser, server, who) {
   return { page, context, signInMs: Date.now() - t0 };
 }
 
-/// Refresh, timed in the page: click to the table's rows replaced.
+/// Refresh, timed in the page: click to the table written again (rows kept
+/// are updated in place: their last-seen cells).
 function timedRefresh(page) {
   return page.evaluate(() => new Promise((resolve) => {
     const body = document.getElementById("sessions-body");
@@ -73,7 +74,7 @@ function timedRefresh(page) {
     new MutationObserver((_, obs) => {
       obs.disconnect();
       resolve(performance.now() - t0);
-    }).observe(body, { childList: true });
+    }).observe(body, { childList: true, subtree: true });
     document.getElementById("refresh").click();
   }));
 }
@@ -220,15 +221,15 @@ async function bulkEnding(browser, server) {
 async function bulkFromThePage(browser, server) {
   const { page, context } = await signedIn(browser, server, ADMIN);
   await installProbes(page);
-  await resetProbes(page);
   const needle = `${BULK.toLocaleString("en-US")} API sessions`;
+  await page.getByRole("button", { name: "End all API sessions" }).click();
+  await page.waitForFunction(() => !document.getElementById("confirm-button").disabled);
+  await resetProbes(page);
+  const seen = lineAppears(page, needle);
+  const t0 = Date.now();
+  await page.getByRole("dialog").getByRole("button", { name: "Confirm" }).click();
+  // Typing starts once the (modal) dialog has closed.
   const result = await typing(page, async () => {
-    const seen = lineAppears(page, needle);
-    await page.getByRole("button", { name: "End all API sessions" }).click();
-    const confirm = page.getByRole("dialog").getByRole("button", { name: "Confirm" });
-    await page.waitForFunction(() => !document.getElementById("confirm-button").disabled);
-    const t0 = Date.now();
-    await confirm.click();
     await page.waitForFunction((n) => document.getElementById("status").textContent.includes(`Ended ${n} API sessions`), needle.split(" ")[0]);
     const answered = Date.now();
     const all = await seen;
