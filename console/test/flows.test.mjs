@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   ADMIN, OTHER_ORG_ADMIN, USER, grpc, isLive, sharedBrowser, login, openPage, rowOf,
-  sessionRows, sessiondCli, signIn, startSessiond, until,
+  sessionRows, sessiondCli, signIn, restartable, startSessiond, until,
 } from "./harness.mjs";
 
 const browser = sharedBrowser();
@@ -130,13 +130,7 @@ test("endings made by other clients appear in Endings and leave the table", asyn
 });
 
 test("after a restart the feed resumes from its cursor: endings made while it was away arrive", async (t) => {
-  const first = await startSessiond();
-  const { store, grpcPort, restPort } = first;
-  let second;
-  t.after(async () => {
-    await first.stop();
-    await second?.stop();
-  });
+  const { first, restart } = await restartable(t);
   const imap = await login(first, USER, "IMAP");
   const api = await login(first, USER, "API");
   const { page, problems } = await openPage(browser(), t);
@@ -145,8 +139,8 @@ test("after a restart the feed resumes from its cursor: endings made while it wa
   await first.stop();
   await until(async () => (await page.locator("#feed-status").innerText()).includes("Reconnecting"), "the feed notices");
   // Ended while no sessiond runs: the CLI, on the store itself.
-  await sessiondCli(["user", "disable", USER.username, "--store", store]);
-  second = await startSessiond({ store, grpcPort, restPort });
+  await sessiondCli(["user", "disable", USER.username, "--store", first.store]);
+  await restart();
   const endings = page.getByRole("log", { name: "Endings" });
   await until(async () => {
     const text = await endings.innerText();

@@ -110,6 +110,25 @@ export async function startSessiond({ store, grpcPort, restPort, extra = [] } = 
   };
 }
 
+/// A sessiond that the test stops and starts again, on the same store and
+/// ports; both are stopped, and the store removed, when the test ends.
+export async function restartable(t) {
+  const first = await startSessiond();
+  let again;
+  t.after(async () => {
+    await again?.stop();
+    await first.dispose();
+  });
+  return {
+    first,
+    async restart() {
+      const { store, grpcPort, restPort } = first;
+      again = await startSessiond({ store, grpcPort, restPort });
+      return again;
+    },
+  };
+}
+
 /// One call with grpcurl (a gRPC client that is not ours), as JSON.
 export async function grpc(server, method, body = {}, token) {
   const args = ["-plaintext", "-format-error", "-d", JSON.stringify(body)];

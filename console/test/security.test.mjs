@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { test } from "node:test";
 import {
-  ADMIN, LOADGEN, USER, sharedBrowser, login, newStore, openPage, rowOf, signIn, startSessiond, until,
+  ADMIN, LOADGEN, USER, sharedBrowser, login, newStore, openPage, rowOf, signIn, restartable, startSessiond, until,
 } from "./harness.mjs";
 
 const browser = sharedBrowser();
@@ -155,13 +155,7 @@ test("a shed call (OVERLOADED) is shown as such, and retried after the wait it n
 });
 
 test("sessiond unreachable (UNAVAILABLE) is said, and the table comes back by itself", async (t) => {
-  const first = await startSessiond();
-  const { store, grpcPort, restPort } = first;
-  let second;
-  t.after(async () => {
-    await first.stop();
-    await second?.stop();
-  });
+  const { first, restart } = await restartable(t);
   const api = await login(first, USER, "API");
   const { page, problems } = await openPage(browser(), t);
   await signIn(page, first);
@@ -170,7 +164,7 @@ test("sessiond unreachable (UNAVAILABLE) is said, and the table comes back by it
   await page.getByRole("button", { name: "Refresh" }).click();
   await until(async () => /unavailable/.test(await page.locator("#status").innerText()), "unavailable said");
   assert.match(await page.locator("#feed-status").innerText(), /Reconnecting/);
-  second = await startSessiond({ store, grpcPort, restPort });
+  await restart();
   await until(async () => (await page.locator("#status").innerText()) === "", "the status cleared", 15_000);
   await rowOf(page, api.id).waitFor();
   await until(async () => /^Live/.test(await page.locator("#feed-status").innerText()), "the feed back", 15_000);
