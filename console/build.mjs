@@ -18,6 +18,13 @@ await build({
   charset: "utf8",
   logLevel: "warning",
 });
-for (const file of ["index.html", "console.css", "icon.svg"]) {
+await build({
+  entryPoints: [new URL("src/console.css", here).pathname],
+  outfile: new URL("console.css", dist).pathname,
+  minify: true,
+  charset: "utf8",
+  logLevel: "warning",
+});
+for (const file of ["index.html", "icon.svg"]) {
   await copyFile(new URL(`src/${file}`, here), new URL(file, dist));
 }

@@ -88,12 +88,6 @@ pub fn may_reach_user(caller: Caller<'_>, name: &str, target: Option<&User>) -> 
 /// admins only, from a `KIND_ADMIN` session, and only their own org (the
 /// query is scoped). An admin's IMAP, POP or API token sits in mail clients
 /// and front ends: it must not carry org-wide power.
-/// LogoutAll by token: the same as listing, an admin's ADMIN session; its
-/// own org is the only one it can name.
-pub fn may_end_org(caller: &Session) -> Result<(), Error> {
-    may_list(caller)
-}
-
 pub fn may_list(caller: &Session) -> Result<(), Error> {
     if caller.role != Role::Admin {
         return Err(Error::PermissionDenied("only admins may list sessions"));
@@ -104,4 +98,10 @@ pub fn may_list(caller: &Session) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// LogoutAll by token: the same as listing, an admin's ADMIN session; its
+/// own org is the only one it can name.
+pub fn may_end_org(caller: &Session) -> Result<(), Error> {
+    may_list(caller)
 }

@@ -203,7 +203,7 @@ impl SessionService for SessionGrpc {
             // No credentials in the message: the admin session in metadata.
             Some(token) if msg.username.is_empty() && msg.password.is_empty() => {
                 self.sessions
-                    .logout_all_as_admin(Some(&token), address.as_deref())
+                    .logout_all_as_admin(&token, address.as_deref())
                     .await
             }
             _ => {

@@ -170,13 +170,9 @@ impl Sessions {
 
     /// [`Self::logout_all`] for an admin holding an ADMIN session, by its
     /// token instead of a password (the console).
-    pub async fn logout_all_as_admin(
-        &self,
-        token: Option<&str>,
-        address: Option<&str>,
-    ) -> Result<u32> {
+    pub async fn logout_all_as_admin(&self, token: &str, address: Option<&str>) -> Result<u32> {
         self.ending_rate(None, address).await?;
-        let caller = self.session_of(token).await?;
+        let caller = self.session_of(Some(token)).await?;
         self.ending_rate(Some(&caller.username), None).await?;
         policy::may_end_org(&caller)?;
         self.end_org_api_sessions(Actor::user(&caller.username, Some(caller.id)), &caller.org)
@@ -184,7 +180,10 @@ impl Sessions {
     }
 
     async fn end_org_api_sessions(&self, actor: Actor, org: &str) -> Result<u32> {
-        let by = actor.name.clone();
+        let audit = Audit {
+            actor,
+            target: format!("org:{org}"),
+        };
         let ended = self
             .session_store()
             .end_sessions(
@@ -192,13 +191,10 @@ impl Sessions {
                 &[Kind::Api],
                 EndReason::LogoutAll,
                 now_millis(),
-                &Audit {
-                    actor,
-                    target: format!("org:{org}"),
-                },
+                &audit,
             )
             .await?;
-        tracing::info!(%org, %by, ended, "logout all");
+        tracing::info!(%org, by = %audit.actor.name, ended, "logout all");
         telemetry::record_revocations(EndReason::LogoutAll, u64::from(ended));
         Ok(ended)
     }
